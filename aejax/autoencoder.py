@@ -1,0 +1,111 @@
+"""The lecture's deterministic autoencoders as one variant: a config and a loss.
+
+Covers the plain conv AE (section 2), the denoising AE (noise on training inputs,
+clean targets), the sparse AE with the L1 or either KL-Bernoulli penalty (section 3)
+and the weight-decayed AE used for interpolation (section 4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+
+from aejax import data as data_lib
+from aejax import losses
+from aejax.modules import Decoder, Encoder, apply_inference
+from aejax.train import Model, Phase, torch_adam
+
+Sparsity = Literal["none", "l1", "kl_per_object", "kl_per_unit"]
+SPARSITY_CHOICES = ("none", "l1", "kl_per_object", "kl_per_unit")
+
+
+@dataclasses.dataclass(frozen=True)
+class AEConfig:
+    latent_dim: int = 2
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0  # PyTorch-style coupled L2 (section 4 uses 1e-5)
+    input_noise_std: float = 0.0  # > 0: denoising AE, x + std * N(0, 1) fed, clean x targeted
+    sparsity: Sparsity = "none"
+    sparsity_weight: float = 0.01  # beta
+    sparsity_target: float = 0.1  # p, for the KL penalties
+
+    def __post_init__(self):
+        if self.latent_dim <= 0:
+            raise ValueError(f"latent_dim must be positive, got {self.latent_dim}")
+        if self.learning_rate <= 0 or self.weight_decay < 0 or self.input_noise_std < 0:
+            raise ValueError("learning_rate must be > 0; weight_decay and input_noise_std >= 0")
+        if self.sparsity not in SPARSITY_CHOICES:
+            raise ValueError(f"sparsity must be one of {SPARSITY_CHOICES}, got {self.sparsity!r}")
+        if not 0 < self.sparsity_target < 1:
+            raise ValueError(f"sparsity_target must be in (0, 1), got {self.sparsity_target}")
+
+
+def sparsity_penalty(config: AEConfig, latents: jax.Array) -> jax.Array:
+    """The scalar sparsity term (before the beta weight) for latents (B, D).
+
+    l1: mean |activation| (the lecture's F.l1_loss against zeros); kl_per_object: KL
+    of each object's mean activation, summed over the batch (as the lecture says);
+    kl_per_unit: KL of each unit's batch-mean activation, averaged over the units.
+    """
+    if config.sparsity == "l1":
+        return jnp.mean(losses.l1_sparsity(latents))
+    if config.sparsity == "kl_per_object":
+        return jnp.sum(losses.kl_sparsity_per_object(latents, config.sparsity_target))
+    if config.sparsity == "kl_per_unit":
+        return jnp.mean(losses.kl_sparsity_per_unit(latents, config.sparsity_target))
+    return jnp.zeros((), latents.dtype)
+
+
+def _variables(params, batch_stats, name: str) -> dict:
+    return {"params": params[name], "batch_stats": batch_stats[name]}
+
+
+def make_loss(config: AEConfig, encoder: Encoder, decoder: Decoder):
+    """loss(params, batch_stats, batch, key): mean-over-pixels BCE on logits (+ beta * sparsity)."""
+
+    def loss_fn(params, batch_stats, batch, key):
+        clean = batch["image"]
+        inputs = data_lib.add_gaussian_noise(key, clean, config.input_noise_std) if config.input_noise_std else clean
+        latents, enc_updates = encoder.apply(
+            _variables(params, batch_stats, "encoder"), inputs, True, mutable=["batch_stats"])
+        logits, dec_updates = decoder.apply(
+            _variables(params, batch_stats, "decoder"), latents, True, mutable=["batch_stats"])
+        bce = jnp.mean(losses.binary_cross_entropy_with_logits(logits, clean))
+        metrics = {"bce": bce}
+        loss = bce
+        if config.sparsity != "none":
+            penalty = sparsity_penalty(config, latents)
+            loss = loss + config.sparsity_weight * penalty
+            metrics["sparsity"] = penalty
+        new_stats = {"encoder": enc_updates["batch_stats"], "decoder": dec_updates["batch_stats"]}
+        return loss, (new_stats, metrics)
+
+    return loss_fn
+
+
+def make_model(config: AEConfig) -> Model:
+    """The variant as the generic loop sees it: one phase updating encoder and decoder."""
+    encoder, decoder = Encoder(config.latent_dim), Decoder()
+
+    def init(key):
+        enc_key, dec_key = jax.random.split(key)
+        enc_vars = encoder.init(enc_key, jnp.zeros((1, 28, 28, 1)), False)
+        dec_vars = decoder.init(dec_key, jnp.zeros((1, config.latent_dim)), False)
+        params = {"encoder": enc_vars["params"], "decoder": dec_vars["params"]}
+        batch_stats = {"encoder": enc_vars["batch_stats"], "decoder": dec_vars["batch_stats"]}
+        return params, batch_stats
+
+    def encode(params, batch_stats, images, labels=None, train=False):
+        del labels  # unconditional
+        return apply_inference(encoder, _variables(params, batch_stats, "encoder"), images, train)
+
+    def decode(params, batch_stats, latents, labels=None, train=False):
+        del labels
+        return apply_inference(decoder, _variables(params, batch_stats, "decoder"), latents, train)
+
+    phase = Phase("autoencoder", make_loss(config, encoder, decoder),
+                  torch_adam(config.learning_rate, config.weight_decay), ("encoder", "decoder"))
+    return Model(init=init, phases=(phase,), encode=encode, decode=decode)

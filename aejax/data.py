@@ -1,0 +1,270 @@
+"""MNIST in IDX format: locating, validating and loading it, plus on-device helpers.
+
+Where the files come from, first match wins:
+  1. an explicit ``data_dir`` argument (e.g. the ``--data-dir`` flag);
+  2. the ``AEJAX_DATA_DIR`` environment variable;
+  3. the cache folder (``$AEJAX_CACHE_DIR`` or ``~/.cache/aejax/mnist``) if complete;
+  4. a download into the cache, each file verified by its official MD5;
+  5. tensorflow-datasets' ``data_source`` when it is installed (optional backend).
+An explicit folder (1 or 2) is never silently replaced by another source: a missing
+or corrupt file there is an error naming that file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pathlib
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ENV_DATA_DIR = "AEJAX_DATA_DIR"
+ENV_CACHE_DIR = "AEJAX_CACHE_DIR"
+
+IMAGES_MAGIC = 2051
+LABELS_MAGIC = 2049
+IMAGE_SIDE = 28
+NUM_CLASSES = 10
+
+# split -> (images file, labels file, expected count)
+SPLITS = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60_000),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10_000),
+}
+# MD5 of the official gzip files; used only to verify downloads (a local folder may
+# hold an equivalent re-ordering, so local files are validated structurally instead).
+OFFICIAL_MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+DOWNLOAD_TIMEOUT_S = 5.0
+
+
+class DataError(RuntimeError):
+    """A data file is missing, truncated or corrupt, or no source is reachable."""
+
+
+class Split(NamedTuple):
+    images: np.ndarray  # (N, 28, 28) uint8
+    labels: np.ndarray  # (N,) uint8
+
+
+# --------------------------------------------------------------------------- IDX
+
+def _open_bytes(path: pathlib.Path) -> bytes:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"MNIST file not found: {path}") from None
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"MNIST file {path} is corrupt or truncated: {e}") from None
+
+
+def read_idx(path: str | os.PathLike, expected_magic: int, expected_count: int | None = None) -> np.ndarray:
+    """Reads one IDX file (gzip or plain) into a uint8 array.
+
+    Returns (N, 28, 28) for images (magic 2051) or (N,) for labels (magic 2049).
+    Raises DataError naming the file on a wrong magic number, count or size.
+    """
+    path = pathlib.Path(path)
+    raw = _open_bytes(path)
+    ndim = 3 if expected_magic == IMAGES_MAGIC else 1
+    header = 4 * (1 + ndim)
+    if len(raw) < header:
+        raise DataError(f"MNIST file {path} is truncated: {len(raw)} bytes, header needs {header}")
+    magic, *dims = np.frombuffer(raw, dtype=">u4", count=1 + ndim).tolist()
+    if magic != expected_magic:
+        raise DataError(f"MNIST file {path} has magic number {magic}, expected {expected_magic}")
+    if ndim == 3 and dims[1:] != [IMAGE_SIDE, IMAGE_SIDE]:
+        raise DataError(f"MNIST file {path} holds {dims[1]}x{dims[2]} images, expected 28x28")
+    if expected_count is not None and dims[0] != expected_count:
+        raise DataError(f"MNIST file {path} holds {dims[0]} items, expected {expected_count}")
+    size = int(np.prod(dims))
+    if len(raw) - header != size:
+        raise DataError(f"MNIST file {path} is truncated or padded: {len(raw) - header} data bytes, expected {size}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _find_file(folder: pathlib.Path, stem: str) -> pathlib.Path:
+    for name in (stem + ".gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    raise DataError(f"MNIST file not found: {folder / (stem + '.gz')} (nor uncompressed {stem})")
+
+
+def load_split_from_dir(folder: str | os.PathLike, split: str) -> Split:
+    """Loads and validates one split ('train' or 'test') from a folder of IDX files."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
+    folder = pathlib.Path(folder)
+    images_stem, labels_stem, count = SPLITS[split]
+    images = read_idx(_find_file(folder, images_stem), IMAGES_MAGIC, count)
+    labels = read_idx(_find_file(folder, labels_stem), LABELS_MAGIC, count)
+    if labels.max(initial=0) >= NUM_CLASSES:
+        raise DataError(f"MNIST labels in {folder / labels_stem} exceed 9 (max {labels.max()})")
+    return Split(images, labels)
+
+
+# ------------------------------------------------------------------- sources
+
+def cache_dir() -> pathlib.Path:
+    return pathlib.Path(os.environ.get(ENV_CACHE_DIR, pathlib.Path.home() / ".cache" / "aejax" / "mnist"))
+
+
+def _is_complete(folder: pathlib.Path) -> bool:
+    stems = [s for pair in SPLITS.values() for s in pair[:2]]
+    return all((folder / (s + ".gz")).is_file() or (folder / s).is_file() for s in stems)
+
+
+def download(folder: str | os.PathLike, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> pathlib.Path:
+    """Downloads the four official files into ``folder``, verifying each MD5.
+
+    Fails fast (one short timeout per mirror) when offline. A file is moved into
+    place only after its checksum matches, so a broken download leaves nothing behind.
+    """
+    folder = pathlib.Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, md5 in OFFICIAL_MD5.items():
+        if (folder / name).is_file():
+            continue
+        errors = []
+        for mirror in MIRRORS:
+            try:
+                with urllib.request.urlopen(mirror + name, timeout=timeout_s) as response:
+                    payload = response.read()
+            except (urllib.error.URLError, OSError, TimeoutError) as e:
+                errors.append(f"{mirror}: {getattr(e, 'reason', e)}")
+                continue
+            if hashlib.md5(payload).hexdigest() != md5:
+                errors.append(f"{mirror}: checksum mismatch")
+                continue
+            with tempfile.NamedTemporaryFile(dir=folder, delete=False) as tmp:
+                tmp.write(payload)
+            os.replace(tmp.name, folder / name)
+            break
+        else:
+            raise DataError(
+                f"could not download MNIST file {name} ({'; '.join(errors)}); "
+                f"point aejax at a local folder of the IDX files with --data-dir or {ENV_DATA_DIR}"
+            )
+    return folder
+
+
+def _load_tfds(split: str) -> Split:
+    import tensorflow_datasets as tfds  # optional backend
+
+    source = tfds.data_source("mnist", split=split)
+    images = np.stack([np.asarray(ex["image"]).reshape(IMAGE_SIDE, IMAGE_SIDE) for ex in source])
+    labels = np.asarray([ex["label"] for ex in source], dtype=np.uint8)
+    return Split(images.astype(np.uint8), labels)
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None, allow_download: bool = True) -> pathlib.Path | None:
+    """The folder to read from (see the module docstring for the order).
+
+    Returns None only when tfds is the remaining source; raises DataError when no
+    source can provide the files.
+    """
+    if data_dir is not None:
+        return pathlib.Path(data_dir)
+    if os.environ.get(ENV_DATA_DIR):
+        return pathlib.Path(os.environ[ENV_DATA_DIR])
+    cache = cache_dir()
+    if _is_complete(cache):
+        return cache
+    download_error = None
+    if allow_download:
+        try:
+            return download(cache)
+        except DataError as e:
+            download_error = e
+    try:
+        import tensorflow_datasets  # noqa: F401
+        return None
+    except ImportError:
+        pass
+    raise DataError(
+        f"no MNIST data found: pass --data-dir or set {ENV_DATA_DIR} to a folder with the four IDX files"
+        + (f" (download failed: {download_error})" if download_error else "")
+    )
+
+
+def load_mnist(data_dir: str | os.PathLike | None = None, allow_download: bool = True) -> dict[str, Split]:
+    """Loads MNIST: {'train': Split, 'test': Split}, images uint8 (N, 28, 28), labels uint8 (N,)."""
+    folder = resolve_data_dir(data_dir, allow_download)
+    if folder is None:
+        return {split: _load_tfds(split) for split in SPLITS}
+    return {split: load_split_from_dir(folder, split) for split in SPLITS}
+
+
+# ----------------------------------------------------------- array helpers
+
+def to_float_nhwc(images: np.ndarray | jax.Array) -> jax.Array:
+    """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1] (as torchvision's ToTensor)."""
+    images = jnp.asarray(images)
+    if images.dtype != jnp.uint8 or images.ndim != 3:
+        raise ValueError(f"images must be uint8 of shape (N, H, W), got {images.dtype} {images.shape}")
+    return (images.astype(jnp.float32) / 255.0)[..., None]
+
+
+def add_gaussian_noise(key: jax.Array, images: jax.Array, std: float) -> jax.Array:
+    """``images + std * N(0, 1)``, unclipped as in the lecture; same shape and dtype."""
+    return images + std * jax.random.normal(key, images.shape, images.dtype)
+
+
+def shuffled_batches(key: jax.Array, num_examples: int, batch_size: int, drop_last: bool = False) -> list[jax.Array]:
+    """Index arrays of one shuffled epoch, each (batch_size,) except a shorter last one.
+
+    With ``drop_last=False`` (PyTorch's DataLoader default, as the lecture) every
+    example is seen once per epoch. The indices gather from data kept on the device.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if num_examples <= 0:
+        raise ValueError(f"num_examples must be positive, got {num_examples}")
+    order = jax.random.permutation(key, num_examples)
+    full = num_examples // batch_size
+    batches = list(order[: full * batch_size].reshape(full, batch_size))
+    if not drop_last and num_examples % batch_size:
+        batches.append(order[full * batch_size:])
+    return batches
+
+
+def device_dataset(split: Split, limit: int | None = None) -> dict[str, jax.Array]:
+    """A split as device arrays: {"image": uint8 (N, 28, 28), "label": int32 (N,)}.
+
+    Kept as uint8 (47 MB for the training set) and scaled inside the compiled step.
+    ``limit`` keeps the first ``limit`` examples (quick runs, tests).
+    """
+    images, labels = split.images[:limit], split.labels[:limit]
+    return {"image": jnp.asarray(images), "label": jnp.asarray(labels, dtype=jnp.int32)}
+
+
+def gather_batch(dataset: dict[str, jax.Array], indices: jax.Array) -> dict[str, jax.Array]:
+    """Gathers a batch by index: {"image": float32 (B, 28, 28, 1), "label": int32 (B,)}.
+
+    uint8 images are scaled to [0, 1]; float images (e.g. already noisy) pass as they are.
+    """
+    images = dataset["image"][indices]
+    if images.dtype == jnp.uint8:
+        images = to_float_nhwc(images)
+    elif images.ndim == 3:
+        images = images[..., None]
+    return {"image": images, "label": dataset["label"][indices]}

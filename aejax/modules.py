@@ -1,0 +1,171 @@
+"""The lecture's networks as flax.linen modules, applied with explicit variables.
+
+Layouts are NHWC. Parameter counts equal the PyTorch originals (see tests).
+BatchNorm follows PyTorch exactly: momentum 0.1 on the new statistic (flax's 0.9 on
+the old), eps 1e-5, normalisation by the biased batch variance, and the running
+variance updated with the unbiased one (flax's own BatchNorm uses the biased one).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+LEAKY_SLOPE = 0.01  # torch.nn.LeakyReLU() default
+
+
+class BatchNorm(nn.Module):
+    """PyTorch-semantics batch normalisation over all axes but the last.
+
+    Variables: params {scale, bias}; batch_stats {mean, var}.
+    In train mode the batch statistics are used and the running ones updated.
+    """
+
+    momentum: float = 0.1  # PyTorch convention: weight of the new batch statistic
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        features = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((features,), jnp.float32))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((features,), jnp.float32))
+        if train:
+            axes = tuple(range(x.ndim - 1))
+            mean = jnp.mean(x, axis=axes)
+            var = jnp.mean(jnp.square(x - mean), axis=axes)
+            if not self.is_initializing():
+                n = x.size // features
+                unbiased = var * (n / max(n - 1, 1))
+                ra_mean.value = (1 - self.momentum) * ra_mean.value + self.momentum * mean
+                ra_var.value = (1 - self.momentum) * ra_var.value + self.momentum * unbiased
+        else:
+            mean, var = ra_mean.value, ra_var.value
+        inv = jax.lax.rsqrt(var + self.epsilon) * scale
+        return (x - mean) * inv + bias
+
+
+def _torch_uniform(fan_in: int):
+    """PyTorch's default init for Conv/Linear weights and biases: U(-1/sqrt(fan_in), +)."""
+    bound = 1.0 / jnp.sqrt(fan_in)
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+def _conv(features: int, kernel: int, stride: int, padding: int, in_features: int) -> nn.Conv:
+    fan_in = in_features * kernel * kernel
+    return nn.Conv(
+        features, (kernel, kernel), strides=(stride, stride), padding=((padding, padding),) * 2,
+        kernel_init=_torch_uniform(fan_in), bias_init=_torch_uniform(fan_in),
+    )
+
+
+# Which kernel entry (of 3, in flax's flipped layout) feeds each output phase and
+# input tap of a stride-2 transposed conv (k=3, p=1, output_padding=1), per spatial
+# axis: even outputs 2m read x[m] * k[1]; odd outputs 2m+1 read x[m] * k[0] + x[m+1] * k[2].
+_PHASE_TAP_KERNEL = np.zeros((2, 2, 3), np.float32)
+_PHASE_TAP_KERNEL[0, 0, 1] = _PHASE_TAP_KERNEL[1, 0, 0] = _PHASE_TAP_KERNEL[1, 1, 2] = 1.0
+
+
+class ConvTranspose2x(nn.Module):
+    """PyTorch ``ConvTranspose2d(k=3, stride=2, padding=1, output_padding=1)``: (B,H,W,C) -> (B,2H,2W,F).
+
+    Parameters are those of ``flax.linen.ConvTranspose(F, (3, 3), strides=2,
+    padding=((1, 2), (1, 2)))``: kernel (3, 3, C, F), the PyTorch weight (C, F, 3, 3)
+    flipped spatially. ``impl='subpixel'`` (default) computes the same function as one
+    2x2 convolution into 4F channels followed by depth-to-space, which XLA:CPU
+    differentiates several times faster than the dilated ``'lax'`` form.
+    """
+
+    features: int
+    impl: str = "subpixel"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        in_features = x.shape[-1]
+        fan_in = self.features * 9  # PyTorch takes a transposed conv's fan_in from dim 1 (out)
+        kernel = self.param("kernel", _torch_uniform(fan_in), (3, 3, in_features, self.features))
+        bias = self.param("bias", _torch_uniform(fan_in), (self.features,))
+        if self.impl == "lax":
+            y = jax.lax.conv_transpose(x, kernel, (2, 2), ((1, 2), (1, 2)),
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            return y + bias
+        if self.impl != "subpixel":
+            raise ValueError(f"impl must be 'subpixel' or 'lax', got {self.impl!r}")
+        select = jnp.asarray(_PHASE_TAP_KERNEL, kernel.dtype)
+        # (tap_h, tap_w, C, phase_h, phase_w, F) -> 2x2 kernel with 4F outputs
+        taps = jnp.einsum("pak,qbl,klcf->abcpqf", select, select, kernel)
+        taps = taps.reshape(2, 2, in_features, 4 * self.features)
+        y = jax.lax.conv_general_dilated(x, taps, (1, 1), ((0, 1), (0, 1)),
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        b, h, w, _ = y.shape
+        y = y.reshape(b, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
+        return y.reshape(b, 2 * h, 2 * w, self.features) + bias
+
+
+def _dense(features: int, in_features: int) -> nn.Dense:
+    return nn.Dense(features, kernel_init=_torch_uniform(in_features), bias_init=_torch_uniform(in_features))
+
+
+class Encoder(nn.Module):
+    """(B, 28, 28, 1) -> (B, latent_dim).
+
+    Four Conv(3x3, s2, p1) -> BN -> LeakyReLU blocks (32, 64, 128, 256 filters:
+    28 -> 14 -> 7 -> 4 -> 2), Conv(1x1, 512) -> BN -> LeakyReLU, flatten, Dense.
+    """
+
+    latent_dim: int
+    hidden: Sequence[int] = (32, 64, 128, 256)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        in_features = x.shape[-1]
+        for features in self.hidden:
+            x = _conv(features, 3, 2, 1, in_features)(x)
+            x = nn.leaky_relu(BatchNorm()(x, train), LEAKY_SLOPE)
+            in_features = features
+        x = _conv(512, 1, 1, 0, in_features)(x)
+        x = nn.leaky_relu(BatchNorm()(x, train), LEAKY_SLOPE)
+        # Flatten in PyTorch's (C, H, W) order so weights convert one to one.
+        x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
+        return _dense(self.latent_dim, x.shape[-1])(x)
+
+
+class Decoder(nn.Module):
+    """(B, latent_dim) -> logits (B, 28, 28, 1); ``sigmoid`` of them is the image.
+
+    Dense(512), reshape 1x1x512, five ConvTranspose(3x3, s2, p1, op1) -> BN -> LeakyReLU
+    blocks (256, 128, 64, 32, 32: 1 -> 2 -> 4 -> 8 -> 16 -> 32), Conv(7x7, p1) to one
+    channel (32 -> 28). The lecture's final Sigmoid is left to the loss (on logits).
+    """
+
+    hidden: Sequence[int] = (256, 128, 64, 32, 32)
+    conv_transpose_impl: str = "subpixel"  # or "lax": the same function, see ConvTranspose2x
+
+    @nn.compact
+    def __call__(self, z: jax.Array, train: bool) -> jax.Array:
+        x = _dense(512, z.shape[-1])(z).reshape(z.shape[0], 1, 1, 512)
+        for features in self.hidden:
+            x = ConvTranspose2x(features, self.conv_transpose_impl)(x)
+            x = nn.leaky_relu(BatchNorm()(x, train), LEAKY_SLOPE)
+        return _conv(1, 7, 1, 1, x.shape[-1])(x)
+
+
+def apply_inference(module: nn.Module, variables: dict, x: jax.Array, train: bool = False) -> jax.Array:
+    """Applies ``module`` without updating anything.
+
+    ``train=False``: eval mode (running statistics). ``train=True``: BatchNorm uses the
+    batch's own statistics, as a PyTorch module left in train mode under no_grad; the
+    running statistics it would update are discarded.
+    """
+    if train:
+        return module.apply(variables, x, True, mutable=["batch_stats"])[0]
+    return module.apply(variables, x, False)

@@ -1,0 +1,220 @@
+"""A generic training loop: it knows phases, never a model variant.
+
+A variant (see ``aejax.autoencoder``) supplies a ``Model``: how to initialise its
+variables, the ordered ``Phase``s of one training step (each a loss function, an
+optax optimizer and the top-level modules it updates) and eval-mode ``encode`` /
+``decode``. A plain autoencoder has one phase; the adversarial autoencoder has three
+(autoencoder, generator, discriminator), run in order inside one compiled step.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Mapping, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from aejax import data as data_lib
+
+Params = Mapping[str, Any]  # {module name: flax params}
+BatchStats = Mapping[str, Any]  # {module name: flax batch_stats}
+Batch = Mapping[str, jax.Array]  # {"image": (B, 28, 28, 1) float32, "label": (B,) int32}
+Metrics = dict[str, jax.Array]
+# loss_fn(params, batch_stats, batch, key) -> (scalar loss, (new batch_stats, metrics))
+LossFn = Callable[[Params, BatchStats, Batch, jax.Array], tuple[jax.Array, tuple[BatchStats, Metrics]]]
+# encode(params, batch_stats, images, labels, train) -> latents;
+# decode(params, batch_stats, latents, labels, train) -> logits. ``train=True`` normalises
+# with the batch's statistics (as a PyTorch module left in train mode) without updating any.
+EncodeFn = Callable[..., jax.Array]
+DecodeFn = Callable[..., jax.Array]
+
+
+class Phase(NamedTuple):
+    """One optimisation phase of a training step.
+
+    ``trainable`` names the top-level entries of ``params`` this phase's optimizer
+    updates; the loss may read every module, but gradients flow only to these.
+    """
+
+    name: str
+    loss_fn: LossFn
+    optimizer: optax.GradientTransformation
+    trainable: tuple[str, ...]
+
+
+class Model(NamedTuple):
+    """What a variant gives the generic loop.
+
+    init(key) -> (params, batch_stats);
+    encode(params, batch_stats, images (B,28,28,1), labels (B,), train=False) -> latents (B, D);
+    decode(params, batch_stats, latents (B, D), labels (B,), train=False) -> logits (B,28,28,1).
+    """
+
+    init: Callable[[jax.Array], tuple[Params, BatchStats]]
+    phases: tuple[Phase, ...]
+    encode: EncodeFn
+    decode: DecodeFn
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything that changes during training; a pytree, so it jits and checkpoints."""
+
+    step: jax.Array
+    params: Params
+    batch_stats: BatchStats
+    opt_states: dict[str, optax.OptState]  # one per phase, by phase name
+    key: jax.Array  # consumed by splitting, never reused
+
+
+def torch_adam(learning_rate: float, weight_decay: float = 0.0) -> optax.GradientTransformation:
+    """``torch.optim.Adam(lr, weight_decay)``: L2 added to the gradient (coupled), not AdamW.
+
+    Applies to every parameter, BatchNorm scale and biases included, as PyTorch does.
+    """
+    parts = [optax.add_decayed_weights(weight_decay)] if weight_decay else []
+    return optax.chain(*parts, optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8), optax.scale(-learning_rate))
+
+
+def _subset(tree: Params, names: tuple[str, ...]) -> dict[str, Any]:
+    missing = [n for n in names if n not in tree]
+    if missing:
+        raise KeyError(f"phase updates modules {missing} that params lack (have {sorted(tree)})")
+    return {n: tree[n] for n in names}
+
+
+def create_train_state(model: Model, key: jax.Array) -> TrainState:
+    """Initialises variables and one optimizer state per phase."""
+    init_key, train_key = jax.random.split(key)
+    params, batch_stats = model.init(init_key)
+    opt_states = {p.name: p.optimizer.init(_subset(params, p.trainable)) for p in model.phases}
+    if len(opt_states) != len(model.phases):
+        raise ValueError("phase names must be unique")
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                      opt_states=opt_states, key=train_key)
+
+
+def apply_phases(phases: tuple[Phase, ...], state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+    """One training step: the phases in order, each seeing the previous one's update.
+
+    Metrics are prefixed by phase name when there are several phases.
+    """
+    key, step_key = jax.random.split(state.key)
+    params, batch_stats, opt_states = dict(state.params), state.batch_stats, dict(state.opt_states)
+    metrics: Metrics = {}
+    for index, phase in enumerate(phases):
+        trainable = _subset(params, phase.trainable)
+
+        def loss_of_trainable(sub, phase=phase, batch_stats=batch_stats):
+            return phase.loss_fn({**params, **sub}, batch_stats, batch, jax.random.fold_in(step_key, index))
+
+        (loss, (batch_stats, phase_metrics)), grads = jax.value_and_grad(loss_of_trainable, has_aux=True)(trainable)
+        updates, opt_states[phase.name] = phase.optimizer.update(grads, opt_states[phase.name], trainable)
+        params.update(optax.apply_updates(trainable, updates))
+        prefix = f"{phase.name}/" if len(phases) > 1 else ""
+        metrics.update({prefix + k: v for k, v in {"loss": loss, **phase_metrics}.items()})
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              opt_states=opt_states, key=key)
+    return new_state, metrics
+
+
+def make_train_step(phases: tuple[Phase, ...]) -> Callable[[TrainState, Mapping[str, jax.Array], jax.Array], tuple[TrainState, Metrics]]:
+    """A jit-compiled ``step(state, dataset, indices) -> (state, metrics)``.
+
+    ``dataset`` is the whole split on the device (``data.device_dataset``); the batch
+    is gathered by ``indices`` (B,) inside the compiled program. ``state`` is donated.
+    """
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def step(state, dataset, indices):
+        return apply_phases(phases, state, data_lib.gather_batch(dataset, indices))
+
+    return step
+
+
+class History(NamedTuple):
+    epochs: list[dict[str, float]]  # per epoch, the mean of each metric over its steps
+
+
+def train(
+    model: Model,
+    state: TrainState,
+    dataset: Mapping[str, jax.Array],
+    *,
+    epochs: int,
+    batch_size: int,
+    drop_last: bool = False,
+    log_every: int = 25,
+    progress: bool = True,
+    on_epoch_end: Callable[[int, TrainState, dict[str, float]], None] | None = None,
+) -> tuple[TrainState, History]:
+    """Trains ``epochs`` shuffled passes over ``dataset``; returns the state and history.
+
+    The shuffle key of each epoch is split from ``state.key``, so one seed fixes the
+    whole run. The tqdm bar shows the running mean loss, read every ``log_every`` steps
+    (reading it waits for the device, so not every step).
+    """
+    if epochs <= 0 or batch_size <= 0:
+        raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
+    num_examples = int(dataset["label"].shape[0])
+    step_fn = make_train_step(model.phases)
+    history = History([])
+    for epoch in range(1, epochs + 1):
+        key, shuffle_key = jax.random.split(state.key)
+        state = state.replace(key=key)
+        batches = data_lib.shuffled_batches(shuffle_key, num_examples, batch_size, drop_last)
+        totals: dict[str, jax.Array] = {}
+        bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
+        for i, indices in enumerate(bar):
+            state, metrics = step_fn(state, dataset, indices)
+            totals = {k: totals.get(k, 0.0) + v for k, v in metrics.items()}
+            if progress and (i + 1) % log_every == 0:
+                bar.set_postfix(loss=f"{float(_main_loss(totals)) / (i + 1):.5f}")
+        means = {k: float(v) / len(batches) for k, v in totals.items()}
+        bar.close()
+        if progress:
+            tqdm.write(f"epoch {epoch}/{epochs}: " + ", ".join(f"{k} {v:.5f}" for k, v in means.items()))
+        history.epochs.append(means)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, state, means)
+    return state, history
+
+
+def _main_loss(totals: Mapping[str, jax.Array]) -> jax.Array:
+    return totals["loss"] if "loss" in totals else next(iter(totals.values()))
+
+
+def evaluate(
+    model: Model,
+    params: Params,
+    batch_stats: BatchStats,
+    dataset: Mapping[str, jax.Array],
+    batch_size: int = 1000,
+    batch_statistics: bool = False,
+) -> dict[str, np.ndarray]:
+    """The lecture's ``run_eval``: runs a whole split through the model.
+
+    Eval mode by default; ``batch_statistics=True`` normalises each batch by its own
+    statistics, as the notebook does where it forgets ``.eval()`` (then ``batch_size``
+    matters: the lecture's is 64).
+
+    Returns numpy arrays: inputs (N, 28, 28, 1), latents (N, D), reconstructions
+    (N, 28, 28, 1) = sigmoid(logits) in [0, 1], labels (N,).
+    """
+
+    @jax.jit
+    def run(indices):
+        batch = data_lib.gather_batch(dataset, indices)
+        latents = model.encode(params, batch_stats, batch["image"], batch["label"], batch_statistics)
+        logits = model.decode(params, batch_stats, latents, batch["label"], batch_statistics)
+        return batch["image"], latents, jax.nn.sigmoid(logits), batch["label"]
+
+    num_examples = int(dataset["label"].shape[0])
+    parts = [run(jnp.arange(start, min(start + batch_size, num_examples)))
+             for start in range(0, num_examples, batch_size)]
+    names = ("inputs", "latents", "reconstructions", "labels")
+    return {name: np.concatenate([np.asarray(p[i]) for p in parts]) for i, name in enumerate(names)}
