@@ -1,0 +1,137 @@
+"""The lecture's figures; every function saves a PNG (Agg backend) and returns its path."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+PathLike = str | os.PathLike
+
+
+def _as_images(images: np.ndarray) -> np.ndarray:
+    """(N, 28, 28), (N, 28, 28, 1) or (N, 784) -> (N, 28, 28) float."""
+    images = np.asarray(images, dtype=np.float32)
+    return images.reshape(images.shape[0], 28, 28)
+
+
+def _save(fig: plt.Figure, path: PathLike) -> pathlib.Path:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_digits(*rows: np.ndarray, path: PathLike, titles: list[str] | None = None, invert_colors: bool = True) -> pathlib.Path:
+    """The lecture's ``plot_digits``: each argument a row of digits, clim 0..1.
+
+    rows: arrays of images ((N, 28, 28), (N, 28, 28, 1) or (N, 784)); the shortest sets N.
+    """
+    rows = [_as_images(r) for r in rows]
+    n = min(r.shape[0] for r in rows)
+    canvas = np.concatenate([np.concatenate(list(r[:n]), axis=1) for r in rows], axis=0)
+    if invert_colors:
+        canvas = 1 - canvas
+    fig, ax = plt.subplots(figsize=(2 * n, 2 * len(rows)))
+    ax.imshow(canvas, cmap="Greys_r", clim=(0, 1))
+    ax.set_xticks([])
+    ax.set_yticks(np.arange(len(rows)) * 28 + 14, labels=titles or [""] * len(rows), fontsize=16)
+    return _save(fig, path)
+
+
+def plot_latent_scatter(latents: np.ndarray, labels: np.ndarray | None, path: PathLike, title: str = "latent space",
+                        alpha: float = 0.9) -> pathlib.Path:
+    """Scatter of the first two latent coordinates (N, >=2), coloured by label (tab10)."""
+    latents = np.asarray(latents)
+    fig, ax = plt.subplots(figsize=(10, 10))
+    points = ax.scatter(latents[:, 0], latents[:, 1], c=labels, cmap="tab10", alpha=alpha, s=4,
+                        vmin=-0.5, vmax=9.5)
+    if labels is not None:
+        fig.colorbar(points, ax=ax, ticks=range(10), label="digit")
+    ax.set(title=title, xlabel="z[0]", ylabel="z[1]")
+    ax.grid(True)
+    return _save(fig, path)
+
+
+def plot_class_activation_maps(activations: np.ndarray, labels: np.ndarray, path: PathLike,
+                               side: int = 30, clim: tuple[float, float] = (0, 0.5)) -> pathlib.Path:
+    """Per-class mean activation of the latent units (N, side*side) as side x side maps."""
+    fig, axes = plt.subplots(2, 5, figsize=(16, 7))
+    for label in range(10):
+        ax = axes[label // 5, label % 5]
+        image = ax.imshow(activations[labels == label].mean(axis=0).reshape(side, side), cmap="Greys", clim=clim)
+        ax.set_title(f"digit {label}")
+        ax.axis("off")
+    fig.colorbar(image, ax=axes, shrink=0.8, label="mean activation")
+    return _save(fig, path)
+
+
+def _percent_hist(ax: plt.Axes, values: np.ndarray, bins: np.ndarray) -> None:
+    counts, _ = np.histogram(values, bins=bins)
+    widths = np.diff(bins)
+    ax.bar(bins[:-1] + widths / 2, counts / len(values), width=widths * 0.8)
+    ax.xaxis.set_ticks(bins)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{int(np.round(100 * y))}%"))
+    ax.grid(True)
+
+
+def plot_activation_histograms(activations: np.ndarray, path: PathLike, n_bins: int = 10, height: float = 1.0) -> pathlib.Path:
+    """Histograms of all activations and of per-unit means (N, units), dashed overall mean."""
+    unit_means = activations.mean(axis=0)
+    mean = float(unit_means.mean())
+    bins = np.linspace(0, 1, n_bins + 1)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3), sharey=True)
+    _percent_hist(ax1, activations.ravel(), bins)
+    ax1.plot([mean, mean], [0, height], "k--", label=f"Overall Mean = {mean:.2f}")
+    ax1.legend(loc="upper center", fontsize=14)
+    ax1.set(xlabel="Activation", ylabel="% Activations", xlim=(0, 1), ylim=(0, height))
+    _percent_hist(ax2, unit_means, bins)
+    ax2.plot([mean, mean], [0, height], "k--")
+    ax2.set(xlabel="Neuron Mean Activation", ylabel="% Neurons", xlim=(0, 1), ylim=(0, height))
+    return _save(fig, path)
+
+
+def plot_sparsity_costs(path: PathLike, target: float = 0.1) -> pathlib.Path:
+    """KL, MAE and MSE cost against the actual sparsity for a target rate."""
+    q = np.linspace(0.001, 0.999, 500)
+    kl = target * np.log(target / q) + (1 - target) * np.log((1 - target) / (1 - q))
+    fig, ax = plt.subplots(figsize=(7, 7))
+    ax.plot([target, target], [0, 0.3], "k:")
+    ax.text(0.05, 0.32, "Target\nsparsity", fontsize=14)
+    ax.plot(q, kl, "b-", label="KL divergence")
+    ax.plot(q, np.abs(target - q), "g--", label=r"MAE ($\ell_1$)")
+    ax.plot(q, (target - q) ** 2, "r--", linewidth=1, label=r"MSE ($\ell_2$)")
+    ax.legend(loc="upper left", fontsize=14)
+    ax.set(xlabel="Actual sparsity", ylabel="Cost", xlim=(0, 1), ylim=(0, 0.95))
+    return _save(fig, path)
+
+
+def plot_image_row(images: np.ndarray, path: PathLike, title: str | None = None) -> pathlib.Path:
+    """One row of digits, each in its own axes (the interpolation figure), clim 0..1."""
+    images = _as_images(images)
+    fig, axes = plt.subplots(1, len(images), figsize=(16, 2.5))
+    for ax, image in zip(np.atleast_1d(axes), images):
+        ax.imshow(image, cmap="Greys_r", clim=(0, 1))
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def save_gif(images: np.ndarray, path: PathLike, upscale: int = 10, frame_ms: int = 40) -> pathlib.Path:
+    """An animated, looping GIF of images in [0, 1] ((N, 28, 28) or (N, 28, 28, 1)), upscaled."""
+    images = _as_images(images)
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size = (images.shape[2] * upscale, images.shape[1] * upscale)
+    frames = [Image.fromarray(np.uint8(np.clip(im, 0, 1) * 255)).resize(size).convert("RGB") for im in images]
+    frames[0].save(path, save_all=True, append_images=frames[1:], optimize=False, duration=frame_ms, loop=0)
+    return path

@@ -1,0 +1,149 @@
+"""What every experiment script shares: flags, data, staged output, training, metrics."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import pathlib
+import platform
+import shutil
+import sys
+import time
+from typing import Any, Callable, Iterator
+
+import jax
+import numpy as np
+
+from aejax import checkpoint, data, evaluation
+from aejax import train as train_lib
+
+QUICK_TRAIN_EXAMPLES = 2048
+QUICK_TEST_EXAMPLES = 512
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not np.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def make_parser(description: str, *, out: str, epochs: int, latent_dim: int | None, batch_size: int = 64) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path(out), help="output folder (replaced only when the run succeeds)")
+    parser.add_argument("--data-dir", type=pathlib.Path, default=None,
+                        help=f"folder with the four MNIST IDX files (else ${data.ENV_DATA_DIR}, the cache, a download)")
+    parser.add_argument("--epochs", type=positive_int, default=epochs, help="training epochs")
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size, help="training batch size")
+    if latent_dim is not None:
+        parser.add_argument("--latent-dim", type=positive_int, default=latent_dim, help="latent size")
+    parser.add_argument("--seed", type=int, default=42, help="seed of every PRNG key")
+    parser.add_argument("--train-limit", type=positive_int, default=None, help="use only the first N training images")
+    parser.add_argument("--test-limit", type=positive_int, default=None, help="use only the first N test images")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke run: 1 epoch on {QUICK_TRAIN_EXAMPLES} train / {QUICK_TEST_EXAMPLES} test images")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.epochs = 1
+        args.train_limit = min(args.train_limit or QUICK_TRAIN_EXAMPLES, QUICK_TRAIN_EXAMPLES)
+        args.test_limit = min(args.test_limit or QUICK_TEST_EXAMPLES, QUICK_TEST_EXAMPLES)
+    out = args.out.absolute()
+    existing = next(p for p in out.parents if p.exists())  # staging is made beside ``out``
+    if (out.exists() and not out.is_dir()) or not existing.is_dir() or not os.access(existing, os.W_OK):
+        parser.error(f"output folder {args.out} is not writable")
+    return args
+
+
+def load_data(args: argparse.Namespace) -> dict[str, data.Split]:
+    splits = data.load_mnist(args.data_dir)
+    return {"train": data.Split(*(a[: args.train_limit] for a in splits["train"])),
+            "test": data.Split(*(a[: args.test_limit] for a in splits["test"]))}
+
+
+@contextlib.contextmanager
+def staged_output(out: pathlib.Path) -> Iterator[pathlib.Path]:
+    """Yields a fresh staging folder that replaces ``out`` only if the block succeeds.
+
+    A failed or interrupted run leaves ``out`` (a previous complete result) untouched.
+    """
+    out = out.absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(staging, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def fit(model: train_lib.Model, splits: dict[str, data.Split], args: argparse.Namespace,
+        key: jax.Array) -> tuple[train_lib.TrainState, train_lib.History, float]:
+    """Initialises and trains ``model`` on the train split; returns state, history, seconds."""
+    state = train_lib.create_train_state(model, key)
+    started = time.perf_counter()
+    state, history = train_lib.train(model, state, data.device_dataset(splits["train"]), epochs=args.epochs,
+                                     batch_size=args.batch_size, progress=not args.no_progress)
+    jax.block_until_ready(state.params)
+    return state, history, time.perf_counter() - started
+
+
+def save_state(folder: pathlib.Path, state: train_lib.TrainState) -> None:
+    checkpoint.save(folder / "checkpoint", {"params": state.params, "batch_stats": state.batch_stats})
+
+
+def reconstruction_metrics(result: dict[str, np.ndarray], prefix: str = "test") -> dict[str, float]:
+    """Mean BCE and MSE of an ``evaluate`` result's reconstructions against its inputs."""
+    recon = np.clip(result["reconstructions"], 1e-7, 1 - 1e-7)
+    target = result["inputs"]
+    bce = float(np.mean(-(target * np.log(recon) + (1 - target) * np.log(1 - recon))))
+    return {f"{prefix}_bce": bce, f"{prefix}_mse": evaluation.mean_squared_error(result["reconstructions"], target)}
+
+
+def write_metrics(folder: pathlib.Path, metrics: dict[str, Any], args: argparse.Namespace) -> pathlib.Path:
+    """metrics.json with the run's settings and device beside the numbers."""
+    payload = {
+        **metrics,
+        "settings": {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()},
+        "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}",
+        "host": platform.node(),
+    }
+    path = folder / "metrics.json"
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def run_main(main: Callable[[list[str] | None], dict[str, Any]], argv: list[str] | None = None) -> None:
+    """Runs an experiment's main; a data or value error is one line on stderr, exit 1."""
+    try:
+        metrics = main(argv)
+    except (data.DataError, ValueError, FileExistsError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}, indent=2))
