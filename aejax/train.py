@@ -150,13 +150,15 @@ def train(
     drop_last: bool = False,
     log_every: int = 25,
     progress: bool = True,
+    log_epochs: bool = True,
     on_epoch_end: Callable[[int, TrainState, dict[str, float]], None] | None = None,
 ) -> tuple[TrainState, History]:
     """Trains ``epochs`` shuffled passes over ``dataset``; returns the state and history.
 
     The shuffle key of each epoch is split from ``state.key``, so one seed fixes the
-    whole run. The tqdm bar shows the running mean loss, read every ``log_every`` steps
-    (reading it waits for the device, so not every step).
+    whole run. The tqdm bar (``progress``) shows the running mean loss, read every
+    ``log_every`` steps (reading it waits for the device, so not every step);
+    ``log_epochs`` prints each epoch's mean metrics.
     """
     if epochs <= 0 or batch_size <= 0:
         raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
@@ -176,7 +178,7 @@ def train(
                 bar.set_postfix(loss=f"{float(_main_loss(totals)) / (i + 1):.5f}")
         means = {k: float(v) / len(batches) for k, v in totals.items()}
         bar.close()
-        if progress:
+        if log_epochs:
             tqdm.write(f"epoch {epoch}/{epochs}: " + ", ".join(f"{k} {v:.5f}" for k, v in means.items()))
         history.epochs.append(means)
         if on_epoch_end is not None:
@@ -207,14 +209,15 @@ def evaluate(
     """
 
     @jax.jit
-    def run(indices):
+    def run(params, batch_stats, dataset, indices):  # arguments, not closures: no baked-in constants
         batch = data_lib.gather_batch(dataset, indices)
         latents = model.encode(params, batch_stats, batch["image"], batch["label"], batch_statistics)
         logits = model.decode(params, batch_stats, latents, batch["label"], batch_statistics)
         return batch["image"], latents, jax.nn.sigmoid(logits), batch["label"]
 
+    dataset = {k: jnp.asarray(v) for k, v in dataset.items()}
     num_examples = int(dataset["label"].shape[0])
-    parts = [run(jnp.arange(start, min(start + batch_size, num_examples)))
+    parts = [run(params, batch_stats, dataset, jnp.arange(start, min(start + batch_size, num_examples)))
              for start in range(0, num_examples, batch_size)]
     names = ("inputs", "latents", "reconstructions", "labels")
     return {name: np.concatenate([np.asarray(p[i]) for p in parts]) for i, name in enumerate(names)}

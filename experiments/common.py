@@ -43,13 +43,16 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-def make_parser(description: str, *, out: str, epochs: int, latent_dim: int | None, batch_size: int = 64) -> argparse.ArgumentParser:
+def make_parser(description: str, *, out: str, epochs: int | None, latent_dim: int | None,
+                batch_size: int = 64) -> argparse.ArgumentParser:
+    """Flags every script shares; ``epochs=None`` for scripts that train nothing."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path(out), help="output folder (replaced only when the run succeeds)")
     parser.add_argument("--data-dir", type=pathlib.Path, default=None,
                         help=f"folder with the four MNIST IDX files (else ${data.ENV_DATA_DIR}, the cache, a download)")
-    parser.add_argument("--epochs", type=positive_int, default=epochs, help="training epochs")
-    parser.add_argument("--batch-size", type=positive_int, default=batch_size, help="training batch size")
+    if epochs is not None:
+        parser.add_argument("--epochs", type=positive_int, default=epochs, help="training epochs")
+        parser.add_argument("--batch-size", type=positive_int, default=batch_size, help="training batch size")
     if latent_dim is not None:
         parser.add_argument("--latent-dim", type=positive_int, default=latent_dim, help="latent size")
     parser.add_argument("--seed", type=int, default=42, help="seed of every PRNG key")
@@ -64,7 +67,8 @@ def make_parser(description: str, *, out: str, epochs: int, latent_dim: int | No
 def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
-        args.epochs = 1
+        if "epochs" in args:
+            args.epochs = 1
         args.train_limit = min(args.train_limit or QUICK_TRAIN_EXAMPLES, QUICK_TRAIN_EXAMPLES)
         args.test_limit = min(args.test_limit or QUICK_TEST_EXAMPLES, QUICK_TEST_EXAMPLES)
     out = args.out.absolute()

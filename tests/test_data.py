@@ -1,0 +1,414 @@
+"""aejax.data: loading and validating MNIST IDX files, sources, and the array helpers."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import pathlib
+import urllib.error
+import urllib.request
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from aejax import data
+
+TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
+TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
+TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
+TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
+ALL_FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+
+
+def _link(src_dir: pathlib.Path, dst_dir: pathlib.Path, names) -> None:
+    """Symlinks (no copies of the big files) ``names`` from src_dir into dst_dir."""
+    for name in names:
+        (dst_dir / name).symlink_to(src_dir / name)
+
+
+def _write_idx(path: pathlib.Path, magic: int, dims, payload: bytes | None = None) -> pathlib.Path:
+    """A hand-made IDX file: big-endian uint32 magic and dims, then the bytes."""
+    header = np.asarray([magic, *dims], dtype=">u4").tobytes()
+    if payload is None:
+        payload = bytes(int(np.prod(dims)))
+    path.write_bytes(header + payload)
+    return path
+
+
+def _assert_names(excinfo, path: pathlib.Path) -> None:
+    assert str(path) in str(excinfo.value), f"message does not name {path}: {excinfo.value}"
+
+
+# ------------------------------------------------------------- the real files
+
+def test_load_mnist_shapes_and_dtypes(mnist):
+    assert set(mnist) == {"train", "test"}
+    train, test = mnist["train"], mnist["test"]
+    chex.assert_shape(train.images, (60_000, 28, 28))
+    chex.assert_shape(train.labels, (60_000,))
+    chex.assert_shape(test.images, (10_000, 28, 28))
+    chex.assert_shape(test.labels, (10_000,))
+    for array in (train.images, train.labels, test.images, test.labels):
+        chex.assert_type(array, np.uint8)
+        assert array.dtype == np.uint8
+
+
+def test_load_mnist_labels_and_pixel_statistics(mnist):
+    for split in ("train", "test"):
+        labels = mnist[split].labels
+        assert labels.min() == 0 and labels.max() == 9
+        # every digit occurs, none is absent
+        np.testing.assert_array_equal(np.unique(labels), np.arange(10))
+    mean = mnist["train"].images.mean(dtype=np.float64) / 255.0
+    assert abs(mean - 0.1307) < 1e-3, mean
+    assert mnist["train"].images.max() == 255 and mnist["train"].images.min() == 0
+
+
+def test_load_mnist_via_env_var(mnist_dir, mnist, monkeypatch):
+    monkeypatch.setenv(data.ENV_DATA_DIR, str(mnist_dir))
+    test = data.load_split_from_dir(data.resolve_data_dir(), "test")
+    np.testing.assert_array_equal(test.images, mnist["test"].images)
+    np.testing.assert_array_equal(test.labels, mnist["test"].labels)
+
+
+# ------------------------------------------------------------- validation
+
+@pytest.mark.parametrize("missing", ALL_FILES)
+def test_missing_file_raises_naming_it(mnist_dir, tmp_path, missing):
+    _link(mnist_dir, tmp_path, [n for n in ALL_FILES if n != missing])
+    with pytest.raises(data.DataError) as excinfo:
+        data.load_mnist(tmp_path)
+    _assert_names(excinfo, tmp_path / missing)
+
+
+def test_truncated_gzip_raises_naming_it(mnist_dir, tmp_path):
+    raw = (mnist_dir / TEST_IMAGES).read_bytes()
+    (tmp_path / TEST_IMAGES).write_bytes(raw[: len(raw) // 2])
+    _link(mnist_dir, tmp_path, [TEST_LABELS])
+    with pytest.raises(data.DataError) as excinfo:
+        data.load_split_from_dir(tmp_path, "test")
+    _assert_names(excinfo, tmp_path / TEST_IMAGES)
+    # read_idx directly, too (the labels file, cut to 100 bytes)
+    cut = tmp_path / "cut" / TEST_LABELS
+    cut.parent.mkdir()
+    cut.write_bytes((mnist_dir / TEST_LABELS).read_bytes()[:100])
+    with pytest.raises(data.DataError) as excinfo:
+        data.read_idx(cut, data.LABELS_MAGIC, 10_000)
+    _assert_names(excinfo, cut)
+
+
+def test_truncated_and_padded_plain_file_raise(tmp_path):
+    short = tmp_path / "short-labels"
+    _write_idx(short, data.LABELS_MAGIC, [10], bytes(9))
+    with pytest.raises(data.DataError) as excinfo:
+        data.read_idx(short, data.LABELS_MAGIC, 10)
+    _assert_names(excinfo, short)
+    padded = tmp_path / "padded-labels"
+    _write_idx(padded, data.LABELS_MAGIC, [10], bytes(11))
+    with pytest.raises(data.DataError) as excinfo:
+        data.read_idx(padded, data.LABELS_MAGIC, 10)
+    _assert_names(excinfo, padded)
+    header_only = tmp_path / "header-only"
+    header_only.write_bytes(np.asarray([data.IMAGES_MAGIC], ">u4").tobytes())
+    with pytest.raises(data.DataError) as excinfo:
+        data.read_idx(header_only, data.IMAGES_MAGIC)
+    _assert_names(excinfo, header_only)
+
+
+def test_wrong_magic_raises_naming_file(tmp_path):
+    # a labels file where an images file is expected, and a made-up magic number
+    labels_as_images = _write_idx(tmp_path / "labels", data.LABELS_MAGIC, [3, 28, 28])
+    with pytest.raises(data.DataError, match="magic") as excinfo:
+        data.read_idx(labels_as_images, data.IMAGES_MAGIC)
+    _assert_names(excinfo, labels_as_images)
+    bogus = _write_idx(tmp_path / "bogus", 2052, [3])
+    with pytest.raises(data.DataError, match="2052") as excinfo:
+        data.read_idx(bogus, data.LABELS_MAGIC)
+    _assert_names(excinfo, bogus)
+
+
+def test_wrong_count_raises_naming_file(tmp_path):
+    path = _write_idx(tmp_path / "labels", data.LABELS_MAGIC, [5], bytes(range(5)))
+    with pytest.raises(data.DataError) as excinfo:
+        data.read_idx(path, data.LABELS_MAGIC, expected_count=10_000)
+    _assert_names(excinfo, path)
+    # the same file is fine when its count is what is expected
+    np.testing.assert_array_equal(data.read_idx(path, data.LABELS_MAGIC, 5), np.arange(5, dtype=np.uint8))
+
+
+def test_wrong_count_in_split_folder(mnist_dir, tmp_path):
+    # images from the real t10k file but a plain labels file with only 5 labels
+    _link(mnist_dir, tmp_path, [TEST_IMAGES])
+    labels = _write_idx(tmp_path / "t10k-labels-idx1-ubyte", data.LABELS_MAGIC, [5], bytes(5))
+    with pytest.raises(data.DataError) as excinfo:
+        data.load_split_from_dir(tmp_path, "test")
+    _assert_names(excinfo, labels)
+
+
+def test_wrong_image_size_and_label_range_raise(tmp_path):
+    small = _write_idx(tmp_path / "small-images", data.IMAGES_MAGIC, [2, 27, 28])
+    with pytest.raises(data.DataError) as excinfo:
+        data.read_idx(small, data.IMAGES_MAGIC)
+    _assert_names(excinfo, small)
+    # labels above 9 in an otherwise well-formed split
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte", data.IMAGES_MAGIC, [10_000, 28, 28])
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", data.LABELS_MAGIC, [10_000], bytes([10]) * 10_000)
+    with pytest.raises(data.DataError, match="exceed 9"):
+        data.load_split_from_dir(tmp_path, "test")
+
+
+def test_unknown_split_raises_value_error(tmp_path):
+    with pytest.raises(ValueError):
+        data.load_split_from_dir(tmp_path, "validation")
+
+
+def test_plain_files_read_like_gzip(mnist_dir, mnist, tmp_path):
+    for name in (TEST_IMAGES, TEST_LABELS):
+        with gzip.open(mnist_dir / name, "rb") as f:
+            (tmp_path / name.removesuffix(".gz")).write_bytes(f.read())
+    assert not list(tmp_path.glob("*.gz"))
+    plain = data.load_split_from_dir(tmp_path, "test")
+    chex.assert_type([plain.images, plain.labels], np.uint8)
+    np.testing.assert_array_equal(plain.images, mnist["test"].images)
+    np.testing.assert_array_equal(plain.labels, mnist["test"].labels)
+
+
+# ------------------------------------------------------------- sources
+
+def _forbid_network(monkeypatch):
+    calls = []
+
+    def urlopen(url, *args, **kwargs):
+        calls.append(url)
+        raise urllib.error.URLError("network disabled in tests")
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    return calls
+
+
+def test_empty_explicit_dir_does_not_fall_back(mnist_dir, tmp_path, monkeypatch):
+    # every other source would work: env var, a complete cache; none may be used
+    monkeypatch.setenv(data.ENV_DATA_DIR, str(mnist_dir))
+    monkeypatch.setenv(data.ENV_CACHE_DIR, str(mnist_dir))
+    calls = _forbid_network(monkeypatch)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(data.DataError) as excinfo:
+        data.load_mnist(empty)
+    assert str(empty) in str(excinfo.value)
+    assert calls == []
+    assert data.resolve_data_dir(empty) == empty
+
+
+def test_resolve_data_dir_explicit_beats_env(tmp_path, monkeypatch):
+    explicit, from_env = tmp_path / "explicit", tmp_path / "env"
+    monkeypatch.setenv(data.ENV_DATA_DIR, str(from_env))
+    assert data.resolve_data_dir(explicit) == explicit
+    assert data.resolve_data_dir(str(explicit)) == explicit
+    assert data.resolve_data_dir() == from_env
+    assert data.resolve_data_dir(None, allow_download=False) == from_env
+
+
+def test_resolve_data_dir_uses_complete_cache(mnist_dir, monkeypatch):
+    monkeypatch.delenv(data.ENV_DATA_DIR, raising=False)
+    monkeypatch.setenv(data.ENV_CACHE_DIR, str(mnist_dir))
+    calls = _forbid_network(monkeypatch)
+    assert data.resolve_data_dir() == mnist_dir
+    assert calls == []
+
+
+def test_download_fails_fast_offline(tmp_path, monkeypatch):
+    calls = _forbid_network(monkeypatch)
+    target = tmp_path / "cache"
+    with pytest.raises(data.DataError) as excinfo:
+        data.download(target)
+    message = str(excinfo.value)
+    assert "--data-dir" in message
+    assert data.ENV_DATA_DIR in message
+    # one attempt per mirror for the first file, then it gives up
+    assert len(calls) == len(data.MIRRORS)
+    assert list(target.iterdir()) == []
+
+
+class _FakeResponse(io.BytesIO):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def test_download_checksum_mismatch_saves_nothing(tmp_path, monkeypatch):
+    calls = []
+
+    def urlopen(url, *args, **kwargs):
+        calls.append(url)
+        return _FakeResponse(b"not the MNIST file you are looking for")
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    with pytest.raises(data.DataError, match="checksum mismatch") as excinfo:
+        data.download(tmp_path)
+    assert "--data-dir" in str(excinfo.value)
+    assert len(calls) == len(data.MIRRORS)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_saves_verified_files(mnist_dir, tmp_path, monkeypatch):
+    # The shared train-images file is a reordering (its MD5 differs from the
+    # official one), so place it beforehand: download() must skip existing files.
+    _link(mnist_dir, tmp_path, [TRAIN_IMAGES])
+    served = []
+
+    def urlopen(url, *args, **kwargs):
+        name = url.rsplit("/", 1)[-1]
+        served.append(name)
+        return _FakeResponse((mnist_dir / name).read_bytes())
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    assert data.download(tmp_path) == tmp_path
+    assert sorted(served) == sorted([TRAIN_LABELS, TEST_IMAGES, TEST_LABELS])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(ALL_FILES)
+    for name in served:
+        digest = hashlib.md5((tmp_path / name).read_bytes()).hexdigest()
+        assert digest == data.OFFICIAL_MD5[name]
+
+
+# ------------------------------------------------------------- array helpers
+
+def test_to_float_nhwc():
+    images = np.array([[[0, 255], [128, 1]]] * 3, dtype=np.uint8)  # (3, 2, 2)
+    out = data.to_float_nhwc(images)
+    chex.assert_shape(out, (3, 2, 2, 1))
+    chex.assert_type(out, jnp.float32)
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert float(out[0, 0, 1, 0]) == 1.0
+    assert float(out[0, 0, 0, 0]) == 0.0
+    chex.assert_trees_all_close(out[..., 0], images.astype(np.float32) / 255.0)
+
+
+def test_to_float_nhwc_real_images(mnist):
+    out = data.to_float_nhwc(mnist["test"].images[:16])
+    chex.assert_shape(out, (16, 28, 28, 1))
+    chex.assert_type(out, jnp.float32)
+    assert float(out.max()) == 1.0 and float(out.min()) == 0.0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [np.zeros((2, 28, 28), np.float32), np.zeros((2, 28, 28), np.int32), np.zeros((2, 28, 28, 1), np.uint8)],
+)
+def test_to_float_nhwc_rejects_bad_input(bad):
+    with pytest.raises(ValueError):
+        data.to_float_nhwc(bad)
+
+
+def test_add_gaussian_noise():
+    images = jnp.full((200, 28, 28, 1), 0.5, jnp.float32)
+    key = jax.random.key(0)
+    noisy = data.add_gaussian_noise(key, images, 0.3)
+    chex.assert_shape(noisy, images.shape)
+    chex.assert_type(noisy, jnp.float32)
+    chex.assert_trees_all_equal(noisy, data.add_gaussian_noise(key, images, 0.3))
+    other = data.add_gaussian_noise(jax.random.key(1), images, 0.3)
+    assert not np.allclose(np.asarray(noisy), np.asarray(other))
+    delta = np.asarray(noisy - images, np.float64)
+    assert abs(delta.std() - 0.3) < 0.3 * 0.01, delta.std()  # 156,800 samples
+    assert abs(delta.mean()) < 0.005
+    # unclipped, as in the lecture
+    assert float(noisy.min()) < 0.0 and float(noisy.max()) > 1.0
+    # std 0 is the identity
+    chex.assert_trees_all_equal(data.add_gaussian_noise(key, images, 0.0), images)
+
+
+def _as_numpy_batches(batches):
+    return [np.asarray(b) for b in batches]
+
+
+def test_shuffled_batches_cover_every_index_once():
+    batches = _as_numpy_batches(data.shuffled_batches(jax.random.key(0), 10, 3))
+    assert [len(b) for b in batches] == [3, 3, 3, 1]
+    np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(10))
+    # divisible: all batches full, nothing missing
+    batches = _as_numpy_batches(data.shuffled_batches(jax.random.key(0), 12, 4))
+    assert [len(b) for b in batches] == [4, 4, 4]
+    np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(12))
+
+
+def test_shuffled_batches_drop_last():
+    batches = _as_numpy_batches(data.shuffled_batches(jax.random.key(0), 10, 3, drop_last=True))
+    assert [len(b) for b in batches] == [3, 3, 3]
+    seen = np.concatenate(batches)
+    assert len(np.unique(seen)) == 9 and seen.min() >= 0 and seen.max() <= 9
+    # drop_last keeps the same order as the full epoch, minus the tail
+    full = _as_numpy_batches(data.shuffled_batches(jax.random.key(0), 10, 3))
+    np.testing.assert_array_equal(seen, np.concatenate(full)[:9])
+    # fewer examples than a batch: nothing with drop_last, one short batch without
+    assert data.shuffled_batches(jax.random.key(0), 2, 3, drop_last=True) == []
+    assert [len(b) for b in data.shuffled_batches(jax.random.key(0), 2, 3)] == [2]
+
+
+def test_shuffled_batches_key_determines_order():
+    a = np.concatenate(_as_numpy_batches(data.shuffled_batches(jax.random.key(7), 100, 16)))
+    b = np.concatenate(_as_numpy_batches(data.shuffled_batches(jax.random.key(7), 100, 16)))
+    c = np.concatenate(_as_numpy_batches(data.shuffled_batches(jax.random.key(8), 100, 16)))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert not np.array_equal(a, np.arange(100))  # actually shuffled
+
+
+@pytest.mark.parametrize("batch_size", [0, -1])
+def test_shuffled_batches_invalid_batch_size(batch_size):
+    with pytest.raises(ValueError):
+        data.shuffled_batches(jax.random.key(0), 10, batch_size)
+
+
+def test_shuffled_batches_invalid_num_examples():
+    with pytest.raises(ValueError):
+        data.shuffled_batches(jax.random.key(0), 0, 4)
+
+
+def test_device_dataset_and_gather_batch(mnist):
+    split = mnist["test"]
+    dataset = data.device_dataset(split, limit=64)
+    chex.assert_shape(dataset["image"], (64, 28, 28))
+    chex.assert_type(dataset["image"], jnp.uint8)
+    chex.assert_shape(dataset["label"], (64,))
+    chex.assert_type(dataset["label"], jnp.int32)
+    np.testing.assert_array_equal(np.asarray(dataset["label"]), split.labels[:64])
+
+    indices = jnp.asarray([5, 0, 63, 17, 17], jnp.int32)
+    batch = data.gather_batch(dataset, indices)
+    chex.assert_shape(batch["image"], (5, 28, 28, 1))
+    chex.assert_type(batch["image"], jnp.float32)
+    chex.assert_shape(batch["label"], (5,))
+    chex.assert_type(batch["label"], jnp.int32)
+    idx = np.asarray(indices)
+    chex.assert_trees_all_close(batch["image"][..., 0], split.images[idx].astype(np.float32) / 255.0)
+    np.testing.assert_array_equal(np.asarray(batch["label"]), split.labels[idx].astype(np.int32))
+
+
+def test_device_dataset_without_limit_keeps_everything(mnist):
+    dataset = data.device_dataset(mnist["test"])
+    chex.assert_shape([dataset["image"], dataset["label"]], [(10_000, 28, 28), (10_000,)])
+
+
+def test_gather_batch_float_images_pass_unchanged():
+    rng = np.random.default_rng(3)
+    noisy = jnp.asarray(rng.normal(0.5, 1.0, (8, 28, 28, 1)), jnp.float32)  # outside [0, 1] too
+    labels = jnp.arange(8, dtype=jnp.int32)
+    indices = jnp.asarray([7, 2, 2, 0])
+    batch = data.gather_batch({"image": noisy, "label": labels}, indices)
+    chex.assert_shape(batch["image"], (4, 28, 28, 1))
+    chex.assert_type(batch["image"], jnp.float32)
+    chex.assert_trees_all_equal(batch["image"], noisy[indices])
+    chex.assert_trees_all_equal(batch["label"], labels[indices])
+    # float (N, 28, 28) gains the channel axis, values untouched
+    flat = jnp.asarray(rng.uniform(size=(8, 28, 28)), jnp.float32)
+    batch = data.gather_batch({"image": flat, "label": labels}, indices)
+    chex.assert_shape(batch["image"], (4, 28, 28, 1))
+    chex.assert_trees_all_equal(batch["image"][..., 0], flat[indices])

@@ -1,0 +1,416 @@
+"""aejax.modules: parameter counts, shapes, PyTorch-like init and exact parity with the
+lecture's PyTorch Encoder/Decoder (weights converted one to one), in eval and train mode."""
+
+from __future__ import annotations
+
+import copy
+
+import chex
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from torch import nn as tnn
+
+from aejax import modules
+from aejax.modules import ConvTranspose2x, Decoder, Encoder
+
+ATOL = 1e-5
+RTOL = 1e-5
+PARITY_LATENT = 8
+PARITY_BATCH = 6
+DECODER_OUT_GAIN = 30.0
+
+
+# ------------------------------------------------------------ the lecture's modules
+
+class TorchEncoder(tnn.Module):
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        layers, in_ch = [], 1
+        for h in (32, 64, 128, 256):
+            layers += [tnn.Conv2d(in_ch, h, 3, stride=2, padding=1), tnn.BatchNorm2d(h), tnn.LeakyReLU()]
+            in_ch = h
+        layers += [tnn.Conv2d(256, 512, 1), tnn.BatchNorm2d(512), tnn.LeakyReLU(),
+                   tnn.Flatten(), tnn.Linear(2048, latent_dim)]
+        self.net = tnn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class TorchDecoder(tnn.Module):
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.fc = tnn.Linear(latent_dim, 512)
+        layers = []
+        for a, b in ((512, 256), (256, 128), (128, 64), (64, 32)):
+            layers += [tnn.ConvTranspose2d(a, b, 3, stride=2, padding=1, output_padding=1),
+                       tnn.BatchNorm2d(b), tnn.LeakyReLU()]
+        layers += [tnn.ConvTranspose2d(32, 32, 3, 2, 1, output_padding=1), tnn.BatchNorm2d(32), tnn.LeakyReLU(),
+                   tnn.Conv2d(32, 1, 7, padding=1), tnn.Sigmoid()]
+        self.net = tnn.Sequential(*layers)
+
+    def forward(self, z):
+        return self.net(self.fc(z).view(-1, 512, 1, 1))
+
+
+# ------------------------------------------------------------ torch -> flax
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float32)
+
+
+def conv_weight_to_flax(w: torch.Tensor) -> np.ndarray:
+    """Conv2d weight (out, in, kh, kw) -> flax kernel (kh, kw, in, out)."""
+    return _np(w).transpose(2, 3, 1, 0)
+
+
+def conv_transpose_weight_to_flax(w: torch.Tensor) -> np.ndarray:
+    """ConvTranspose2d weight (in, out, kh, kw) -> flax kernel: flipped spatially, (kh, kw, in, out)."""
+    return np.ascontiguousarray(_np(w)[:, :, ::-1, ::-1].transpose(2, 3, 0, 1))
+
+
+def flax_kernel_to_conv_transpose_weight(k: np.ndarray) -> torch.Tensor:
+    """Inverse of conv_transpose_weight_to_flax."""
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(k)[::-1, ::-1].transpose(2, 3, 0, 1)))
+
+
+def torch_to_flax(module: tnn.Module) -> dict:
+    """{'params', 'batch_stats'} of the equivalent aejax module, in flax's naming order."""
+    params, stats, counters = {}, {}, {}
+
+    def name(kind):
+        i = counters.get(kind, 0)
+        counters[kind] = i + 1
+        return f"{kind}_{i}"
+
+    for m in module.modules():
+        if isinstance(m, tnn.ConvTranspose2d):
+            params[name("ConvTranspose2x")] = {"kernel": conv_transpose_weight_to_flax(m.weight), "bias": _np(m.bias)}
+        elif isinstance(m, tnn.Conv2d):
+            params[name("Conv")] = {"kernel": conv_weight_to_flax(m.weight), "bias": _np(m.bias)}
+        elif isinstance(m, tnn.Linear):
+            params[name("Dense")] = {"kernel": _np(m.weight).T.copy(), "bias": _np(m.bias)}
+        elif isinstance(m, tnn.BatchNorm2d):
+            n = name("BatchNorm")
+            params[n] = {"scale": _np(m.weight), "bias": _np(m.bias)}
+            stats[n] = {"mean": _np(m.running_mean), "var": _np(m.running_var)}
+    return jax.tree_util.tree_map(jnp.asarray, {"params": params, "batch_stats": stats})
+
+
+def _nchw(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+def _nhwc(t: torch.Tensor) -> np.ndarray:
+    return _np(t).transpose(0, 2, 3, 1)
+
+
+def _assert_close(actual, expected, atol=ATOL, rtol=RTOL):
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape
+    err = np.abs(actual - expected)
+    assert np.all(err <= atol + rtol * np.abs(expected)), f"max abs err {err.max():.3g}"
+
+
+def _randomise_batchnorm(module: tnn.Module, gen: torch.Generator, batches) -> None:
+    """Non-trivial BatchNorm affine parameters and running statistics.
+
+    The running statistics come from train-mode passes over real-looking batches (a
+    high momentum makes them close to the data's statistics, so eval-mode activations
+    stay well scaled); momentum goes back to PyTorch's 0.1 afterwards.
+    """
+    bns = [m for m in module.modules() if isinstance(m, tnn.BatchNorm2d)]
+    with torch.no_grad():
+        for bn in bns:
+            bn.weight.copy_(torch.rand(bn.weight.shape, generator=gen) + 0.5)
+            bn.bias.copy_(torch.randn(bn.bias.shape, generator=gen) * 0.2)
+            bn.momentum = 0.6
+        module.train()
+        for batch in batches:
+            module(batch)
+        for bn in bns:
+            bn.momentum = 0.1
+            assert not torch.allclose(bn.running_mean, torch.zeros_like(bn.running_mean))
+            assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))
+
+
+@pytest.fixture(scope="module")
+def torch_pair():
+    """Lecture Encoder/Decoder with random weights and non-trivial BatchNorm state."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    encoder, decoder = TorchEncoder(PARITY_LATENT), TorchDecoder(PARITY_LATENT)
+    _randomise_batchnorm(encoder, gen, [torch.rand(16, 1, 28, 28, generator=gen) for _ in range(2)])
+    _randomise_batchnorm(decoder, gen, [torch.randn(16, PARITY_LATENT, generator=gen) for _ in range(2)])
+    with torch.no_grad():  # larger final weights: images spread over (0, 1), not all near 0.5
+        decoder.net[-2].weight.mul_(DECODER_OUT_GAIN)
+    encoder.eval()
+    decoder.eval()
+    return encoder, decoder
+
+
+@pytest.fixture(scope="module")
+def parity_inputs():
+    rng = np.random.default_rng(42)
+    images = rng.uniform(0.0, 1.0, (PARITY_BATCH, 28, 28, 1)).astype(np.float32)
+    latents = rng.normal(0.0, 1.0, (PARITY_BATCH, PARITY_LATENT)).astype(np.float32)
+    return images, latents
+
+
+def _flax_shapes(module, x):
+    return jax.eval_shape(lambda k: module.init(k, jnp.zeros(x, jnp.float32), False), jax.random.key(0))
+
+
+def _count(tree) -> int:
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+# ------------------------------------------------------------ counts and shapes
+
+@pytest.mark.parametrize(
+    "module, latent, expected",
+    [
+        ("encoder", 2, 525_506),
+        ("decoder", 2, 1_580_577),
+        ("encoder", 24, 570_584),
+        ("decoder", 24, 1_591_841),
+        ("encoder", 900, 2_365_508),
+    ],
+)
+def test_trainable_parameter_counts(module, latent, expected):
+    if module == "encoder":
+        shapes = _flax_shapes(Encoder(latent), (1, 28, 28, 1))
+        torch_count = sum(p.numel() for p in TorchEncoder(latent).parameters())
+    else:
+        shapes = _flax_shapes(Decoder(), (1, latent))
+        torch_count = sum(p.numel() for p in TorchDecoder(latent).parameters())
+    assert set(shapes) == {"params", "batch_stats"}
+    assert _count(shapes["params"]) == expected
+    assert torch_count == expected  # the lecture's own count agrees
+
+
+def test_converter_covers_every_variable(torch_pair):
+    """The converted trees have exactly the structure and shapes of flax's own init."""
+    encoder, decoder = torch_pair
+    chex.assert_trees_all_equal_shapes_and_dtypes(
+        torch_to_flax(encoder), _flax_shapes(Encoder(PARITY_LATENT), (1, 28, 28, 1)))
+    chex.assert_trees_all_equal_shapes_and_dtypes(
+        torch_to_flax(decoder), _flax_shapes(Decoder(), (1, PARITY_LATENT)))
+
+
+@pytest.fixture(scope="module")
+def flax_init(parity_inputs):
+    """Flax's own init, on the parity shapes (so compiled ops are shared with those tests)."""
+    images, latents = parity_inputs
+    enc, dec = Encoder(PARITY_LATENT), Decoder()
+    enc_vars = enc.init(jax.random.key(0), jnp.asarray(images), False)
+    dec_vars = dec.init(jax.random.key(1), jnp.asarray(latents), False)
+    return enc, enc_vars, dec, dec_vars
+
+
+def test_output_shapes_and_dtypes(flax_init, parity_inputs):
+    enc, enc_vars, dec, dec_vars = flax_init
+    x = jnp.asarray(parity_inputs[0])
+    B, D = PARITY_BATCH, PARITY_LATENT
+    z = enc.apply(enc_vars, x, False)
+    chex.assert_shape(z, (B, D))
+    chex.assert_type(z, jnp.float32)
+    logits = dec.apply(dec_vars, z, False)
+    chex.assert_shape(logits, (B, 28, 28, 1))
+    chex.assert_type(logits, jnp.float32)
+    # train mode: same shapes, and updated statistics with the same structure
+    z_train, enc_updates = enc.apply(enc_vars, x, True, mutable=["batch_stats"])
+    chex.assert_shape(z_train, (B, D))
+    chex.assert_trees_all_equal_shapes_and_dtypes(enc_updates["batch_stats"], enc_vars["batch_stats"])
+    logits_train, dec_updates = dec.apply(dec_vars, z_train, True, mutable=["batch_stats"])
+    chex.assert_shape(logits_train, (B, 28, 28, 1))
+    chex.assert_type(logits_train, jnp.float32)
+    chex.assert_trees_all_equal_shapes_and_dtypes(dec_updates["batch_stats"], dec_vars["batch_stats"])
+    # apply_inference(train=True) is the train-mode output with the updates dropped
+    chex.assert_trees_all_close(modules.apply_inference(enc, enc_vars, x, train=True), z_train)
+    chex.assert_trees_all_close(modules.apply_inference(enc, enc_vars, x), z)
+
+
+def test_pytorch_like_init(flax_init):
+    _, enc_vars, _, dec_vars = flax_init
+    for variables in (enc_vars, dec_vars):
+        params = flax.core.unfreeze(variables["params"])
+        bn_names = [n for n in params if n.startswith("BatchNorm_")]
+        assert len(bn_names) == 5
+        for n in bn_names:
+            chex.assert_trees_all_equal(params[n]["scale"], jnp.ones_like(params[n]["scale"]))
+            chex.assert_trees_all_equal(params[n]["bias"], jnp.zeros_like(params[n]["bias"]))
+            stats = variables["batch_stats"][n]
+            chex.assert_trees_all_equal(stats["mean"], jnp.zeros_like(stats["mean"]))
+            chex.assert_trees_all_equal(stats["var"], jnp.ones_like(stats["var"]))
+    # weights: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with PyTorch's fan_in
+    # (a transposed conv takes it from its *output* channels, as torch does)
+    enc_p, dec_p = enc_vars["params"], dec_vars["params"]
+    cases = [
+        (enc_p["Conv_0"]["kernel"], 1 * 9),
+        (enc_p["Conv_1"]["kernel"], 32 * 9),
+        (enc_p["Dense_0"]["kernel"], 2048),
+        (dec_p["Dense_0"]["kernel"], PARITY_LATENT),
+        (dec_p["ConvTranspose2x_0"]["kernel"], 256 * 9),
+        (dec_p["ConvTranspose2x_0"]["bias"], 256 * 9),
+        (dec_p["Conv_0"]["kernel"], 32 * 49),
+    ]
+    for w, fan_in in cases:
+        bound = 1 / np.sqrt(fan_in)
+        w = np.asarray(w)
+        assert np.abs(w).max() <= bound + 1e-7
+        assert np.abs(w).max() > 0.8 * bound  # spread over the whole range, not a narrower init
+    # torch's own ConvTranspose2d weight bound, for the record
+    t = tnn.ConvTranspose2d(512, 256, 3)
+    assert float(t.weight.detach().abs().max()) <= 1 / np.sqrt(256 * 9) + 1e-7
+
+
+# ------------------------------------------------------------ PyTorch parity
+
+def test_encoder_eval_parity(torch_pair, parity_inputs):
+    encoder, _ = torch_pair
+    images, _ = parity_inputs
+    with torch.no_grad():
+        expected = _np(encoder(_nchw(images)))
+    got = Encoder(PARITY_LATENT).apply(torch_to_flax(encoder), jnp.asarray(images), False)
+    chex.assert_shape(got, (PARITY_BATCH, PARITY_LATENT))
+    assert np.abs(expected).max() > 0.1  # a meaningful comparison, not of near-zeros
+    _assert_close(got, expected)
+
+
+def _torch_decoder_logits(decoder, z):
+    """The torch decoder's output before its final Sigmoid."""
+    assert isinstance(decoder.net[-1], tnn.Sigmoid)
+    return decoder.net[:-1](decoder.fc(z).view(-1, 512, 1, 1))
+
+
+@pytest.mark.parametrize("impl", ["subpixel", "lax"])
+def test_decoder_eval_parity(torch_pair, parity_inputs, impl):
+    _, decoder = torch_pair
+    _, latents = parity_inputs
+    with torch.no_grad():
+        expected = _nhwc(decoder(torch.from_numpy(latents)))
+        expected_logits = _nhwc(_torch_decoder_logits(decoder, torch.from_numpy(latents)))
+    logits = Decoder(conv_transpose_impl=impl).apply(torch_to_flax(decoder), jnp.asarray(latents), False)
+    chex.assert_shape(logits, (PARITY_BATCH, 28, 28, 1))
+    chex.assert_type(logits, jnp.float32)
+    assert expected.std() > 0.1 and expected.min() < 0.1 and expected.max() > 0.9  # images, not a constant
+    _assert_close(jax.nn.sigmoid(logits), expected)
+    _assert_close(logits, expected_logits, atol=1e-4)
+
+
+def test_encoder_train_parity(torch_pair, parity_inputs):
+    encoder = copy.deepcopy(torch_pair[0])
+    images, _ = parity_inputs
+    variables = torch_to_flax(encoder)
+    encoder.train()
+    with torch.no_grad():
+        expected = _np(encoder(_nchw(images)))
+    got, updates = Encoder(PARITY_LATENT).apply(variables, jnp.asarray(images), True, mutable=["batch_stats"])
+    _assert_close(got, expected)
+    expected_stats = torch_to_flax(encoder)["batch_stats"]
+    chex.assert_trees_all_equal_structs(updates["batch_stats"], expected_stats)
+    # the statistics did move, and moved the same way
+    old = variables["batch_stats"]["BatchNorm_0"]["var"]
+    assert not np.allclose(np.asarray(updates["batch_stats"]["BatchNorm_0"]["var"]), np.asarray(old))
+    jax.tree_util.tree_map(_assert_close, updates["batch_stats"], expected_stats)
+
+
+def test_decoder_train_parity(torch_pair, parity_inputs):
+    decoder = copy.deepcopy(torch_pair[1])
+    _, latents = parity_inputs
+    variables = torch_to_flax(decoder)
+    decoder.train()
+    with torch.no_grad():
+        expected = _nhwc(decoder(torch.from_numpy(latents)))
+    logits, updates = Decoder().apply(variables, jnp.asarray(latents), True, mutable=["batch_stats"])
+    assert expected.std() > 0.1
+    # Looser than eval mode: the first BatchNorm normalises 256 channels by statistics
+    # of only 4 * PARITY_BATCH = 24 values each, which amplifies float32 rounding
+    # differences between the two conv implementations; the observed max abs error is
+    # about 1.2e-5 (eval mode: 1.3e-6), on images spread over (0, 1).
+    _assert_close(jax.nn.sigmoid(logits), expected, atol=5e-5)
+    expected_stats = torch_to_flax(decoder)["batch_stats"]
+    chex.assert_trees_all_equal_structs(updates["batch_stats"], expected_stats)
+    jax.tree_util.tree_map(_assert_close, updates["batch_stats"], expected_stats)
+
+
+def test_batchnorm_running_var_uses_unbiased_variance():
+    """One train step from (mean 0, var 1): mean' = 0.1 * batch mean, var' = 0.9 + 0.1 * unbiased var."""
+    x = np.random.default_rng(0).normal(2.0, 3.0, (2, 2, 1, 3)).astype(np.float32)  # n = 4 per feature
+    bn = modules.BatchNorm()
+    variables = bn.init(jax.random.key(0), jnp.asarray(x), False)
+    y, updates = bn.apply(variables, jnp.asarray(x), True, mutable=["batch_stats"])
+    flat = x.reshape(-1, 3).astype(np.float64)
+    stats = updates["batch_stats"]
+    _assert_close(stats["mean"], 0.1 * flat.mean(0))
+    _assert_close(stats["var"], 0.9 + 0.1 * flat.var(0, ddof=1))
+    # the output is normalised with the biased variance, as torch does
+    _assert_close(y, ((flat - flat.mean(0)) / np.sqrt(flat.var(0) + 1e-5)).reshape(x.shape), atol=1e-5)
+    torch_bn = tnn.BatchNorm2d(3).train()
+    with torch.no_grad():
+        torch_y = torch_bn(_nchw(x))
+    _assert_close(y, _nhwc(torch_y))
+    _assert_close(stats["var"], _np(torch_bn.running_var))
+    _assert_close(stats["mean"], _np(torch_bn.running_mean))
+
+
+# ------------------------------------------------------------ ConvTranspose2x
+
+@pytest.fixture(scope="module")
+def conv_transpose_case():
+    rng = np.random.default_rng(7)
+    x = jnp.asarray(rng.normal(size=(2, 5, 4, 3)), jnp.float32)
+    cotangent = jnp.asarray(rng.normal(size=(2, 10, 8, 6)), jnp.float32)
+    params = ConvTranspose2x(6).init(jax.random.key(3), x)["params"]
+    # a non-zero bias so it is checked too
+    params = {"kernel": params["kernel"], "bias": jnp.asarray(rng.normal(size=(6,)), jnp.float32)}
+    return x, cotangent, params
+
+
+def _conv_transpose_loss(impl):
+    def loss(params, x, cotangent):
+        return jnp.sum(ConvTranspose2x(6, impl).apply({"params": params}, x) * cotangent)
+    return loss
+
+
+def test_conv_transpose_impls_agree(conv_transpose_case):
+    x, cotangent, params = conv_transpose_case
+    y_sub = ConvTranspose2x(6, "subpixel").apply({"params": params}, x)
+    y_lax = ConvTranspose2x(6, "lax").apply({"params": params}, x)
+    chex.assert_shape([y_sub, y_lax], (2, 10, 8, 6))
+    chex.assert_trees_all_close(y_sub, y_lax, atol=ATOL, rtol=RTOL)
+    g_sub = jax.grad(_conv_transpose_loss("subpixel"), argnums=(0, 1))(params, x, cotangent)
+    g_lax = jax.grad(_conv_transpose_loss("lax"), argnums=(0, 1))(params, x, cotangent)
+    chex.assert_trees_all_close(g_sub, g_lax, atol=1e-4, rtol=1e-5)
+    assert float(jnp.abs(g_sub[0]["kernel"]).max()) > 0.1
+
+
+def test_conv_transpose_matches_torch(conv_transpose_case):
+    x, cotangent, params = conv_transpose_case
+    layer = tnn.ConvTranspose2d(3, 6, 3, stride=2, padding=1, output_padding=1)
+    with torch.no_grad():
+        layer.weight.copy_(flax_kernel_to_conv_transpose_weight(params["kernel"]))
+        layer.bias.copy_(torch.from_numpy(np.array(params["bias"])))
+    # round trip of the converter
+    np.testing.assert_array_equal(conv_transpose_weight_to_flax(layer.weight), np.asarray(params["kernel"]))
+    tx = _nchw(np.asarray(x)).requires_grad_(True)
+    ty = layer(tx)
+    (ty * _nchw(np.asarray(cotangent))).sum().backward()
+    for impl in ("subpixel", "lax"):
+        y = ConvTranspose2x(6, impl).apply({"params": params}, x)
+        _assert_close(y, _nhwc(ty))
+        g_params, g_x = jax.grad(_conv_transpose_loss(impl), argnums=(0, 1))(params, x, cotangent)
+        _assert_close(g_params["kernel"], conv_transpose_weight_to_flax(layer.weight.grad), atol=1e-4)
+        _assert_close(g_params["bias"], _np(layer.bias.grad), atol=1e-4)
+        _assert_close(g_x, _nhwc(tx.grad), atol=1e-4)
+
+
+def test_conv_transpose_rejects_unknown_impl(conv_transpose_case):
+    x, _, params = conv_transpose_case
+    with pytest.raises(ValueError, match="impl"):
+        ConvTranspose2x(6, "fft").apply({"params": params}, x)

@@ -1,0 +1,164 @@
+"""The generic loop: phases, key discipline, reproducibility, evaluation, checkpoints."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from aejax import autoencoder, checkpoint, data
+from aejax import train as train_lib
+
+
+def _dataset(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"image": jnp.asarray(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)),
+            "label": jnp.asarray(rng.integers(0, 10, n), jnp.int32)}
+
+
+def _small_model(**kwargs):
+    return autoencoder.make_model(autoencoder.AEConfig(latent_dim=4, **kwargs))
+
+
+def _max_abs_diff(a, b):
+    return max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_same_seed_gives_identical_params_and_another_seed_differs():
+    model, dataset = _small_model(), _dataset()
+    runs = []
+    for seed in (3, 3, 4):
+        state = train_lib.create_train_state(model, jax.random.key(seed))
+        state, history = train_lib.train(model, state, dataset, epochs=1, batch_size=32, progress=False, log_epochs=False)
+        runs.append(state)
+    chex.assert_trees_all_equal(runs[0].params, runs[1].params)
+    chex.assert_trees_all_equal(runs[0].batch_stats, runs[1].batch_stats)
+    assert _max_abs_diff(runs[0].params, runs[2].params) > 1e-4
+    assert int(runs[0].step) == 3  # 96 / 32 batches
+
+
+def test_train_step_updates_params_stats_and_key_and_lowers_loss():
+    model, dataset = _small_model(), _dataset(64)
+    state = train_lib.create_train_state(model, jax.random.key(0))
+    step = train_lib.make_train_step(model.phases)
+    before = jax.tree.map(jnp.copy, state)
+    indices = jnp.arange(32)
+    losses = []
+    for _ in range(8):
+        state, metrics = step(state, dataset, indices)
+        losses.append(float(metrics["loss"]))
+    chex.assert_shape(metrics["loss"], ())
+    assert losses[-1] < losses[0]
+    assert _max_abs_diff(before.params, state.params) > 0
+    assert _max_abs_diff(before.batch_stats, state.batch_stats) > 0
+    assert not np.array_equal(jax.random.key_data(before.key), jax.random.key_data(state.key))
+    assert int(state.step) == 8
+
+
+def test_phase_updates_only_its_trainable_modules():
+    """A phase naming only the decoder leaves the encoder's params untouched."""
+    model = _small_model()
+    decoder_only = model.phases[0]._replace(name="decoder_only", trainable=("decoder",))
+    model = model._replace(phases=(decoder_only,))
+    state = train_lib.create_train_state(model, jax.random.key(0))
+    before = jax.tree.map(jnp.copy, state.params)
+    state, _ = train_lib.make_train_step(model.phases)(state, _dataset(32), jnp.arange(32))
+    chex.assert_trees_all_equal(before["encoder"], state.params["encoder"])
+    assert _max_abs_diff(before["decoder"], state.params["decoder"]) > 0
+
+
+def test_several_phases_run_in_order_with_prefixed_metrics():
+    model = _small_model()
+    first = model.phases[0]._replace(name="first")
+    second = model.phases[0]._replace(name="second", optimizer=optax.sgd(0.0), trainable=("encoder",))
+    model = model._replace(phases=(first, second))
+    state = train_lib.create_train_state(model, jax.random.key(0))
+    assert set(state.opt_states) == {"first", "second"}
+    state, metrics = train_lib.make_train_step(model.phases)(state, _dataset(32), jnp.arange(32))
+    assert {"first/loss", "first/bce", "second/loss", "second/bce"} <= set(metrics)
+    # the second phase sees the first phase's update, so its loss is lower
+    assert float(metrics["second/loss"]) < float(metrics["first/loss"])
+
+
+def test_duplicate_phase_names_are_rejected():
+    model = _small_model()
+    model = model._replace(phases=(model.phases[0], model.phases[0]))
+    with pytest.raises(ValueError, match="unique"):
+        train_lib.create_train_state(model, jax.random.key(0))
+
+
+def test_torch_adam_weight_decay_is_coupled_l2():
+    """One step from zero Adam state: L2 is added to the gradient before normalisation."""
+    params, grads = jnp.array([1.0, -2.0]), jnp.array([0.5, 0.0])
+    opt = train_lib.torch_adam(0.1, weight_decay=0.5)
+    updates, _ = opt.update(grads, opt.init(params), params)
+    g = grads + 0.5 * params  # coupled: [1.0, -1.0]
+    expected = -0.1 * g / (jnp.abs(g) + 1e-8)  # first Adam step is lr * sign
+    chex.assert_trees_all_close(updates, expected, atol=1e-6)
+    # AdamW would give the second parameter a pure decay of -lr * wd * p = 0.1, not 0.1 * sign
+    adamw, _ = optax.adamw(0.1, weight_decay=0.5).update(grads, optax.adamw(0.1, weight_decay=0.5).init(params), params)
+    assert not np.allclose(adamw, expected)
+
+
+def test_evaluate_returns_inputs_latents_reconstructions_labels():
+    model, dataset = _small_model(), _dataset(70)
+    state = train_lib.create_train_state(model, jax.random.key(0))
+    result = train_lib.evaluate(model, state.params, state.batch_stats, dataset, batch_size=32)
+    chex.assert_shape(result["inputs"], (70, 28, 28, 1))
+    chex.assert_shape(result["latents"], (70, 4))
+    chex.assert_shape(result["reconstructions"], (70, 28, 28, 1))
+    np.testing.assert_array_equal(result["labels"], np.asarray(dataset["label"]))
+    assert result["reconstructions"].min() >= 0 and result["reconstructions"].max() <= 1
+    # eval mode: each image's latent does not depend on the batch it shares
+    alone = train_lib.evaluate(model, state.params, state.batch_stats,
+                               {k: v[:1] for k, v in dataset.items()})
+    np.testing.assert_allclose(alone["latents"][0], result["latents"][0], atol=1e-5)
+    batched = train_lib.evaluate(model, state.params, state.batch_stats, dataset, batch_size=32, batch_statistics=True)
+    assert not np.allclose(batched["latents"], result["latents"], atol=1e-3)
+
+
+def test_denoising_variant_feeds_noise_and_targets_clean():
+    dataset = _dataset(32)
+    batch = data.gather_batch(dataset, jnp.arange(32))
+    plain = _small_model()
+    noisy = _small_model(input_noise_std=0.3)
+    params, stats = plain.init(jax.random.key(0))
+    key = jax.random.key(1)
+    plain_loss, _ = plain.phases[0].loss_fn(params, stats, batch, key)
+    noisy_loss, _ = noisy.phases[0].loss_fn(params, stats, batch, key)
+    noisy_again, _ = noisy.phases[0].loss_fn(params, stats, batch, key)
+    assert float(plain_loss) != float(noisy_loss)
+    assert float(noisy_loss) == float(noisy_again)  # the noise comes from the key alone
+
+
+def test_sparse_variant_adds_weighted_penalty():
+    batch = data.gather_batch(_dataset(16), jnp.arange(16))
+    plain = _small_model()
+    sparse = _small_model(sparsity="l1", sparsity_weight=0.5)
+    params, stats = plain.init(jax.random.key(0))
+    key = jax.random.key(1)
+    plain_loss, _ = plain.phases[0].loss_fn(params, stats, batch, key)
+    sparse_loss, (_, metrics) = sparse.phases[0].loss_fn(params, stats, batch, key)
+    np.testing.assert_allclose(float(sparse_loss), float(plain_loss) + 0.5 * float(metrics["sparsity"]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [dict(latent_dim=0), dict(sparsity="l2"), dict(sparsity_target=1.5),
+                                 dict(learning_rate=-1.0)])
+def test_bad_config_is_rejected(bad):
+    with pytest.raises(ValueError):
+        autoencoder.AEConfig(**bad)
+
+
+def test_checkpoint_round_trip_and_no_silent_overwrite(tmp_path):
+    model = _small_model()
+    state = train_lib.create_train_state(model, jax.random.key(0))
+    tree = {"params": state.params, "batch_stats": state.batch_stats}
+    checkpoint.save(tmp_path / "ckpt", tree)
+    zeros = jax.tree.map(jnp.zeros_like, tree)
+    chex.assert_trees_all_equal(checkpoint.restore(tmp_path / "ckpt", zeros), tree)
+    with pytest.raises(FileExistsError):
+        checkpoint.save(tmp_path / "ckpt", zeros)
+    chex.assert_trees_all_equal(checkpoint.restore(tmp_path / "ckpt", zeros), tree)
+    with pytest.raises(FileNotFoundError):
+        checkpoint.restore(tmp_path / "missing", zeros)
