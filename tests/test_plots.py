@@ -1,0 +1,36 @@
+"""Figures are written as PNG / GIF with the lecture's settings."""
+
+import numpy as np
+from PIL import Image
+
+from aejax import plots
+
+
+def test_png_figures_are_written(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.random((9, 28, 28, 1), dtype=np.float32)
+    activations = rng.random((50, 900)) * 0.3
+    labels = np.arange(50) % 10
+    paths = [
+        plots.plot_digits(images, images[::-1], path=tmp_path / "digits.png", titles=["a", "b"]),
+        plots.plot_latent_scatter(rng.normal(size=(50, 2)), labels, tmp_path / "scatter.png"),
+        plots.plot_class_activation_maps(activations, labels, tmp_path / "maps.png"),
+        plots.plot_activation_histograms(activations, tmp_path / "hist.png"),
+        plots.plot_sparsity_costs(tmp_path / "costs.png"),
+        plots.plot_image_row(images[:5], tmp_path / "sub" / "row.png"),
+    ]
+    for path in paths:
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size[0] > 100
+
+
+def test_gif_has_every_frame_upscaled_looping_at_40ms(tmp_path):
+    frames = np.linspace(0, 1, 200)[:, None, None] * np.ones((200, 28, 28))
+    path = plots.save_gif(frames, tmp_path / "interp.gif")
+    with Image.open(path) as gif:
+        assert gif.size == (280, 280)
+        assert gif.n_frames == 200
+        assert gif.info["duration"] == 40
+        assert gif.info["loop"] == 0
+        gif.seek(199)
+        assert np.asarray(gif.convert("L")).mean() > 250  # the last frame is white
