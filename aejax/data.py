@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import pathlib
-import shutil
 import tempfile
-import urllib.error
 import urllib.request
+import zlib
 from typing import NamedTuple
 
 import jax
@@ -73,7 +73,7 @@ def _open_bytes(path: pathlib.Path) -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"MNIST file not found: {path}") from None
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         raise DataError(f"MNIST file {path} is corrupt or truncated: {e}") from None
 
 
@@ -116,9 +116,10 @@ def load_split_from_dir(folder: str | os.PathLike, split: str) -> Split:
     folder = pathlib.Path(folder)
     images_stem, labels_stem, count = SPLITS[split]
     images = read_idx(_find_file(folder, images_stem), IMAGES_MAGIC, count)
-    labels = read_idx(_find_file(folder, labels_stem), LABELS_MAGIC, count)
+    labels_path = _find_file(folder, labels_stem)
+    labels = read_idx(labels_path, LABELS_MAGIC, count)
     if labels.max(initial=0) >= NUM_CLASSES:
-        raise DataError(f"MNIST labels in {folder / labels_stem} exceed 9 (max {labels.max()})")
+        raise DataError(f"MNIST labels in {labels_path} exceed 9 (max {labels.max()})")
     return Split(images, labels)
 
 
@@ -149,7 +150,7 @@ def download(folder: str | os.PathLike, timeout_s: float = DOWNLOAD_TIMEOUT_S) -
             try:
                 with urllib.request.urlopen(mirror + name, timeout=timeout_s) as response:
                     payload = response.read()
-            except (urllib.error.URLError, OSError, TimeoutError) as e:
+            except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, dropped connections
                 errors.append(f"{mirror}: {getattr(e, 'reason', e)}")
                 continue
             if hashlib.md5(payload).hexdigest() != md5:

@@ -21,7 +21,10 @@ def squared_error(predictions: jax.Array, targets: jax.Array) -> jax.Array:
 
 
 def sparsity_activation(z: jax.Array) -> jax.Array:
-    """The lecture's activation of a latent unit: ``(sigmoid(|z|) - 0.5) * 2`` in [0, 1)."""
+    """The lecture's activation of a latent unit: ``(sigmoid(|z|) - 0.5) * 2`` in [0, 1).
+
+    (In float32 it rounds to exactly 1.0 for |z| above about 17.)
+    """
     return (jax.nn.sigmoid(jnp.abs(z)) - 0.5) * 2
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import io
 import pathlib
 import urllib.error
@@ -101,6 +102,17 @@ def test_truncated_gzip_raises_naming_it(mnist_dir, tmp_path):
     _assert_names(excinfo, cut)
 
 
+def test_corrupt_gzip_stream_raises_data_error(mnist_dir, tmp_path):
+    raw = bytearray((mnist_dir / TEST_LABELS).read_bytes())
+    for i in range(40, 48):  # inside the deflate stream, just past the gzip header
+        raw[i] ^= 0xFF
+    path = tmp_path / TEST_LABELS
+    path.write_bytes(bytes(raw))
+    with pytest.raises(data.DataError) as excinfo:
+        data.read_idx(path, data.LABELS_MAGIC, 10_000)
+    _assert_names(excinfo, path)
+
+
 def test_truncated_and_padded_plain_file_raise(tmp_path):
     short = tmp_path / "short-labels"
     _write_idx(short, data.LABELS_MAGIC, [10], bytes(9))
@@ -159,6 +171,16 @@ def test_wrong_image_size_and_label_range_raise(tmp_path):
     _write_idx(tmp_path / "t10k-labels-idx1-ubyte", data.LABELS_MAGIC, [10_000], bytes([10]) * 10_000)
     with pytest.raises(data.DataError, match="exceed 9"):
         data.load_split_from_dir(tmp_path, "test")
+
+
+def test_label_range_error_names_the_gzip_file(tmp_path):
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte", data.IMAGES_MAGIC, [10_000, 28, 28])
+    header = np.asarray([data.LABELS_MAGIC, 10_000], ">u4").tobytes()
+    labels = tmp_path / TEST_LABELS
+    labels.write_bytes(gzip.compress(header + bytes([10]) * 10_000))
+    with pytest.raises(data.DataError) as excinfo:
+        data.load_split_from_dir(tmp_path, "test")
+    _assert_names(excinfo, labels)
 
 
 def test_unknown_split_raises_value_error(tmp_path):
@@ -255,6 +277,17 @@ def test_download_checksum_mismatch_saves_nothing(tmp_path, monkeypatch):
         data.download(tmp_path)
     assert "--data-dir" in str(excinfo.value)
     assert len(calls) == len(data.MIRRORS)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_dropped_connection_raises_data_error(tmp_path, monkeypatch):
+    class _Dropped(_FakeResponse):
+        def read(self, *args):
+            raise http.client.IncompleteRead(b"partial", 1000)
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, *a, **k: _Dropped(b""))
+    with pytest.raises(data.DataError, match="--data-dir"):
+        data.download(tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
