@@ -15,8 +15,8 @@ import jax.numpy as jnp
 
 from aejax import data as data_lib
 from aejax import losses
-from aejax.modules import Decoder, Encoder, apply_inference
-from aejax.train import Model, Phase, torch_adam
+from aejax.modules import Decoder, Encoder, apply_inference, apply_training
+from aejax.train import Model, Phase, module_variables, torch_adam
 
 Sparsity = Literal["none", "l1", "kl_per_object", "kl_per_unit"]
 SPARSITY_CHOICES = ("none", "l1", "kl_per_object", "kl_per_unit")
@@ -59,20 +59,14 @@ def sparsity_penalty(config: AEConfig, latents: jax.Array) -> jax.Array:
     return jnp.zeros((), latents.dtype)
 
 
-def _variables(params, batch_stats, name: str) -> dict:
-    return {"params": params[name], "batch_stats": batch_stats[name]}
-
-
 def make_loss(config: AEConfig, encoder: Encoder, decoder: Decoder):
     """loss(params, batch_stats, batch, key): mean-over-pixels BCE on logits (+ beta * sparsity)."""
 
     def loss_fn(params, batch_stats, batch, key):
         clean = batch["image"]
         inputs = data_lib.add_gaussian_noise(key, clean, config.input_noise_std) if config.input_noise_std else clean
-        latents, enc_updates = encoder.apply(
-            _variables(params, batch_stats, "encoder"), inputs, True, mutable=["batch_stats"])
-        logits, dec_updates = decoder.apply(
-            _variables(params, batch_stats, "decoder"), latents, True, mutable=["batch_stats"])
+        latents, encoder_stats = apply_training(encoder, module_variables(params, batch_stats, "encoder"), inputs)
+        logits, decoder_stats = apply_training(decoder, module_variables(params, batch_stats, "decoder"), latents)
         bce = jnp.mean(losses.binary_cross_entropy_with_logits(logits, clean))
         metrics = {"bce": bce}
         loss = bce
@@ -80,8 +74,7 @@ def make_loss(config: AEConfig, encoder: Encoder, decoder: Decoder):
             penalty = sparsity_penalty(config, latents)
             loss = loss + config.sparsity_weight * penalty
             metrics["sparsity"] = penalty
-        new_stats = {"encoder": enc_updates["batch_stats"], "decoder": dec_updates["batch_stats"]}
-        return loss, (new_stats, metrics)
+        return loss, ({"encoder": encoder_stats, "decoder": decoder_stats}, metrics)
 
     return loss_fn
 
@@ -100,11 +93,11 @@ def make_model(config: AEConfig) -> Model:
 
     def encode(params, batch_stats, images, labels=None, train=False):
         del labels  # unconditional
-        return apply_inference(encoder, _variables(params, batch_stats, "encoder"), images, train)
+        return apply_inference(encoder, module_variables(params, batch_stats, "encoder"), images, train)
 
     def decode(params, batch_stats, latents, labels=None, train=False):
         del labels
-        return apply_inference(decoder, _variables(params, batch_stats, "decoder"), latents, train)
+        return apply_inference(decoder, module_variables(params, batch_stats, "decoder"), latents, train)
 
     phase = Phase("autoencoder", make_loss(config, encoder, decoder),
                   torch_adam(config.learning_rate, config.weight_decay), ("encoder", "decoder"))

@@ -159,6 +159,12 @@ class Decoder(nn.Module):
         return _conv(1, 7, 1, 1, x.shape[-1])(x)
 
 
+def apply_training(module: nn.Module, variables: dict, x: jax.Array) -> tuple[jax.Array, dict]:
+    """Applies ``module`` in train mode: (output, updated batch_stats)."""
+    y, updates = module.apply(variables, x, True, mutable=["batch_stats"])
+    return y, updates["batch_stats"]
+
+
 def apply_inference(module: nn.Module, variables: dict, x: jax.Array, train: bool = False) -> jax.Array:
     """Applies ``module`` without updating anything.
 
@@ -167,5 +173,5 @@ def apply_inference(module: nn.Module, variables: dict, x: jax.Array, train: boo
     running statistics it would update are discarded.
     """
     if train:
-        return module.apply(variables, x, True, mutable=["batch_stats"])[0]
+        return apply_training(module, variables, x)[0]
     return module.apply(variables, x, False)

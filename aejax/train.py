@@ -71,6 +71,11 @@ class TrainState(flax.struct.PyTreeNode):
     key: jax.Array  # consumed by splitting, never reused
 
 
+def module_variables(params: Params, batch_stats: BatchStats, name: str) -> dict[str, Any]:
+    """The flax variables of one top-level module: {"params": ..., "batch_stats": ...}."""
+    return {"params": params[name], "batch_stats": batch_stats[name]}
+
+
 def torch_adam(learning_rate: float, weight_decay: float = 0.0) -> optax.GradientTransformation:
     """``torch.optim.Adam(lr, weight_decay)``: L2 added to the gradient (coupled), not AdamW.
 
