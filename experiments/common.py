@@ -19,6 +19,7 @@ import numpy as np
 from aejax import checkpoint, data, evaluation
 from aejax import train as train_lib
 
+NOISE_STD = 0.3  # the lecture's denoising noise: x + 0.3 N(0, 1), unclipped
 QUICK_TRAIN_EXAMPLES = 2048
 QUICK_TEST_EXAMPLES = 512
 
@@ -116,6 +117,13 @@ def fit(model: train_lib.Model, splits: dict[str, data.Split], args: argparse.Na
                                      batch_size=args.batch_size, progress=not args.no_progress)
     jax.block_until_ready(state.params)
     return state, history, time.perf_counter() - started
+
+
+def noisy_test_set(split: data.Split, key: jax.Array, std: float = NOISE_STD) -> tuple[np.ndarray, dict[str, jax.Array]]:
+    """Clean images (N, 28, 28, 1) and an ``evaluate``-ready set of their noisy copies."""
+    clean = data.to_float_nhwc(split.images)
+    noisy = data.add_gaussian_noise(key, clean, std)
+    return np.asarray(clean), {"image": noisy, "label": jax.numpy.asarray(split.labels, jax.numpy.int32)}
 
 
 def save_state(folder: pathlib.Path, state: train_lib.TrainState) -> None:

@@ -15,7 +15,6 @@ import numpy as np
 from aejax import data, evaluation, pca, plots
 from experiments import common
 
-NOISE_STD = 0.3
 SHOWN = 6  # the lecture shows 6 random test digits
 
 
@@ -29,7 +28,7 @@ def main(argv: list[str] | None = None) -> dict:
     train_images = splits["train"].images / 255.0
     test_images = (splits["test"].images / 255.0).astype(np.float32)
     noise_key, pick_key = jax.random.split(jax.random.key(args.seed))
-    noisy = np.asarray(data.add_gaussian_noise(noise_key, test_images, NOISE_STD))
+    noisy = np.asarray(data.add_gaussian_noise(noise_key, test_images, common.NOISE_STD))
     shown = np.asarray(jax.random.choice(pick_key, len(test_images), (SHOWN,), replace=False))
     with common.staged_output(args.out) as out:
         model = pca.fit_pca(train_images, args.variance, args.seed)
@@ -40,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
             "pca_components": int(model.n_components_),
             "compression_ratio": 784 / int(model.n_components_),
             "test_mse": evaluation.mean_squared_error(decoded, test_images),
-            "noise_std": NOISE_STD,
+            "noise_std": common.NOISE_STD,
             "psnr_noisy_db": evaluation.psnr(noisy, test_images),
             "psnr_filtered_db": evaluation.psnr(filtered, test_images),
         }

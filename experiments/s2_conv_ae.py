@@ -21,22 +21,19 @@ from aejax import autoencoder, data, evaluation, pca, plots
 from aejax import train as train_lib
 from experiments import common
 
-NOISE_STD = 0.3
 
 
 def denoising_metrics(model, state, splits, key) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """PSNR against the clean test images: noisy input, AE (eval / batch stats), PCA(0.90)."""
-    clean = data.to_float_nhwc(splits["test"].images)
-    noisy = data.add_gaussian_noise(key, clean, NOISE_STD)
-    noisy_set = {"image": noisy, "label": jax.numpy.asarray(splits["test"].labels, jax.numpy.int32)}
+    clean_np, noisy_set = common.noisy_test_set(splits["test"], key)
     ae_eval = train_lib.evaluate(model, state.params, state.batch_stats, noisy_set)
     ae_batch = train_lib.evaluate(model, state.params, state.batch_stats, noisy_set, batch_size=64,
                                   batch_statistics=True)
     pca90 = pca.fit_pca(splits["train"].images / 255.0, 0.90)
-    noisy_np, clean_np = np.asarray(noisy), np.asarray(clean)
+    noisy_np = np.asarray(noisy_set["image"])
     pca_denoised = pca.recode(pca90, noisy_np)
     metrics = {
-        "noise_std": NOISE_STD,
+        "noise_std": common.NOISE_STD,
         "psnr_noisy_db": evaluation.psnr(noisy_np, clean_np),
         "psnr_ae_eval_db": evaluation.psnr(ae_eval["reconstructions"], clean_np),
         "psnr_ae_batch_stats_db": evaluation.psnr(ae_batch["reconstructions"], clean_np),

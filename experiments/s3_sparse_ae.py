@@ -20,7 +20,6 @@ from aejax import autoencoder, data, evaluation, losses, plots
 from aejax import train as train_lib
 from experiments import common
 
-NOISE_STD = 0.3
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -43,9 +42,8 @@ def main(argv: list[str] | None = None) -> dict:
     with common.staged_output(args.out) as out:
         state, history, seconds = common.fit(model, splits, args, train_key)
         test = train_lib.evaluate(model, state.params, state.batch_stats, data.device_dataset(splits["test"]))
-        clean = test["inputs"]
-        noisy = np.asarray(data.add_gaussian_noise(noise_key, clean, NOISE_STD))
-        noisy_set = {"image": noisy, "label": test["labels"]}
+        clean, noisy_set = common.noisy_test_set(splits["test"], noise_key)
+        noisy = np.asarray(noisy_set["image"])
         denoised = train_lib.evaluate(model, state.params, state.batch_stats, noisy_set)["reconstructions"]
         activations = np.asarray(losses.sparsity_activation(test["latents"]))
         metrics = {
