@@ -8,6 +8,7 @@ and the weight-decayed AE used for interpolation (section 4).
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Literal
 
 import jax
@@ -19,7 +20,7 @@ from aejax.modules import Decoder, Encoder, apply_inference, apply_training
 from aejax.train import Model, Phase, module_variables, torch_adam
 
 Sparsity = Literal["none", "l1", "kl_per_object", "kl_per_unit"]
-SPARSITY_CHOICES = ("none", "l1", "kl_per_object", "kl_per_unit")
+SPARSITY_CHOICES = typing.get_args(Sparsity)
 
 
 @dataclasses.dataclass(frozen=True)
