@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from aejax import data as data_lib
 from aejax import losses
-from aejax.modules import Decoder, Encoder, apply_inference, apply_training
+from aejax.modules import Decoder, Encoder, apply_inference, apply_training, init_encoder_decoder
 from aejax.train import Model, Phase, module_variables, torch_adam
 
 Sparsity = Literal["none", "l1", "kl_per_object", "kl_per_unit"]
@@ -63,7 +63,8 @@ def sparsity_penalty(config: AEConfig, latents: jax.Array) -> jax.Array:
 def make_loss(config: AEConfig, encoder: Encoder, decoder: Decoder):
     """loss(params, batch_stats, batch, key): mean-over-pixels BCE on logits (+ beta * sparsity)."""
 
-    def loss_fn(params, batch_stats, batch, key):
+    def loss_fn(params, batch_stats, batch, key, step=None):
+        del step  # no schedule
         clean = batch["image"]
         inputs = data_lib.add_gaussian_noise(key, clean, config.input_noise_std) if config.input_noise_std else clean
         latents, encoder_stats = apply_training(encoder, module_variables(params, batch_stats, "encoder"), inputs)
@@ -85,12 +86,7 @@ def make_model(config: AEConfig) -> Model:
     encoder, decoder = Encoder(config.latent_dim), Decoder()
 
     def init(key):
-        enc_key, dec_key = jax.random.split(key)
-        enc_vars = encoder.init(enc_key, jnp.zeros((1, 28, 28, 1)), False)
-        dec_vars = decoder.init(dec_key, jnp.zeros((1, config.latent_dim)), False)
-        params = {"encoder": enc_vars["params"], "decoder": dec_vars["params"]}
-        batch_stats = {"encoder": enc_vars["batch_stats"], "decoder": dec_vars["batch_stats"]}
-        return params, batch_stats
+        return init_encoder_decoder(key, encoder, decoder, config.latent_dim)
 
     def encode(params, batch_stats, images, labels=None, train=False):
         del labels  # unconditional

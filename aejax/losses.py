@@ -55,3 +55,47 @@ def kl_sparsity_per_unit(z: jax.Array, target: float) -> jax.Array:
     lecture averages this over the units of the layer.
     """
     return bernoulli_kl(target, jnp.mean(sparsity_activation(z), axis=0))
+
+
+def gaussian_kl_to_standard_normal(mu: jax.Array, log_var: jax.Array) -> jax.Array:
+    """KL(N(mu, exp(log_var)) || N(0, I)) per object, in nats: (B, D), (B, D) -> (B,).
+
+    ``-0.5 * sum_d(1 + log_var - mu^2 - exp(log_var))``; the lecture's KL term is its
+    mean over the batch.
+    """
+    return -0.5 * jnp.sum(1 + log_var - jnp.square(mu) - jnp.exp(log_var), axis=-1)
+
+
+def gaussian_log_density(z: jax.Array, mu: jax.Array | float = 0.0, log_var: jax.Array | float = 0.0) -> jax.Array:
+    """log N(z; mu, exp(log_var)) summed over the last axis: (..., D) -> (...,)."""
+    return -0.5 * jnp.sum(jnp.log(2 * jnp.pi) + log_var + jnp.square(z - mu) * jnp.exp(-log_var), axis=-1)
+
+
+IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)  # multiples of C, as the WAE paper's code
+
+
+def imq_kernel(x: jax.Array, y: jax.Array, scale: float) -> jax.Array:
+    """Inverse multiquadratic kernel ``C / (C + |x_i - y_j|^2)``: (N, D), (M, D) -> (N, M)."""
+    distances = jnp.sum(jnp.square(x[:, None, :] - y[None, :, :]), axis=-1)
+    return scale / (scale + distances)
+
+
+def mmd_imq(codes: jax.Array, prior_samples: jax.Array, prior_variance: float = 1.0,
+            scales: tuple[float, ...] = IMQ_SCALES) -> jax.Array:
+    """Unbiased MMD^2 between codes (N, D) and prior samples (M, D) under IMQ kernels.
+
+    As in Tolstikhin et al. (WAE, 2018): base constant ``C = 2 * D * prior_variance``,
+    summed over kernels of constant ``s * C`` for each ``s`` in ``scales``. Scalar;
+    about 0 when the codes follow the prior. N, M >= 2.
+    """
+    n, m = codes.shape[0], prior_samples.shape[0]
+    if n < 2 or m < 2 or codes.shape[1:] != prior_samples.shape[1:]:
+        raise ValueError(f"need >= 2 codes and prior samples of one size, got {codes.shape} and {prior_samples.shape}")
+    base = 2.0 * codes.shape[-1] * prior_variance
+    off_diagonal = lambda k: (jnp.sum(k) - jnp.trace(k)) / (k.shape[0] * (k.shape[0] - 1))  # noqa: E731
+    total = jnp.zeros((), codes.dtype)
+    for s in scales:
+        total += (off_diagonal(imq_kernel(codes, codes, s * base))
+                  + off_diagonal(imq_kernel(prior_samples, prior_samples, s * base))
+                  - 2 * jnp.mean(imq_kernel(codes, prior_samples, s * base)))
+    return total

@@ -145,13 +145,17 @@ class Decoder(nn.Module):
     Dense(512), reshape 1x1x512, five ConvTranspose(3x3, s2, p1, op1) -> BN -> LeakyReLU
     blocks (256, 128, 64, 32, 32: 1 -> 2 -> 4 -> 8 -> 16 -> 32), Conv(7x7, p1) to one
     channel (32 -> 28). The lecture's final Sigmoid is left to the loss (on logits).
+    With ``num_classes`` > 0 it is the lecture's conditional decoder (CDecoder): the
+    Dense layer reads ``concat(z, one_hot(labels))``, (B, latent_dim + num_classes).
     """
 
     hidden: Sequence[int] = (256, 128, 64, 32, 32)
     conv_transpose_impl: str = "subpixel"  # or "lax": the same function, see ConvTranspose2x
+    num_classes: int = 0  # > 0: conditional on integer labels (B,)
 
     @nn.compact
-    def __call__(self, z: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, z: jax.Array, train: bool, labels: jax.Array | None = None) -> jax.Array:
+        z = condition_on_labels(z, labels, self.num_classes)
         x = _dense(512, z.shape[-1])(z).reshape(z.shape[0], 1, 1, 512)
         for features in self.hidden:
             x = ConvTranspose2x(features, self.conv_transpose_impl)(x)
@@ -159,13 +163,75 @@ class Decoder(nn.Module):
         return _conv(1, 7, 1, 1, x.shape[-1])(x)
 
 
-def apply_training(module: nn.Module, variables: dict, x: jax.Array) -> tuple[jax.Array, dict]:
-    """Applies ``module`` in train mode: (output, updated batch_stats)."""
-    y, updates = module.apply(variables, x, True, mutable=["batch_stats"])
+def condition_on_labels(x: jax.Array, labels: jax.Array | None, num_classes: int) -> jax.Array:
+    """``concat(x (B, D), one_hot(labels (B,), num_classes))``; ``x`` itself when num_classes is 0."""
+    if num_classes <= 0:
+        if labels is not None:
+            raise ValueError("labels given to an unconditional module (num_classes=0)")
+        return x
+    if labels is None:
+        raise ValueError(f"a conditional module (num_classes={num_classes}) needs labels")
+    if labels.shape != x.shape[:1] or not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(f"labels must be integers of shape ({x.shape[0]},), got {labels.dtype} {labels.shape}")
+    return jnp.concatenate([x, jax.nn.one_hot(labels, num_classes, dtype=x.dtype)], axis=-1)
+
+
+class MLP(nn.Module):
+    """Dense layers with LeakyReLU between them (none after the last): (B, in) -> (B, features[-1]).
+
+    The toy problem's encoders and decoders (section 6); ``num_classes`` > 0 appends
+    ``one_hot(labels)`` to the input; ``label_as_scalar`` appends the label itself as one
+    number instead, as the lecture's conditional toy autoencoder does.
+    """
+
+    features: Sequence[int]
+    negative_slope: float = 0.2
+    label_as_scalar: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, labels: jax.Array | None = None) -> jax.Array:
+        if self.label_as_scalar:
+            if labels is None or labels.shape != x.shape[:1]:
+                raise ValueError(f"labels of shape ({x.shape[0]},) required, got {None if labels is None else labels.shape}")
+            x = jnp.concatenate([x, labels.astype(x.dtype)[:, None]], axis=-1)
+        elif labels is not None:
+            raise ValueError("labels given to an unconditional MLP")
+        for i, features in enumerate(self.features):
+            x = _dense(features, x.shape[-1])(x)
+            if i < len(self.features) - 1:
+                x = nn.leaky_relu(x, self.negative_slope)
+        return x
+
+
+class Classifier(nn.Module):
+    """A small MNIST CNN used only to score generated digits: (B, 28, 28, 1) -> logits (B, 10).
+
+    Conv(3x3, 32) -> ReLU -> maxpool -> Conv(3x3, 64) -> ReLU -> maxpool -> Dense(128) ->
+    ReLU -> Dense(10). No BatchNorm, so it has no batch statistics and scores each image
+    independently of its batch.
+    """
+
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        in_features = x.shape[-1]
+        for features in (32, 64):
+            x = nn.relu(_conv(features, 3, 1, 1, in_features)(x))
+            x = nn.max_pool(x, (2, 2), (2, 2))
+            in_features = features
+        x = x.reshape(x.shape[0], -1)
+        x = nn.relu(_dense(128, x.shape[-1])(x))
+        return _dense(self.num_classes, 128)(x)
+
+
+def apply_training(module: nn.Module, variables: dict, x: jax.Array, **kwargs) -> tuple[jax.Array, dict]:
+    """Applies ``module`` in train mode: (output, updated batch_stats); kwargs (e.g. labels) go to it."""
+    y, updates = module.apply(variables, x, True, mutable=["batch_stats"], **kwargs)
     return y, updates["batch_stats"]
 
 
-def apply_inference(module: nn.Module, variables: dict, x: jax.Array, train: bool = False) -> jax.Array:
+def apply_inference(module: nn.Module, variables: dict, x: jax.Array, train: bool = False, **kwargs) -> jax.Array:
     """Applies ``module`` without updating anything.
 
     ``train=False``: eval mode (running statistics). ``train=True``: BatchNorm uses the
@@ -173,5 +239,16 @@ def apply_inference(module: nn.Module, variables: dict, x: jax.Array, train: boo
     running statistics it would update are discarded.
     """
     if train:
-        return apply_training(module, variables, x)[0]
-    return module.apply(variables, x, False)
+        return apply_training(module, variables, x, **kwargs)[0]
+    return module.apply(variables, x, False, **kwargs)
+
+
+def init_encoder_decoder(key: jax.Array, encoder: nn.Module, decoder: nn.Module, latent_dim: int,
+                         ) -> tuple[dict, dict]:
+    """Initial ({"encoder", "decoder"} params, same for batch_stats) for 28x28 images and (B, latent_dim) codes."""
+    enc_key, dec_key = jax.random.split(key)
+    labels = {"labels": jnp.zeros((1,), jnp.int32)} if getattr(decoder, "num_classes", 0) else {}
+    enc_vars = encoder.init(enc_key, jnp.zeros((1, 28, 28, 1)), False)
+    dec_vars = decoder.init(dec_key, jnp.zeros((1, latent_dim)), False, **labels)
+    return ({"encoder": enc_vars["params"], "decoder": dec_vars["params"]},
+            {"encoder": enc_vars["batch_stats"], "decoder": dec_vars["batch_stats"]})

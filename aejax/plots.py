@@ -52,9 +52,11 @@ def plot_latent_scatter(latents: np.ndarray, labels: np.ndarray | None, path: Pa
     """Scatter of the first two latent coordinates (N, >=2), coloured by label (tab10)."""
     latents = np.asarray(latents)
     fig, ax = plt.subplots(figsize=(10, 10))
-    points = ax.scatter(latents[:, 0], latents[:, 1], c=labels, cmap="tab10", alpha=alpha, s=4,
-                        vmin=-0.5, vmax=9.5)
-    if labels is not None:
+    if labels is None:
+        ax.scatter(latents[:, 0], latents[:, 1], alpha=alpha, s=4)
+    else:
+        points = ax.scatter(latents[:, 0], latents[:, 1], c=labels, cmap="tab10", alpha=alpha, s=4,
+                            vmin=-0.5, vmax=9.5)
         fig.colorbar(points, ax=ax, ticks=range(10), label="digit")
     ax.set(title=title, xlabel="z[0]", ylabel="z[1]")
     ax.grid(True)
@@ -135,3 +137,42 @@ def save_gif(images: np.ndarray, path: PathLike, upscale: int = 10, frame_ms: in
     frames = [Image.fromarray(np.uint8(np.clip(im, 0, 1) * 255)).resize(size).convert("RGB") for im in images]
     frames[0].save(path, save_all=True, append_images=frames[1:], optimize=False, duration=frame_ms, loop=0)
     return path
+
+
+def plot_image_grid(images: np.ndarray, path: PathLike, title: str | None = None,
+                    row_labels: list[str] | None = None, col_labels: list[str] | None = None) -> pathlib.Path:
+    """A (rows, cols) grid of digits as one tiled image, clim 0..1: images (R, C, 28, 28[, 1])."""
+    images = np.asarray(images, np.float32)
+    rows, cols = images.shape[:2]
+    tiles = images.reshape(rows, cols, 28, 28)
+    canvas = tiles.transpose(0, 2, 1, 3).reshape(rows * 28, cols * 28)
+    fig, ax = plt.subplots(figsize=(max(4, cols * 0.6), max(4, rows * 0.6)))
+    ax.imshow(canvas, cmap="Greys_r", clim=(0, 1))
+    ax.set_xticks(np.arange(cols) * 28 + 14 if col_labels else [], labels=col_labels or [])
+    ax.set_yticks(np.arange(rows) * 28 + 14 if row_labels else [], labels=row_labels or [])
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_histograms(values: dict[str, np.ndarray], path: PathLike, bins: int = 50) -> pathlib.Path:
+    """One histogram per named array (flattened), side by side (e.g. posterior means and variances)."""
+    fig, axes = plt.subplots(1, len(values), figsize=(6 * len(values), 4.5))
+    for ax, (name, array) in zip(np.atleast_1d(axes), values.items()):
+        ax.hist(np.asarray(array).ravel(), bins=bins, color="tab:blue")
+        ax.set(title=name, xlabel=name, ylabel="count")
+    return _save(fig, path)
+
+
+def plot_toy_reconstructions(noisy: np.ndarray, labels: np.ndarray, curves: list[np.ndarray],
+                             reconstructions: dict[str, np.ndarray], path: PathLike) -> pathlib.Path:
+    """Section 6: noisy points by label, the true curves, and each model's reconstructions in grey."""
+    fig, axes = plt.subplots(1, len(reconstructions), figsize=(10 * len(reconstructions), 6.5), squeeze=False)
+    for ax, (name, points) in zip(axes[0], reconstructions.items()):
+        ax.scatter(noisy[:, 0], noisy[:, 1], c=np.where(labels == 0, "tab:blue", "tab:green"), s=4, label="noisy data")
+        for curve, colour in zip(curves, ("red", "gold")):
+            ax.plot(curve[:, 0], curve[:, 1], color=colour, linewidth=4)
+        ax.scatter(points[:, 0], points[:, 1], color="grey", s=6, label="reconstruction (test)")
+        ax.set(title=name, xlim=(-2.5, 2.5), ylim=(-1.5, 1.5), xlabel="x", ylabel="y")
+        ax.legend(loc="upper left")
+    return _save(fig, path)

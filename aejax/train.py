@@ -25,8 +25,11 @@ Params = Mapping[str, Any]  # {module name: flax params}
 BatchStats = Mapping[str, Any]  # {module name: flax batch_stats}
 Batch = Mapping[str, jax.Array]  # {"image": (B, 28, 28, 1) float32, "label": (B,) int32}
 Metrics = dict[str, jax.Array]
-# loss_fn(params, batch_stats, batch, key) -> (scalar loss, (new batch_stats, metrics))
-LossFn = Callable[[Params, BatchStats, Batch, jax.Array], tuple[jax.Array, tuple[BatchStats, Metrics]]]
+# loss_fn(params, batch_stats, batch, key, step) -> (scalar loss, (new batch_stats, metrics));
+# ``step`` (int32 scalar: steps done before this one) serves schedules such as a KL warm-up.
+LossFn = Callable[[Params, BatchStats, Batch, jax.Array, jax.Array], tuple[jax.Array, tuple[BatchStats, Metrics]]]
+# gather(dataset, indices (B,)) -> batch; ``data.gather_batch`` for MNIST, ``take_batch`` for any arrays.
+GatherFn = Callable[[Mapping[str, jax.Array], jax.Array], Batch]
 # encode(params, batch_stats, images, labels, train) -> latents;
 # decode(params, batch_stats, latents, labels, train) -> logits. ``train=True`` normalises
 # with the batch's statistics (as a PyTorch module left in train mode) without updating any.
@@ -39,12 +42,15 @@ class Phase(NamedTuple):
 
     ``trainable`` names the top-level entries of ``params`` this phase's optimizer
     updates; the loss may read every module, but gradients flow only to these.
+    ``value_metric`` names a metric of the loss passed to the optimizer as ``value=``
+    (for ``optax.contrib.reduce_on_plateau``).
     """
 
     name: str
     loss_fn: LossFn
     optimizer: optax.GradientTransformation
     trainable: tuple[str, ...]
+    value_metric: str | None = None
 
 
 class Model(NamedTuple):
@@ -52,13 +58,16 @@ class Model(NamedTuple):
 
     init(key) -> (params, batch_stats);
     encode(params, batch_stats, images (B,28,28,1), labels (B,), train=False) -> latents (B, D);
-    decode(params, batch_stats, latents (B, D), labels (B,), train=False) -> logits (B,28,28,1).
+    decode(params, batch_stats, latents (B, D), labels (B,), train=False) -> logits (B,28,28,1);
+    posterior (stochastic encoders only): the same arguments as encode -> (mu, log_var),
+    each (B, D), of the Gaussian q(z | x); ``encode`` then returns mu.
     """
 
     init: Callable[[jax.Array], tuple[Params, BatchStats]]
     phases: tuple[Phase, ...]
     encode: EncodeFn
     decode: DecodeFn
+    posterior: Callable[..., tuple[jax.Array, jax.Array]] | None = None
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -115,10 +124,11 @@ def apply_phases(phases: tuple[Phase, ...], state: TrainState, batch: Batch) -> 
         trainable = _subset(params, phase.trainable)
 
         def loss_of_trainable(sub, phase=phase, batch_stats=batch_stats):
-            return phase.loss_fn({**params, **sub}, batch_stats, batch, jax.random.fold_in(step_key, index))
+            return phase.loss_fn({**params, **sub}, batch_stats, batch, jax.random.fold_in(step_key, index), state.step)
 
         (loss, (batch_stats, phase_metrics)), grads = jax.value_and_grad(loss_of_trainable, has_aux=True)(trainable)
-        updates, opt_states[phase.name] = phase.optimizer.update(grads, opt_states[phase.name], trainable)
+        extra = {} if phase.value_metric is None else {"value": phase_metrics[phase.value_metric]}
+        updates, opt_states[phase.name] = phase.optimizer.update(grads, opt_states[phase.name], trainable, **extra)
         params.update(optax.apply_updates(trainable, updates))
         prefix = f"{phase.name}/" if len(phases) > 1 else ""
         metrics.update({prefix + k: v for k, v in {"loss": loss, **phase_metrics}.items()})
@@ -127,7 +137,13 @@ def apply_phases(phases: tuple[Phase, ...], state: TrainState, batch: Batch) -> 
     return new_state, metrics
 
 
-def make_train_step(phases: tuple[Phase, ...]) -> Callable[[TrainState, Mapping[str, jax.Array], jax.Array], tuple[TrainState, Metrics]]:
+def take_batch(dataset: Mapping[str, jax.Array], indices: jax.Array) -> dict[str, jax.Array]:
+    """The rows ``indices`` (B,) of every array of ``dataset``, unchanged."""
+    return {name: array[indices] for name, array in dataset.items()}
+
+
+def make_train_step(phases: tuple[Phase, ...], gather: GatherFn = data_lib.gather_batch,
+                    ) -> Callable[[TrainState, Mapping[str, jax.Array], jax.Array], tuple[TrainState, Metrics]]:
     """A jit-compiled ``step(state, dataset, indices) -> (state, metrics)``.
 
     ``dataset`` is the whole split on the device (``data.device_dataset``); the batch
@@ -136,7 +152,7 @@ def make_train_step(phases: tuple[Phase, ...]) -> Callable[[TrainState, Mapping[
 
     @functools.partial(jax.jit, donate_argnums=0)
     def step(state, dataset, indices):
-        return apply_phases(phases, state, data_lib.gather_batch(dataset, indices))
+        return apply_phases(phases, state, gather(dataset, indices))
 
     return step
 
@@ -157,18 +173,22 @@ def train(
     progress: bool = True,
     log_epochs: bool = True,
     on_epoch_end: Callable[[int, TrainState, dict[str, float]], None] | None = None,
+    should_stop: Callable[[TrainState, dict[str, float]], bool] | None = None,
+    gather: GatherFn = data_lib.gather_batch,
 ) -> tuple[TrainState, History]:
     """Trains ``epochs`` shuffled passes over ``dataset``; returns the state and history.
 
     The shuffle key of each epoch is split from ``state.key``, so one seed fixes the
     whole run. The tqdm bar (``progress``) shows the running mean loss, read every
     ``log_every`` steps (reading it waits for the device, so not every step);
-    ``log_epochs`` prints each epoch's mean metrics.
+    ``log_epochs`` prints each epoch's mean metrics. ``should_stop(state, means)``,
+    asked after each epoch, ends training early (e.g. once a plateau schedule has
+    shrunk the learning rate enough). ``gather`` builds a batch from the dataset.
     """
     if epochs <= 0 or batch_size <= 0:
         raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
     num_examples = int(dataset["label"].shape[0])
-    step_fn = make_train_step(model.phases)
+    step_fn = make_train_step(model.phases, gather)
     history = History([])
     for epoch in range(1, epochs + 1):
         key, shuffle_key = jax.random.split(state.key)
@@ -188,6 +208,8 @@ def train(
         history.epochs.append(means)
         if on_epoch_end is not None:
             on_epoch_end(epoch, state, means)
+        if should_stop is not None and should_stop(state, means):
+            break
     return state, history
 
 

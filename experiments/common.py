@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 import jax
 import numpy as np
 
-from aejax import checkpoint, data, evaluation
+from aejax import checkpoint, classifier, data, evaluation, likelihood
 from aejax import train as train_lib
 
 NOISE_STD = 0.3  # the lecture's denoising noise: x + 0.3 N(0, 1), unclipped
@@ -149,6 +149,57 @@ def write_metrics(folder: pathlib.Path, metrics: dict[str, Any], args: argparse.
     path = folder / "metrics.json"
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def on_gpu() -> bool:
+    return jax.devices()[0].platform == "gpu"
+
+
+def add_likelihood_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--iwae-samples", type=positive_int, default=None,
+                        help="importance samples k of the IWAE bound (default 500 on a GPU, 100 on a CPU)")
+    parser.add_argument("--iwae-images", type=positive_int, default=None,
+                        help="first N test images for the IWAE bound (default: all on a GPU, 1000 on a CPU)")
+
+
+def likelihood_metrics(model: train_lib.Model, state: train_lib.TrainState, test_set: dict[str, jax.Array],
+                       key: jax.Array, args: argparse.Namespace) -> dict[str, Any]:
+    """Test negative ELBO (one posterior sample, all images) and IWAE NLL (k samples, a subset), nats."""
+    samples = args.iwae_samples or (500 if on_gpu() else 100)
+    images = args.iwae_images or (None if on_gpu() else 1000)
+    elbo_key, iwae_key = jax.random.split(key)
+    full = likelihood.evaluate_likelihood(model, state.params, state.batch_stats, test_set, elbo_key, num_samples=1)
+    subset = {k: v[:images] for k, v in test_set.items()}
+    bound = likelihood.evaluate_likelihood(model, state.params, state.batch_stats, subset, iwae_key, num_samples=samples)
+    return {
+        "test_negative_elbo_nats": float(full["negative_elbo"].mean()),
+        "test_images_elbo": int(len(full["negative_elbo"])),
+        "iwae_nll_nats": float(bound["iwae_nll"].mean()),
+        "iwae_negative_elbo_same_images_nats": float(bound["negative_elbo"].mean()),
+        "iwae_samples": samples,
+        "iwae_images": int(len(bound["iwae_nll"])),
+    }
+
+
+def add_classifier_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--classifier", type=pathlib.Path, default=pathlib.Path("runs/classifier"),
+                        help="folder of the saved evaluation classifier (trained and saved there if absent; "
+                             "--quick trains a throwaway one instead)")
+
+
+def load_classifier(args: argparse.Namespace, splits: dict[str, data.Split], key: jax.Array) -> tuple[Any, float]:
+    """The evaluation classifier's params and test accuracy (see ``classifier.load_or_train``)."""
+    path = None if args.quick else args.classifier
+    epochs = 1 if args.quick else 5
+    return classifier.load_or_train(path, splits if args.quick else data.load_mnist(args.data_dir), key, epochs=epochs)
+
+
+def first_of_digit(split: data.Split, digit: int, index: int = 0, within: int = 64) -> np.ndarray:
+    """The ``index``-th image (28, 28, 1) of ``digit`` among the first ``within`` (the lecture's first test batch)."""
+    found = np.flatnonzero(split.labels[:within] == digit)
+    if len(found) <= index:
+        raise ValueError(f"fewer than {index + 1} test images of digit {digit} among the first {within}")
+    return np.asarray(data.to_float_nhwc(split.images[found[index]][None]))[0]
 
 
 def run_main(main: Callable[[list[str] | None], dict[str, Any]], argv: list[str] | None = None) -> None:

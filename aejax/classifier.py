@@ -1,0 +1,114 @@
+"""A small MNIST CNN, trained once and saved, that scores generated digits.
+
+Trained with the generic loop (one phase: cross-entropy, Adam); no BatchNorm, so a
+digit's score never depends on the rest of its batch. ``load_or_train`` keeps one
+trained copy on disk (orbax) with its test accuracy beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from aejax import checkpoint
+from aejax import data as data_lib
+from aejax import train as train_lib
+from aejax.modules import Classifier
+
+NUM_CLASSES = 10
+
+
+def make_model(learning_rate: float = 1e-3, decay_steps: int | None = None) -> train_lib.Model:
+    """The classifier as the generic loop sees it; ``encode`` gives the class logits (B, 10).
+
+    Adam; with ``decay_steps`` its rate follows a cosine decay to 0 over that many steps.
+    """
+    network = Classifier(NUM_CLASSES)
+
+    def init(key):
+        return {"classifier": network.init(key, jnp.zeros((1, 28, 28, 1)))["params"]}, {"classifier": {}}
+
+    def loss_fn(params, batch_stats, batch, key, step=None):
+        del key, step
+        logits = network.apply({"params": params["classifier"]}, batch["image"])
+        loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]))
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+        return loss, (batch_stats, {"accuracy": accuracy})
+
+    def encode(params, batch_stats, images, labels=None, train=False):
+        del batch_stats, labels, train
+        return network.apply({"params": params["classifier"]}, images)
+
+    def decode(*args, **kwargs):
+        raise NotImplementedError("the classifier has no decoder")
+
+    rate = optax.cosine_decay_schedule(learning_rate, decay_steps) if decay_steps else learning_rate
+    phase = train_lib.Phase("classifier", loss_fn, optax.adam(rate), ("classifier",))
+    return train_lib.Model(init=init, phases=(phase,), encode=encode, decode=decode)
+
+
+def predict(params: train_lib.Params, images: jax.Array | np.ndarray, batch_size: int = 2000) -> np.ndarray:
+    """Predicted digits (N,) for images (N, 28, 28, 1) float in [0, 1]."""
+    images = jnp.asarray(images)
+    if images.ndim != 4 or images.shape[1:] != (28, 28, 1) or not jnp.issubdtype(images.dtype, jnp.floating):
+        raise ValueError(f"images must be float (N, 28, 28, 1) in [0, 1], got {images.dtype} {images.shape}")
+    network = Classifier(NUM_CLASSES)
+    run = jax.jit(lambda p, x: jnp.argmax(network.apply({"params": p}, x), -1))
+    return np.concatenate([np.asarray(run(params["classifier"], images[i:i + batch_size]))
+                           for i in range(0, images.shape[0], batch_size)])
+
+
+def accuracy_by_label(predicted: np.ndarray, wanted: np.ndarray) -> dict[str, float | list[float]]:
+    """Share of ``predicted`` (N,) equal to ``wanted`` (N,): overall and per wanted label (NaN if absent)."""
+    predicted, wanted = np.asarray(predicted), np.asarray(wanted)
+    if predicted.shape != wanted.shape:
+        raise ValueError(f"predicted {predicted.shape} and wanted {wanted.shape} differ in shape")
+    hits = predicted == wanted
+    per_label = [float(hits[wanted == y].mean()) if np.any(wanted == y) else float("nan") for y in range(NUM_CLASSES)]
+    return {"overall": float(hits.mean()), "per_label": per_label}
+
+
+def train_classifier(train_set: Mapping[str, jax.Array], key: jax.Array, epochs: int = 5, batch_size: int = 128,
+                     progress: bool = False) -> train_lib.Params:
+    """Trains the classifier on ``{"image", "label"}`` (``data.device_dataset``); returns its params."""
+    steps = epochs * -(-int(train_set["label"].shape[0]) // batch_size)
+    model = make_model(decay_steps=steps)
+    state = train_lib.create_train_state(model, key)
+    state, _ = train_lib.train(model, state, train_set, epochs=epochs, batch_size=batch_size,
+                               progress=progress, log_epochs=progress)
+    return state.params
+
+
+def test_accuracy(params: train_lib.Params, test_split: data_lib.Split) -> float:
+    predicted = predict(params, data_lib.to_float_nhwc(test_split.images))
+    return float(np.mean(predicted == test_split.labels))
+
+
+def load_or_train(path: str | os.PathLike | None, splits: Mapping[str, data_lib.Split], key: jax.Array,
+                  epochs: int = 5, progress: bool = False) -> tuple[train_lib.Params, float]:
+    """The saved classifier at ``path`` if there is one, else a newly trained one saved there.
+
+    ``path=None`` trains one without saving (smoke runs on data subsets must not leave
+    a weak classifier behind for real runs). Returns (params, test accuracy).
+    """
+    like = make_model().init(jax.random.key(0))[0]
+    folder = None if path is None else pathlib.Path(path).absolute()
+    if folder is not None and (folder / "checkpoint").is_dir():
+        params = checkpoint.restore(folder / "checkpoint", {"params": like})["params"]
+        info = json.loads((folder / "classifier.json").read_text())
+        return params, float(info["test_accuracy"])
+    params = train_classifier(data_lib.device_dataset(splits["train"]), key, epochs, progress=progress)
+    accuracy = test_accuracy(params, splits["test"])
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        checkpoint.save(folder / "checkpoint", {"params": params})
+        (folder / "classifier.json").write_text(json.dumps(
+            {"test_accuracy": accuracy, "epochs": epochs, "train_images": int(len(splits["train"].labels))}, indent=2) + "\n")
+    return params, accuracy
