@@ -59,10 +59,13 @@ def predict(params: train_lib.Params, images: jax.Array | np.ndarray, batch_size
     images = jnp.asarray(images)
     if images.ndim != 4 or images.shape[1:] != (28, 28, 1) or not jnp.issubdtype(images.dtype, jnp.floating):
         raise ValueError(f"images must be float (N, 28, 28, 1) in [0, 1], got {images.dtype} {images.shape}")
-    network = Classifier(NUM_CLASSES)
-    run = jax.jit(lambda p, x: jnp.argmax(network.apply({"params": p}, x), -1))
-    return np.concatenate([np.asarray(run(params["classifier"], images[i:i + batch_size]))
+    return np.concatenate([np.asarray(_predict_batch(params["classifier"], images[i:i + batch_size]))
                            for i in range(0, images.shape[0], batch_size)])
+
+
+@jax.jit
+def _predict_batch(params, images):  # module level: compiled once per batch shape, not per call
+    return jnp.argmax(Classifier(NUM_CLASSES).apply({"params": params}, images), -1)
 
 
 def accuracy_by_label(predicted: np.ndarray, wanted: np.ndarray) -> dict[str, float | list[float]]:
@@ -101,6 +104,8 @@ def load_or_train(path: str | os.PathLike | None, splits: Mapping[str, data_lib.
     like = make_model().init(jax.random.key(0))[0]
     folder = None if path is None else pathlib.Path(path).absolute()
     if folder is not None and (folder / "checkpoint").is_dir():
+        if not (folder / "classifier.json").is_file():
+            raise ValueError(f"{folder} holds a classifier checkpoint without classifier.json; remove it to retrain")
         params = checkpoint.restore(folder / "checkpoint", {"params": like})["params"]
         info = json.loads((folder / "classifier.json").read_text())
         return params, float(info["test_accuracy"])

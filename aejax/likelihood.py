@@ -100,6 +100,8 @@ def evaluate_likelihood(model: Model, params: Params, batch_stats: BatchStats, d
 
     dataset = {k: jnp.asarray(v) for k, v in dataset.items()}
     n = int(dataset["label"].shape[0])
+    if n == 0:
+        raise ValueError("evaluate_likelihood needs at least one image")
     starts = range(0, n, batch_size)
     keys = jax.random.split(key, len(starts))
     parts = [run(params, batch_stats, dataset, jnp.arange(s, min(s + batch_size, n)), num_samples, k)
@@ -112,8 +114,10 @@ def posterior_moments(model: Model, params: Params, batch_stats: BatchStats, dat
                       batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """mu (N, D) and log_var (N, D) of q(z | x) for every image of a split, eval mode."""
     _require_posterior(model)
-    run = jax.jit(lambda p, s, x, y: model.posterior(p, s, x, y))
     n = int(dataset["label"].shape[0])
+    if n == 0 or batch_size <= 0:
+        raise ValueError(f"need at least one image and a positive batch_size, got {n} images, batch_size {batch_size}")
+    run = jax.jit(lambda p, s, x, y: model.posterior(p, s, x, y))
     parts = []
     for start in range(0, n, batch_size):
         batch = data_lib.gather_batch(dataset, jnp.arange(start, min(start + batch_size, n)))

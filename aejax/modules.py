@@ -173,6 +173,12 @@ def condition_on_labels(x: jax.Array, labels: jax.Array | None, num_classes: int
         raise ValueError(f"a conditional module (num_classes={num_classes}) needs labels")
     if labels.shape != x.shape[:1] or not jnp.issubdtype(labels.dtype, jnp.integer):
         raise ValueError(f"labels must be integers of shape ({x.shape[0]},), got {labels.dtype} {labels.shape}")
+    try:  # values are checkable only outside jit; inside, one_hot would silently give zeros
+        values = np.asarray(labels)
+    except jax.errors.TracerArrayConversionError:
+        values = None
+    if values is not None and values.size and (values.min() < 0 or values.max() >= num_classes):
+        raise ValueError(f"labels must be in [0, {num_classes}), got values in [{values.min()}, {values.max()}]")
     return jnp.concatenate([x, jax.nn.one_hot(labels, num_classes, dtype=x.dtype)], axis=-1)
 
 

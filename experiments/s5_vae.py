@@ -14,7 +14,6 @@ test negative ELBO and IWAE NLL in nats, KL per latent dimension.
 from __future__ import annotations
 
 import argparse
-import pathlib
 
 import jax
 import jax.numpy as jnp

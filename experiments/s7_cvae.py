@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> dict:
     add_vae_flags(parser)
     common.add_classifier_flag(parser)
     args = common.parse(parser, argv)
+    if args.quick:
+        args.samples_per_label, args.transfer_images = min(args.samples_per_label, 50), min(args.transfer_images, 50)
     splits = common.load_data(args)
     config = vae.VAEConfig(latent_dim=args.latent_dim, learning_rate=args.learning_rate,
                            kld_weight=args.kld_weight, num_classes=10)

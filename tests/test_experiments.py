@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from experiments import common, s1_pca, s2_conv_ae, s3_sparse_ae, s4_interpolation
+from experiments import (classifier, common, s1_pca, s2_conv_ae, s3_sparse_ae, s4_interpolation, s5_vae,
+                         s5_vae_kl_only, s6_toy_conditional, s7_cvae, s11_beta_vae, s11_wae)
 
 EXPECTED = {
     s1_pca: ({"reconstructions.png", "denoising.png", "latent_scatter.png"},
@@ -20,6 +21,24 @@ EXPECTED = {
                    {"test_bce", "test_mse", "psnr_denoised_db", "mean_activation"}),
     s4_interpolation: ({"interpolation.png", "interpolation.gif", "checkpoint"},
                        {"test_bce", "test_mse", "interpolation_max_distance_from_ends"}),
+}
+LIKELIHOOD = {"test_negative_elbo_nats", "iwae_nll_nats", "iwae_negative_elbo_same_images_nats", "iwae_samples"}
+VAE_FIGURES = {"reconstructions.png", "denoising.png", "interpolation.png", "interpolation.gif",
+               "vector_arithmetic.png", "checkpoint"}
+# Variational-family scripts, run on fewer images (they only have to write everything).
+SMALL = {
+    s5_vae: (VAE_FIGURES | {"latent_scatter.png", "latent_grid.png"},
+             LIKELIHOOD | {"test_bce", "test_mse", "psnr_vae_eval_db", "test_kl_nats", "active_dims"}),
+    s5_vae_kl_only: ({"histograms.png", "latent_scatter.png", "checkpoint"},
+                     {"mu_mean_abs", "variance_mean", "probe_accuracy_from_mu"}),
+    s7_cvae: ({"latent_all.png", "latent_4.png", "latent_9.png", "grid_label4.png", "grid_label9.png",
+               "style_transfer.png", "checkpoint"},
+              LIKELIHOOD | {"classifier_test_accuracy", "figure_fives_classified_as_5"}),
+    s11_beta_vae: (VAE_FIGURES, LIKELIHOOD | {"beta", "kl_warmup_steps", "test_mse"}),
+    s11_wae: ({"reconstructions.png", "prior_samples.png", "checkpoint"},
+              {"test_mse", "test_mmd_codes_vs_prior", "reference_mmd_prior_vs_prior"}),
+    s6_toy_conditional: ({"toy_reconstructions.png"}, {"plain_test_mse", "conditional_test_mse"}),
+    classifier: (set(), {"test_accuracy"}),
 }
 
 
@@ -37,6 +56,27 @@ def test_quick_run_writes_figures_and_metrics(script, mnist_dir, tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no staging left behind
     if "test_mse" in metrics and script is not s1_pca:
         assert 0 < metrics["test_mse"] < 0.25  # trained a little: far better than predicting noise
+
+
+@pytest.mark.parametrize("script", list(SMALL), ids=lambda m: m.__name__.split(".")[-1])
+def test_variational_quick_runs_write_figures_and_metrics(script, mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    returned = script.main(["--quick", "--no-progress", "--data-dir", str(mnist_dir), "--out", str(out),
+                            "--train-limit", "768", "--test-limit", "256"])
+    files, metric_names = SMALL[script]
+    assert files | {"metrics.json"} <= set(os.listdir(out))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metric_names <= set(metrics)
+    for name in metric_names:
+        assert metrics[name] == pytest.approx(returned[name], nan_ok=True)
+    if "iwae_nll_nats" in metrics:  # nats per image: positive, below 784 * log 2, IWAE <= ELBO on the same images
+        assert 0 < metrics["iwae_nll_nats"] <= metrics["iwae_negative_elbo_same_images_nats"] + 1e-3 < 784 * 0.7
+        assert metrics["iwae_samples"] == 8 and metrics["iwae_images"] == 128  # the --quick sizes
+    if script is s7_cvae:
+        for name in ("generation_accuracy", "style_transfer_accuracy"):
+            assert len(metrics[name]["per_label"]) == 10 and 0 <= metrics[name]["overall"] <= 1
+    if script is s6_toy_conditional:
+        assert metrics["plain_epochs"] <= 300 and metrics["conditional_epochs"] <= 300
 
 
 def test_staged_output_keeps_the_previous_result_when_a_run_fails(tmp_path):
