@@ -69,7 +69,8 @@ def kld_weight_at(config: VAEConfig, step: jax.Array) -> jax.Array:
     return optax.linear_schedule(0.0, config.kld_weight, config.kl_warmup_steps)(step + 1)
 
 
-def modules(config: VAEConfig) -> tuple[Encoder, Decoder]:
+def make_modules(config: VAEConfig) -> tuple[Encoder, Decoder]:
+    """The encoder (2 * latent_dim outputs: mu, log_var) and the (conditional when num_classes) decoder."""
     return Encoder(2 * config.latent_dim), Decoder(num_classes=config.num_classes)
 
 
@@ -98,7 +99,7 @@ def make_loss(config: VAEConfig, encoder: Encoder, decoder: Decoder):
 
 def make_model(config: VAEConfig) -> Model:
     """One phase (Adam on encoder and decoder); ``encode`` gives mu, ``posterior`` (mu, log_var)."""
-    encoder, decoder = modules(config)
+    encoder, decoder = make_modules(config)
 
     def init(key):
         return init_encoder_decoder(key, encoder, decoder, config.latent_dim)
