@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from aejax import data as data_lib
-from aejax import losses
-from aejax.train import BatchStats, Model, Params
+from aejax import losses, vae
+from aejax.train import BatchStats, Model, Params, map_over_split
 
 
 def _require_posterior(model: Model) -> None:
@@ -72,7 +72,7 @@ def negative_elbo(model: Model, params: Params, batch_stats: BatchStats, images:
     """
     _require_posterior(model)
     mu, log_var = model.posterior(params, batch_stats, images, labels)
-    z = mu + jnp.exp(0.5 * log_var) * jax.random.normal(key, mu.shape, mu.dtype)
+    z = vae.reparametrize(key, mu, log_var)
     return (-reconstruction_log_likelihood(model, params, batch_stats, z, images, labels)
             + losses.gaussian_kl_to_standard_normal(mu, log_var))
 
@@ -99,27 +99,22 @@ def evaluate_likelihood(model: Model, params: Params, batch_stats: BatchStats, d
                                              num_samples, min(sample_chunk, num_samples)))
 
     dataset = {k: jnp.asarray(v) for k, v in dataset.items()}
-    n = int(dataset["label"].shape[0])
-    if n == 0:
-        raise ValueError("evaluate_likelihood needs at least one image")
-    starts = range(0, n, batch_size)
-    keys = jax.random.split(key, len(starts))
-    parts = [run(params, batch_stats, dataset, jnp.arange(s, min(s + batch_size, n)), num_samples, k)
-             for s, k in zip(starts, keys)]
-    return {"negative_elbo": np.concatenate([np.asarray(p[0]) for p in parts]),
-            "iwae_nll": np.concatenate([np.asarray(p[1]) for p in parts])}
+    num_batches = -(-int(dataset["label"].shape[0]) // batch_size)
+    keys = jax.random.split(key, max(num_batches, 1))
+    elbo, iwae = map_over_split(lambda number, indices: run(params, batch_stats, dataset, indices, num_samples,
+                                                            keys[number]), dataset, batch_size)
+    return {"negative_elbo": elbo, "iwae_nll": iwae}
 
 
 def posterior_moments(model: Model, params: Params, batch_stats: BatchStats, dataset: Mapping[str, jax.Array],
                       batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """mu (N, D) and log_var (N, D) of q(z | x) for every image of a split, eval mode."""
     _require_posterior(model)
-    n = int(dataset["label"].shape[0])
-    if n == 0 or batch_size <= 0:
-        raise ValueError(f"need at least one image and a positive batch_size, got {n} images, batch_size {batch_size}")
     run = jax.jit(lambda p, s, x, y: model.posterior(p, s, x, y))
-    parts = []
-    for start in range(0, n, batch_size):
-        batch = data_lib.gather_batch(dataset, jnp.arange(start, min(start + batch_size, n)))
-        parts.append(run(params, batch_stats, batch["image"], batch["label"]))
-    return np.concatenate([np.asarray(p[0]) for p in parts]), np.concatenate([np.asarray(p[1]) for p in parts])
+
+    def moments(_, indices):
+        batch = data_lib.gather_batch(dataset, indices)
+        return run(params, batch_stats, batch["image"], batch["label"])
+
+    mu, log_var = map_over_split(moments, dataset, batch_size)
+    return mu, log_var

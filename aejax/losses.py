@@ -57,13 +57,18 @@ def kl_sparsity_per_unit(z: jax.Array, target: float) -> jax.Array:
     return bernoulli_kl(target, jnp.mean(sparsity_activation(z), axis=0))
 
 
+def gaussian_kl_per_dimension(mu: jax.Array, log_var: jax.Array) -> jax.Array:
+    """KL(N(mu, exp(log_var)) || N(0, 1)) elementwise, in nats: ``-0.5 (1 + log_var - mu^2 - exp(log_var))``."""
+    return -0.5 * (1 + log_var - jnp.square(mu) - jnp.exp(log_var))
+
+
 def gaussian_kl_to_standard_normal(mu: jax.Array, log_var: jax.Array) -> jax.Array:
     """KL(N(mu, exp(log_var)) || N(0, I)) per object, in nats: (B, D), (B, D) -> (B,).
 
-    ``-0.5 * sum_d(1 + log_var - mu^2 - exp(log_var))``; the lecture's KL term is its
-    mean over the batch.
+    The sum over dimensions of ``gaussian_kl_per_dimension``; the lecture's KL term is
+    its mean over the batch.
     """
-    return -0.5 * jnp.sum(1 + log_var - jnp.square(mu) - jnp.exp(log_var), axis=-1)
+    return jnp.sum(gaussian_kl_per_dimension(mu, log_var), axis=-1)
 
 
 def gaussian_log_density(z: jax.Array, mu: jax.Array | float = 0.0, log_var: jax.Array | float = 0.0) -> jax.Array:

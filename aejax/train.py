@@ -243,8 +243,20 @@ def evaluate(
         return batch["image"], latents, jax.nn.sigmoid(logits), batch["label"]
 
     dataset = {k: jnp.asarray(v) for k, v in dataset.items()}
+    outputs = map_over_split(lambda _, indices: run(params, batch_stats, dataset, indices), dataset, batch_size)
+    return dict(zip(("inputs", "latents", "reconstructions", "labels"), outputs))
+
+
+def map_over_split(fn: Callable[[int, jax.Array], tuple[jax.Array, ...]], dataset: Mapping[str, jax.Array],
+                   batch_size: int) -> tuple[np.ndarray, ...]:
+    """Runs ``fn(batch_number, indices (b,))`` over consecutive batches of a split; concatenates each output.
+
+    ``fn`` returns a tuple of arrays with the batch on the first axis; the result holds
+    one numpy array (N, ...) per output.
+    """
     num_examples = int(dataset["label"].shape[0])
-    parts = [run(params, batch_stats, dataset, jnp.arange(start, min(start + batch_size, num_examples)))
-             for start in range(0, num_examples, batch_size)]
-    names = ("inputs", "latents", "reconstructions", "labels")
-    return {name: np.concatenate([np.asarray(p[i]) for p in parts]) for i, name in enumerate(names)}
+    if num_examples == 0 or batch_size <= 0:
+        raise ValueError(f"need at least one example and a positive batch_size, got {num_examples} and {batch_size}")
+    parts = [fn(number, jnp.arange(start, min(start + batch_size, num_examples)))
+             for number, start in enumerate(range(0, num_examples, batch_size))]
+    return tuple(np.concatenate([np.asarray(part[i]) for part in parts]) for i in range(len(parts[0])))

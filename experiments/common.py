@@ -192,9 +192,10 @@ def add_classifier_flag(parser: argparse.ArgumentParser) -> None:
 
 def load_classifier(args: argparse.Namespace, splits: dict[str, data.Split], key: jax.Array) -> tuple[Any, float]:
     """The evaluation classifier's params and test accuracy (see ``classifier.load_or_train``)."""
-    path = None if args.quick else args.classifier
-    epochs = 1 if args.quick else 5
-    return classifier.load_or_train(path, splits if args.quick else data.load_mnist(args.data_dir), key, epochs=epochs)
+    if args.quick:
+        return classifier.load_or_train(None, splits, key, epochs=1)
+    limited = args.train_limit is not None or args.test_limit is not None  # the classifier always sees all of MNIST
+    return classifier.load_or_train(args.classifier, data.load_mnist(args.data_dir) if limited else splits, key, epochs=5)
 
 
 def first_of_digit(split: data.Split, digit: int, index: int = 0, within: int = 64) -> np.ndarray:

@@ -66,13 +66,13 @@ def train_and_report(config: vae.VAEConfig, args: argparse.Namespace, extra: dic
         clean, noisy_set = common.noisy_test_set(splits["test"], noise_key)
         denoised = train_lib.evaluate(model, state.params, state.batch_stats, noisy_set)["reconstructions"]
         mu, log_var = likelihood.posterior_moments(model, state.params, state.batch_stats, test_set)
-        kl_per_dim = np.asarray(jnp.mean(-0.5 * (1 + log_var - mu**2 - np.exp(log_var)), axis=0))
+        kl_per_dim = np.asarray(jnp.mean(losses.gaussian_kl_per_dimension(mu, log_var), axis=0))
         metrics = {
             **common.reconstruction_metrics(test),
             "psnr_noisy_db": evaluation.psnr(np.asarray(noisy_set["image"]), clean),
             "psnr_vae_eval_db": evaluation.psnr(denoised, clean),
             **common.likelihood_metrics(model, state, test_set, likelihood_key, args),
-            "test_kl_nats": float(np.mean(losses.gaussian_kl_to_standard_normal(mu, log_var))),
+            "test_kl_nats": float(kl_per_dim.sum()),
             "kl_per_dim_nats": kl_per_dim.tolist(),
             "active_dims": int(np.sum(kl_per_dim > 0.01)),  # dims whose posterior moves away from the prior
             **(extra or {}),

@@ -162,3 +162,22 @@ def test_checkpoint_round_trip_and_no_silent_overwrite(tmp_path):
     chex.assert_trees_all_equal(checkpoint.restore(tmp_path / "ckpt", zeros), tree)
     with pytest.raises(FileNotFoundError):
         checkpoint.restore(tmp_path / "missing", zeros)
+
+
+def test_map_over_split_concatenates_batches_and_rejects_empty_splits():
+    """Uneven last batch, batch numbers in order, one array per output; an empty split is a ValueError."""
+    dataset = {"label": jnp.arange(7)}
+    seen = []
+
+    def fn(number, indices):
+        seen.append(number)
+        return indices * 2, indices[:, None]
+
+    doubled, column = train_lib.map_over_split(fn, dataset, batch_size=3)
+    assert seen == [0, 1, 2]
+    np.testing.assert_array_equal(doubled, np.arange(7) * 2)
+    assert column.shape == (7, 1)
+    with pytest.raises(ValueError, match="at least one example"):
+        train_lib.map_over_split(fn, {"label": jnp.zeros((0,))}, batch_size=3)
+    with pytest.raises(ValueError, match="positive batch_size"):
+        train_lib.map_over_split(fn, dataset, batch_size=0)
