@@ -164,15 +164,23 @@ class Decoder(nn.Module):
 
 
 def condition_on_labels(x: jax.Array, labels: jax.Array | None, num_classes: int) -> jax.Array:
-    """``concat(x (B, D), one_hot(labels (B,), num_classes))``; ``x`` itself when num_classes is 0."""
+    """``concat(x (B, D), one_hot(labels (B,), num_classes))``; ``x`` itself when num_classes is 0.
+
+    ``labels`` may also be float probabilities (B, num_classes), concatenated as they are.
+    """
     if num_classes <= 0:
         if labels is not None:
             raise ValueError("labels given to an unconditional module (num_classes=0)")
         return x
     if labels is None:
         raise ValueError(f"a conditional module (num_classes={num_classes}) needs labels")
+    if jnp.issubdtype(labels.dtype, jnp.floating):  # label probabilities, e.g. an encoder's softmax
+        if labels.shape != (x.shape[0], num_classes):
+            raise ValueError(f"label probabilities must have shape ({x.shape[0]}, {num_classes}), got {labels.shape}")
+        return jnp.concatenate([x, labels.astype(x.dtype)], axis=-1)
     if labels.shape != x.shape[:1] or not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise ValueError(f"labels must be integers of shape ({x.shape[0]},), got {labels.dtype} {labels.shape}")
+        raise ValueError(f"labels must be integers of shape ({x.shape[0]},) or probabilities "
+                         f"({x.shape[0]}, {num_classes}), got {labels.dtype} {labels.shape}")
     try:  # values are checkable only outside jit; inside, one_hot would silently give zeros
         values = np.asarray(labels)
     except jax.errors.TracerArrayConversionError:
@@ -209,6 +217,29 @@ class MLP(nn.Module):
         return x
 
 
+class Discriminator(nn.Module):
+    """The AAE's latent discriminator: (B, D) -> logit (B, 1) of "drawn from the prior".
+
+    The lecture's: Dense 512 -> BN -> LeakyReLU(0.2) -> Dense 256 -> BN -> LeakyReLU(0.2)
+    -> Dense 1 (its Sigmoid is left to the loss). ``batch_norm=False`` drops the
+    BatchNorms (the corrected option, see ``aae``).
+    """
+
+    hidden: Sequence[int] = (512, 256)
+    batch_norm: bool = True
+    negative_slope: float = 0.2
+
+    @nn.compact
+    def __call__(self, z: jax.Array, train: bool) -> jax.Array:
+        x = z
+        for features in self.hidden:
+            x = _dense(features, x.shape[-1])(x)
+            if self.batch_norm:
+                x = BatchNorm()(x, train)
+            x = nn.leaky_relu(x, self.negative_slope)
+        return _dense(1, x.shape[-1])(x)
+
+
 class Classifier(nn.Module):
     """A small MNIST CNN used only to score generated digits: (B, 28, 28, 1) -> logits (B, 10).
 
@@ -234,7 +265,7 @@ class Classifier(nn.Module):
 def apply_training(module: nn.Module, variables: dict, x: jax.Array, **kwargs) -> tuple[jax.Array, dict]:
     """Applies ``module`` in train mode: (output, updated batch_stats); kwargs (e.g. labels) go to it."""
     y, updates = module.apply(variables, x, True, mutable=["batch_stats"], **kwargs)
-    return y, updates["batch_stats"]
+    return y, updates.get("batch_stats", {})  # {} for modules without BatchNorm
 
 
 def apply_inference(module: nn.Module, variables: dict, x: jax.Array, train: bool = False, **kwargs) -> jax.Array:

@@ -25,8 +25,10 @@ Params = Mapping[str, Any]  # {module name: flax params}
 BatchStats = Mapping[str, Any]  # {module name: flax batch_stats}
 Batch = Mapping[str, jax.Array]  # {"image": (B, 28, 28, 1) float32, "label": (B,) int32}
 Metrics = dict[str, jax.Array]
-# loss_fn(params, batch_stats, batch, key, step) -> (scalar loss, (new batch_stats, metrics));
+# loss_fn(params, batch_stats, batch, key, step) -> (scalar loss, (new batch_stats, metrics[, carry]));
 # ``step`` (int32 scalar: steps done before this one) serves schedules such as a KL warm-up.
+# ``carry`` (optional dict of arrays) joins the batch that later phases of the same step see,
+# without gradient: the AAE's discriminator judges the codes its generator phase computed.
 LossFn = Callable[[Params, BatchStats, Batch, jax.Array, jax.Array], tuple[jax.Array, tuple[BatchStats, Metrics]]]
 # gather(dataset, indices (B,)) -> batch; ``data.gather_batch`` for MNIST, ``take_batch`` for any arrays.
 GatherFn = Callable[[Mapping[str, jax.Array], jax.Array], Batch]
@@ -61,6 +63,7 @@ class Model(NamedTuple):
     decode(params, batch_stats, latents (B, D), labels (B,), train=False) -> logits (B,28,28,1);
     posterior (stochastic encoders only): the same arguments as encode -> (mu, log_var),
     each (B, D), of the Gaussian q(z | x); ``encode`` then returns mu.
+    classify (models with a label head): (params, batch_stats, images, train=False) -> label logits (B, C).
     """
 
     init: Callable[[jax.Array], tuple[Params, BatchStats]]
@@ -68,6 +71,7 @@ class Model(NamedTuple):
     encode: EncodeFn
     decode: DecodeFn
     posterior: Callable[..., tuple[jax.Array, jax.Array]] | None = None
+    classify: Callable[..., jax.Array] | None = None
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -115,7 +119,8 @@ def create_train_state(model: Model, key: jax.Array) -> TrainState:
 def apply_phases(phases: tuple[Phase, ...], state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
     """One training step: the phases in order, each seeing the previous one's update.
 
-    Metrics are prefixed by phase name when there are several phases.
+    Metrics are prefixed by phase name when there are several phases. A phase whose
+    loss returns a ``carry`` dict adds it (gradient stopped) to the batch of later phases.
     """
     key, step_key = jax.random.split(state.key)
     params, batch_stats, opt_states = dict(state.params), state.batch_stats, dict(state.opt_states)
@@ -123,10 +128,13 @@ def apply_phases(phases: tuple[Phase, ...], state: TrainState, batch: Batch) -> 
     for index, phase in enumerate(phases):
         trainable = _subset(params, phase.trainable)
 
-        def loss_of_trainable(sub, phase=phase, batch_stats=batch_stats):
+        def loss_of_trainable(sub, phase=phase, batch_stats=batch_stats, batch=batch):
             return phase.loss_fn({**params, **sub}, batch_stats, batch, jax.random.fold_in(step_key, index), state.step)
 
-        (loss, (batch_stats, phase_metrics)), grads = jax.value_and_grad(loss_of_trainable, has_aux=True)(trainable)
+        (loss, aux), grads = jax.value_and_grad(loss_of_trainable, has_aux=True)(trainable)
+        batch_stats, phase_metrics = aux[0], aux[1]
+        if len(aux) == 3:
+            batch = {**batch, **jax.tree.map(jax.lax.stop_gradient, aux[2])}
         extra = {} if phase.value_metric is None else {"value": phase_metrics[phase.value_metric]}
         updates, opt_states[phase.name] = phase.optimizer.update(grads, opt_states[phase.name], trainable, **extra)
         params.update(optax.apply_updates(trainable, updates))

@@ -1,0 +1,178 @@
+"""The adversarial autoencoder (section 8) as a variant: three phases, three optimizers.
+
+One training step runs the lecture's three updates in its order, inside one compiled
+step (``train.apply_phases``):
+
+1. ``autoencoder`` (encoder + decoder): mean-over-pixels BCE of the reconstruction;
+2. ``generator`` (encoder only): ``generator_weight * BCE(D(z), 1)``, the codes of the
+   updated encoder judged by the discriminator;
+3. ``discriminator``: BCE with the same codes (those of step 2, before the generator
+   update, as the lecture's ``latent.detach()``) labelled 0 and
+   ``prior_samples_per_code`` times as many prior samples labelled 1, averaged over all.
+
+Every optimizer is the lecture's Adam(1e-3, weight_decay=1e-6), with PyTorch's coupled
+L2. The prior is any sampler ``(key, n) -> (n, latent_dim)`` (see ``priors``).
+
+``discriminator_norm`` chooses how the discriminator's BatchNorm sees its inputs:
+``"batch_separate"`` (the lecture) normalises the code batch and the prior batch each
+by its own statistics, so the discriminator cannot see where the codes lie, only the
+shape of their cloud: the codes drift far outside the prior's support. The two
+corrections: ``"batch_joint"`` (codes and prior samples normalised as one batch, in the
+generator phase too) and ``"none"`` (no BatchNorm).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aejax import losses
+from aejax.modules import Decoder, Discriminator, Encoder, apply_inference, apply_training, init_encoder_decoder
+from aejax.priors import Prior, Sampler
+from aejax.train import Model, Params, BatchStats, Phase, module_variables, torch_adam
+
+DiscriminatorNorm = Literal["batch_separate", "batch_joint", "none"]
+DISCRIMINATOR_NORMS = typing.get_args(DiscriminatorNorm)
+
+
+@dataclasses.dataclass(frozen=True)
+class AAEConfig:
+    latent_dim: int = 2
+    learning_rate: float = 1e-3  # all three optimizers
+    weight_decay: float = 1e-6  # PyTorch-style coupled L2, all three
+    generator_weight: float = 0.01
+    prior_samples_per_code: int = 20  # the lecture: 20 (uniform run), 10 (ten-box run)
+    discriminator_norm: DiscriminatorNorm = "batch_separate"
+
+    def __post_init__(self):
+        if self.latent_dim <= 0 or self.prior_samples_per_code <= 0:
+            raise ValueError(f"latent_dim and prior_samples_per_code must be positive, got "
+                             f"{self.latent_dim} and {self.prior_samples_per_code}")
+        if self.learning_rate <= 0 or self.weight_decay < 0 or self.generator_weight < 0:
+            raise ValueError("learning_rate must be > 0; weight_decay and generator_weight >= 0")
+        if self.discriminator_norm not in DISCRIMINATOR_NORMS:
+            raise ValueError(f"discriminator_norm must be one of {DISCRIMINATOR_NORMS}, got {self.discriminator_norm!r}")
+
+
+def adversarial_bce(logits: jax.Array, target: float) -> jax.Array:
+    """Elementwise BCE of discriminator logits (B, 1) against a constant target (0 or 1)."""
+    return losses.binary_cross_entropy_with_logits(logits, jnp.full_like(logits, target))
+
+
+def make_modules(config: AAEConfig) -> tuple[Encoder, Decoder, Discriminator]:
+    return Encoder(config.latent_dim), Decoder(), Discriminator(batch_norm=config.discriminator_norm != "none")
+
+
+def _check_prior(prior: Sampler, latent_dim: int) -> None:
+    shape = jax.eval_shape(lambda key: prior(key, 3), jax.random.key(0)).shape
+    if shape != (3, latent_dim):
+        raise ValueError(f"prior(key, n) must return (n, {latent_dim}) codes, got shape {shape} for n=3")
+
+
+def make_model(config: AAEConfig, prior: Sampler) -> Model:
+    """The AAE for the generic loop; params/batch_stats hold encoder, decoder, discriminator."""
+    _check_prior(prior, config.latent_dim)
+    encoder, decoder, discriminator = make_modules(config)
+    joint = config.discriminator_norm == "batch_joint"
+
+    def init(key):
+        key, disc_key = jax.random.split(key)
+        params, batch_stats = init_encoder_decoder(key, encoder, decoder, config.latent_dim)
+        disc = discriminator.init(disc_key, jnp.zeros((1, config.latent_dim)), False)
+        return ({**params, "discriminator": disc["params"]},
+                {**batch_stats, "discriminator": disc.get("batch_stats", {})})
+
+    def autoencoder_loss(params, batch_stats, batch, key, step=None):
+        del key, step
+        images = batch["image"]
+        codes, encoder_stats = apply_training(encoder, module_variables(params, batch_stats, "encoder"), images)
+        logits, decoder_stats = apply_training(decoder, module_variables(params, batch_stats, "decoder"), codes)
+        bce = jnp.mean(losses.binary_cross_entropy_with_logits(logits, images))
+        return bce, ({**batch_stats, "encoder": encoder_stats, "decoder": decoder_stats}, {"bce": bce})
+
+    def generator_loss(params, batch_stats, batch, key, step=None):
+        del step
+        codes, encoder_stats = apply_training(encoder, module_variables(params, batch_stats, "encoder"), batch["image"])
+        disc_vars = module_variables(params, batch_stats, "discriminator")
+        if joint:  # the codes are normalised together with prior samples, as in the discriminator phase
+            samples = prior(key, codes.shape[0] * config.prior_samples_per_code)
+            logits, disc_stats = apply_training(discriminator, disc_vars, jnp.concatenate([codes, samples]))
+            logits = logits[: codes.shape[0]]
+        else:
+            logits, disc_stats = apply_training(discriminator, disc_vars, codes)
+        loss = config.generator_weight * jnp.mean(adversarial_bce(logits, 1.0))
+        metrics = {"codes_called_prior": jnp.mean(logits > 0)}
+        return loss, ({**batch_stats, "encoder": encoder_stats, "discriminator": disc_stats}, metrics, {"codes": codes})
+
+    def discriminator_loss(params, batch_stats, batch, key, step=None):
+        del step
+        codes = batch["codes"]  # the generator phase's codes, gradient stopped
+        samples = prior(key, codes.shape[0] * config.prior_samples_per_code)
+        disc_vars = module_variables(params, batch_stats, "discriminator")
+        if config.discriminator_norm == "batch_separate":  # the lecture: two train-mode calls
+            code_logits, disc_stats = apply_training(discriminator, disc_vars, codes)
+            prior_logits, disc_stats = apply_training(
+                discriminator, {"params": params["discriminator"], "batch_stats": disc_stats}, samples)
+        else:
+            both, disc_stats = apply_training(discriminator, disc_vars, jnp.concatenate([codes, samples]))
+            code_logits, prior_logits = both[: codes.shape[0]], both[codes.shape[0]:]
+        loss = jnp.mean(jnp.concatenate([adversarial_bce(code_logits, 0.0), adversarial_bce(prior_logits, 1.0)]))
+        accuracy = 0.5 * (jnp.mean(code_logits < 0) + jnp.mean(prior_logits > 0))
+        return loss, ({**batch_stats, "discriminator": disc_stats}, {"balanced_accuracy": accuracy})
+
+    def encode(params, batch_stats, images, labels=None, train=False):
+        del labels
+        return apply_inference(encoder, module_variables(params, batch_stats, "encoder"), images, train)
+
+    def decode(params, batch_stats, latents, labels=None, train=False):
+        del labels
+        return apply_inference(decoder, module_variables(params, batch_stats, "decoder"), latents, train)
+
+    def optimizer():
+        return torch_adam(config.learning_rate, config.weight_decay)
+
+    phases = (
+        Phase("autoencoder", autoencoder_loss, optimizer(), ("encoder", "decoder")),
+        Phase("generator", generator_loss, optimizer(), ("encoder",)),
+        Phase("discriminator", discriminator_loss, optimizer(), ("discriminator",)),
+    )
+    return Model(init=init, phases=phases, encode=encode, decode=decode)
+
+
+def discriminator_logits(config: AAEConfig, params: Params, batch_stats: BatchStats, codes: jax.Array,
+                         train: bool = False) -> jax.Array:
+    """The discriminator's logits (N, 1) for codes (N, latent_dim); eval mode unless ``train``."""
+    _, _, discriminator = make_modules(config)
+    return apply_inference(discriminator, module_variables(params, batch_stats, "discriminator"), codes, train)
+
+
+def prior_match(config: AAEConfig, params: Params, batch_stats: BatchStats, codes: np.ndarray | jax.Array,
+                prior: Prior, key: jax.Array) -> dict[str, Any]:
+    """How well codes (N, latent_dim) match the prior.
+
+    ``inside_support``: share of codes inside the prior's support. The discriminator (eval
+    mode, running statistics) then judges the codes and as many prior samples:
+    ``discriminator_accuracy`` is its balanced accuracy (0.5 is chance: it cannot tell
+    codes from prior samples), with the two halves beside it.
+    """
+    codes = jnp.asarray(codes, jnp.float32)
+    if codes.ndim != 2 or codes.shape[1] != config.latent_dim:
+        raise ValueError(f"codes must have shape (N, {config.latent_dim}), got {codes.shape}")
+    samples = prior(key, codes.shape[0])
+    code_logits = discriminator_logits(config, params, batch_stats, codes)
+    prior_logits = discriminator_logits(config, params, batch_stats, samples)
+    codes_right, prior_right = float(jnp.mean(code_logits < 0)), float(jnp.mean(prior_logits > 0))
+    return {
+        "prior": prior.name,
+        "inside_support": float(jnp.mean(prior.contains(codes))),
+        "discriminator_accuracy": 0.5 * (codes_right + prior_right),
+        "codes_called_codes": codes_right,
+        "prior_called_prior": prior_right,
+        "code_min": np.asarray(codes.min(0)).tolist(),
+        "code_max": np.asarray(codes.max(0)).tolist(),
+    }

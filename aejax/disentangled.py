@@ -1,0 +1,124 @@
+"""Disentangling style from label (section 9) as a variant: three phases, three optimizers.
+
+The encoder (the lecture's conv encoder with ``num_classes + latent_dim`` outputs) gives
+label logits and a style code z; the decoder (the conditional one) reads
+``concat(z, softmax(label logits))``. A small MLP, the label adversary, tries to predict
+the label from z alone; the encoder is penalised when it succeeds. One step:
+
+1. ``autoencoder`` (encoder + decoder): mean-over-pixels BCE + ``label_weight`` * cross-
+   entropy of the label logits with the true label;
+2. ``confusion`` (encoder only): ``confusion_weight`` * cross-entropy between the uniform
+   distribution and the adversary's prediction from z, smallest when the adversary is
+   reduced to guessing (the domain-confusion loss; stabler than maximising its error);
+3. ``label_adversary`` (the adversary): cross-entropy of its prediction from the codes
+   of phase 2 (gradient stopped) with the true label.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from aejax import losses
+from aejax.modules import MLP, Decoder, Encoder, apply_inference, apply_training, init_encoder_decoder
+from aejax.train import Model, Phase, module_variables, torch_adam
+
+
+def split_label_style(encoder_output: jax.Array, num_classes: int) -> tuple[jax.Array, jax.Array]:
+    """(B, num_classes + D) -> label logits (B, num_classes), style z (B, D)."""
+    if encoder_output.ndim != 2 or encoder_output.shape[1] <= num_classes:
+        raise ValueError(f"encoder output must be (B, {num_classes} + D) with D > 0, got {encoder_output.shape}")
+    return encoder_output[:, :num_classes], encoder_output[:, num_classes:]
+
+
+def uniform_cross_entropy(logits: jax.Array) -> jax.Array:
+    """Cross-entropy of the uniform distribution with softmax(logits (B, C)): (B,), minimal (log C) at uniform."""
+    return -jnp.mean(jax.nn.log_softmax(logits), axis=-1)
+
+
+@dataclasses.dataclass(frozen=True)
+class DisentangledConfig:
+    latent_dim: int = 8  # style
+    num_classes: int = 10
+    learning_rate: float = 1e-3  # all three optimizers
+    weight_decay: float = 1e-6  # PyTorch-style coupled L2
+    label_weight: float = 1.0
+    confusion_weight: float = 0.1
+    adversary_hidden: tuple[int, ...] = (256, 256)
+
+    def __post_init__(self):
+        if self.latent_dim <= 0 or self.num_classes <= 1:
+            raise ValueError(f"need latent_dim > 0 and num_classes > 1, got {self.latent_dim} and {self.num_classes}")
+        if self.learning_rate <= 0 or min(self.weight_decay, self.label_weight, self.confusion_weight) < 0:
+            raise ValueError("learning_rate must be > 0; weight_decay and the loss weights >= 0")
+
+
+def make_modules(config: DisentangledConfig) -> tuple[Encoder, Decoder, MLP]:
+    return (Encoder(config.num_classes + config.latent_dim), Decoder(num_classes=config.num_classes),
+            MLP((*config.adversary_hidden, config.num_classes)))
+
+
+def make_model(config: DisentangledConfig) -> Model:
+    """``encode`` gives the style z (B, latent_dim); ``decode(z, labels)`` takes integer labels
+    (B,) or label probabilities (B, num_classes); ``classify`` gives the label logits."""
+    encoder, decoder, adversary = make_modules(config)
+
+    def init(key):
+        key, adversary_key = jax.random.split(key)
+        params, batch_stats = init_encoder_decoder(key, encoder, decoder, config.latent_dim)
+        params["label_adversary"] = adversary.init(adversary_key, jnp.zeros((1, config.latent_dim)))["params"]
+        batch_stats["label_adversary"] = {}
+        return params, batch_stats
+
+    def encoder_outputs(params, batch_stats, images):
+        out, stats = apply_training(encoder, module_variables(params, batch_stats, "encoder"), images)
+        return (*split_label_style(out, config.num_classes), stats)
+
+    def autoencoder_loss(params, batch_stats, batch, key, step=None):
+        del key, step
+        images = batch["image"]
+        label_logits, z, encoder_stats = encoder_outputs(params, batch_stats, images)
+        logits, decoder_stats = apply_training(decoder, module_variables(params, batch_stats, "decoder"), z,
+                                               labels=jax.nn.softmax(label_logits))
+        bce = jnp.mean(losses.binary_cross_entropy_with_logits(logits, images))
+        label_ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(label_logits, batch["label"]))
+        metrics = {"bce": bce, "label_ce": label_ce, "label_accuracy": jnp.mean(jnp.argmax(label_logits, -1) == batch["label"])}
+        return bce + config.label_weight * label_ce, ({**batch_stats, "encoder": encoder_stats, "decoder": decoder_stats}, metrics)
+
+    def confusion_loss(params, batch_stats, batch, key, step=None):
+        del key, step
+        _, z, encoder_stats = encoder_outputs(params, batch_stats, batch["image"])
+        predicted = adversary.apply({"params": params["label_adversary"]}, z)
+        loss = config.confusion_weight * jnp.mean(uniform_cross_entropy(predicted))
+        return loss, ({**batch_stats, "encoder": encoder_stats}, {}, {"style": z})
+
+    def adversary_loss(params, batch_stats, batch, key, step=None):
+        del key, step
+        predicted = adversary.apply({"params": params["label_adversary"]}, batch["style"])
+        loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(predicted, batch["label"]))
+        return loss, (batch_stats, {"accuracy": jnp.mean(jnp.argmax(predicted, -1) == batch["label"])})
+
+    def classify(params, batch_stats, images, train=False):
+        out = apply_inference(encoder, module_variables(params, batch_stats, "encoder"), images, train)
+        return split_label_style(out, config.num_classes)[0]
+
+    def encode(params, batch_stats, images, labels=None, train=False):
+        del labels
+        out = apply_inference(encoder, module_variables(params, batch_stats, "encoder"), images, train)
+        return split_label_style(out, config.num_classes)[1]
+
+    def decode(params, batch_stats, latents, labels=None, train=False):
+        return apply_inference(decoder, module_variables(params, batch_stats, "decoder"), latents, train, labels=labels)
+
+    def optimizer():
+        return torch_adam(config.learning_rate, config.weight_decay)
+
+    phases = (
+        Phase("autoencoder", autoencoder_loss, optimizer(), ("encoder", "decoder")),
+        Phase("confusion", confusion_loss, optimizer(), ("encoder",)),
+        Phase("label_adversary", adversary_loss, optimizer(), ("label_adversary",)),
+    )
+    return Model(init=init, phases=phases, encode=encode, decode=decode, classify=classify)

@@ -1,0 +1,206 @@
+"""The semi-supervised AAE (section 10; Makhzani et al. 2015, section 5) as a variant.
+
+The encoder (the lecture's conv encoder with ``num_classes + latent_dim`` outputs) gives
+label logits and a style code z; the conditional decoder reads
+``concat(z, softmax(label logits))``. Two discriminators (MLPs without BatchNorm): one
+tells the softmax labels from one-hot samples of a uniform categorical, the other the
+styles from N(0, I) samples. One step, in the paper's order:
+
+1. ``autoencoder`` (encoder + decoder): mean-over-pixels BCE on the unlabelled batch;
+2. ``discriminators`` (both): BCE, encoder outputs labelled 0, prior samples 1;
+3. ``generator`` (encoder): ``generator_weight`` * BCE of both discriminators' verdicts
+   on the encoder outputs against 1;
+4. ``supervised`` (encoder): cross-entropy of the label logits on a labelled batch
+   (``semi_supervised=True``; without it the label head is an unsupervised clusterer,
+   the paper's section 6, with ``num_classes`` clusters).
+
+Batches come from ``make_dataset`` + ``gather``: every training image as unlabelled
+(their labels are replaced by -1, so no loss can read them) and the labelled subset,
+from which each step draws as many labelled images as the batch has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from aejax import data as data_lib
+from aejax import losses
+from aejax.aae import adversarial_bce
+from aejax.disentangled import split_label_style
+from aejax.modules import Decoder, Discriminator, Encoder, apply_inference, apply_training, init_encoder_decoder
+from aejax.priors import categorical, standard_normal
+from aejax.train import Model, Params, BatchStats, Phase, map_over_split, module_variables, torch_adam
+
+
+@dataclasses.dataclass(frozen=True)
+class SemiSupervisedConfig:
+    latent_dim: int = 10  # style
+    num_classes: int = 10  # clusters when not semi_supervised
+    learning_rate: float = 1e-3  # autoencoder and supervised phases
+    adversarial_learning_rate: float = 1e-4  # discriminators and generator
+    weight_decay: float = 0.0
+    generator_weight: float = 1.0
+    supervised_weight: float = 1.0
+    discriminator_hidden: tuple[int, ...] = (1000, 1000)  # the paper's
+    semi_supervised: bool = True
+
+    def __post_init__(self):
+        if self.latent_dim <= 0 or self.num_classes <= 1:
+            raise ValueError(f"need latent_dim > 0 and num_classes > 1, got {self.latent_dim} and {self.num_classes}")
+        if min(self.learning_rate, self.adversarial_learning_rate) <= 0:
+            raise ValueError("learning rates must be > 0")
+        if min(self.weight_decay, self.generator_weight, self.supervised_weight) < 0:
+            raise ValueError("weight_decay and the loss weights must be >= 0")
+
+
+def balanced_subset(labels: np.ndarray, per_class: int, key: jax.Array, num_classes: int = 10) -> np.ndarray:
+    """Sorted indices (num_classes * per_class,) of ``per_class`` examples of each class, chosen by ``key``."""
+    labels = np.asarray(labels)
+    if per_class <= 0:
+        raise ValueError(f"per_class must be positive, got {per_class}")
+    chosen = []
+    for digit, class_key in zip(range(num_classes), jax.random.split(key, num_classes)):
+        members = np.flatnonzero(labels == digit)
+        if len(members) < per_class:
+            raise ValueError(f"class {digit} has {len(members)} examples, fewer than per_class={per_class}")
+        chosen.append(members[np.asarray(jax.random.choice(class_key, len(members), (per_class,), replace=False))])
+    return np.sort(np.concatenate(chosen))
+
+
+def make_dataset(split: data_lib.Split, labelled: np.ndarray | None) -> dict[str, jax.Array]:
+    """Every image of ``split`` unlabelled ("label" all -1) plus, when given, the labelled
+    subset at indices ``labelled`` ("labelled_image", "labelled_label")."""
+    dataset = {"image": jnp.asarray(split.images), "label": jnp.full((len(split.labels),), -1, jnp.int32)}
+    if labelled is not None:
+        labelled = np.asarray(labelled)
+        if labelled.ndim != 1 or labelled.size == 0:
+            raise ValueError(f"labelled must be a non-empty 1-D index array, got shape {labelled.shape}")
+        dataset["labelled_image"] = jnp.asarray(split.images[labelled])
+        dataset["labelled_label"] = jnp.asarray(split.labels[labelled], jnp.int32)
+    return dataset
+
+
+def gather(dataset: Mapping[str, jax.Array], indices: jax.Array) -> dict[str, jax.Array]:
+    """An unlabelled batch by ``indices`` (B,) and, if the dataset has them, B labelled images.
+
+    The labelled ones are ``indices % num_labelled``: the indices are a slice of a fresh
+    permutation, so these cycle through the labelled subset in a new order each epoch.
+    """
+    batch = data_lib.gather_batch({"image": dataset["image"], "label": dataset["label"]}, indices)
+    if "labelled_label" in dataset:
+        pick = indices % dataset["labelled_label"].shape[0]
+        batch["labelled_image"] = data_lib.to_float_nhwc(dataset["labelled_image"][pick])
+        batch["labelled_label"] = dataset["labelled_label"][pick]
+    return batch
+
+
+def make_modules(config: SemiSupervisedConfig) -> tuple[Encoder, Decoder, Discriminator, Discriminator]:
+    return (Encoder(config.num_classes + config.latent_dim), Decoder(num_classes=config.num_classes),
+            Discriminator(config.discriminator_hidden, batch_norm=False),
+            Discriminator(config.discriminator_hidden, batch_norm=False))
+
+
+def make_model(config: SemiSupervisedConfig) -> Model:
+    """``encode`` gives the style (B, latent_dim), ``classify`` the label logits (B, num_classes),
+    ``decode(z, labels)`` takes integer labels (B,) or probabilities (B, num_classes)."""
+    encoder, decoder, label_disc, style_disc = make_modules(config)
+    label_prior, style_prior = categorical(config.num_classes), standard_normal(config.latent_dim)
+
+    def init(key):
+        key, label_key, style_key = jax.random.split(key, 3)
+        params, batch_stats = init_encoder_decoder(key, encoder, decoder, config.latent_dim)
+        params["label_discriminator"] = label_disc.init(label_key, jnp.zeros((1, config.num_classes)), False)["params"]
+        params["style_discriminator"] = style_disc.init(style_key, jnp.zeros((1, config.latent_dim)), False)["params"]
+        return params, {**batch_stats, "label_discriminator": {}, "style_discriminator": {}}
+
+    def encoder_outputs(params, batch_stats, images):
+        out, stats = apply_training(encoder, module_variables(params, batch_stats, "encoder"), images)
+        return (*split_label_style(out, config.num_classes), stats)
+
+    def verdicts(params, label_probs, style):
+        return (label_disc.apply({"params": params["label_discriminator"]}, label_probs, True),
+                style_disc.apply({"params": params["style_discriminator"]}, style, True))
+
+    def autoencoder_loss(params, batch_stats, batch, key, step=None):
+        del key, step
+        images = batch["image"]
+        label_logits, style, encoder_stats = encoder_outputs(params, batch_stats, images)
+        logits, decoder_stats = apply_training(decoder, module_variables(params, batch_stats, "decoder"), style,
+                                               labels=jax.nn.softmax(label_logits))
+        bce = jnp.mean(losses.binary_cross_entropy_with_logits(logits, images))
+        return bce, ({**batch_stats, "encoder": encoder_stats, "decoder": decoder_stats}, {"bce": bce})
+
+    def discriminators_loss(params, batch_stats, batch, key, step=None):
+        del step
+        label_logits, style, encoder_stats = encoder_outputs(params, batch_stats, batch["image"])
+        label_probs = jax.nn.softmax(label_logits)
+        label_key, style_key = jax.random.split(key)
+        n = style.shape[0]
+        fake_label, fake_style = verdicts(params, label_probs, style)
+        real_label, real_style = verdicts(params, label_prior(label_key, n), style_prior(style_key, n))
+        label_loss = 0.5 * (jnp.mean(adversarial_bce(fake_label, 0.0)) + jnp.mean(adversarial_bce(real_label, 1.0)))
+        style_loss = 0.5 * (jnp.mean(adversarial_bce(fake_style, 0.0)) + jnp.mean(adversarial_bce(real_style, 1.0)))
+        metrics = {"label_loss": label_loss, "style_loss": style_loss}
+        return label_loss + style_loss, ({**batch_stats, "encoder": encoder_stats}, metrics)
+
+    def generator_loss(params, batch_stats, batch, key, step=None):
+        del key, step
+        label_logits, style, encoder_stats = encoder_outputs(params, batch_stats, batch["image"])
+        label_verdict, style_verdict = verdicts(params, jax.nn.softmax(label_logits), style)
+        loss = config.generator_weight * (jnp.mean(adversarial_bce(label_verdict, 1.0))
+                                          + jnp.mean(adversarial_bce(style_verdict, 1.0)))
+        return loss, ({**batch_stats, "encoder": encoder_stats}, {})
+
+    def supervised_loss(params, batch_stats, batch, key, step=None):
+        del key, step
+        label_logits, _, encoder_stats = encoder_outputs(params, batch_stats, batch["labelled_image"])
+        labels = batch["labelled_label"]
+        ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(label_logits, labels))
+        metrics = {"accuracy": jnp.mean(jnp.argmax(label_logits, -1) == labels)}
+        return config.supervised_weight * ce, ({**batch_stats, "encoder": encoder_stats}, metrics)
+
+    def classify(params, batch_stats, images, train=False):
+        out = apply_inference(encoder, module_variables(params, batch_stats, "encoder"), images, train)
+        return split_label_style(out, config.num_classes)[0]
+
+    def encode(params, batch_stats, images, labels=None, train=False):
+        del labels
+        out = apply_inference(encoder, module_variables(params, batch_stats, "encoder"), images, train)
+        return split_label_style(out, config.num_classes)[1]
+
+    def decode(params, batch_stats, latents, labels=None, train=False):
+        return apply_inference(decoder, module_variables(params, batch_stats, "decoder"), latents, train, labels=labels)
+
+    adversarial = torch_adam(config.adversarial_learning_rate, config.weight_decay)
+    phases = [
+        Phase("autoencoder", autoencoder_loss, torch_adam(config.learning_rate, config.weight_decay), ("encoder", "decoder")),
+        Phase("discriminators", discriminators_loss, adversarial, ("label_discriminator", "style_discriminator")),
+        Phase("generator", generator_loss, adversarial, ("encoder",)),
+    ]
+    if config.semi_supervised:
+        phases.append(Phase("supervised", supervised_loss, torch_adam(config.learning_rate, config.weight_decay), ("encoder",)))
+    return Model(init=init, phases=tuple(phases), encode=encode, decode=decode, classify=classify)
+
+
+def predict_labels(model: Model, params: Params, batch_stats: BatchStats, dataset: Mapping[str, jax.Array],
+                   batch_size: int = 1000) -> np.ndarray:
+    """The label head's argmax (N,) over a split (``data.device_dataset``), eval mode."""
+    run = jax.jit(lambda p, s, images: jnp.argmax(model.classify(p, s, images), -1))
+    return map_over_split(lambda _, idx: (run(params, batch_stats, data_lib.gather_batch(dataset, idx)["image"]),),
+                          dataset, batch_size)[0]
+
+
+def clustering_error(clusters: np.ndarray, labels: np.ndarray) -> tuple[float, dict[int, int]]:
+    """Error when each cluster is assigned its majority label: (error, {cluster: label})."""
+    clusters, labels = np.asarray(clusters), np.asarray(labels)
+    if clusters.shape != labels.shape or clusters.ndim != 1 or clusters.size == 0:
+        raise ValueError(f"clusters and labels must be equal non-empty 1-D arrays, got {clusters.shape} and {labels.shape}")
+    assignment = {int(c): int(np.bincount(labels[clusters == c]).argmax()) for c in np.unique(clusters)}
+    predicted = np.vectorize(assignment.get)(clusters)
+    return float(np.mean(predicted != labels)), assignment
