@@ -31,3 +31,26 @@ def interpolate(z_start: np.ndarray, z_end: np.ndarray, steps: int) -> np.ndarra
         raise ValueError(f"steps must be >= 2, got {steps}")
     weights = np.linspace(0.0, 1.0, steps)[:, None]
     return (1 - weights) * z_start + weights * z_end
+
+
+def probe_accuracy(features: np.ndarray, labels: np.ndarray, kind: str = "logistic") -> float:
+    """How much of ``labels`` (N,) a fresh probe reads from ``features`` (N, D).
+
+    The probe (``"logistic"``: scikit-learn logistic regression on standardised
+    features; ``"knn"``: 10 nearest neighbours, which also sees non-linear structure) is
+    fitted on the first half and scored on the second. Chance is the majority share.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    features, labels = np.asarray(features), np.asarray(labels)
+    if features.ndim != 2 or labels.shape != features.shape[:1] or len(labels) < 4:
+        raise ValueError(f"need features (N, D) and labels (N,) with N >= 4, got {features.shape} and {labels.shape}")
+    probes = {"logistic": lambda: LogisticRegression(max_iter=1000), "knn": lambda: KNeighborsClassifier(10)}
+    if kind not in probes:
+        raise ValueError(f"kind must be one of {sorted(probes)}, got {kind!r}")
+    half = len(labels) // 2
+    probe = make_pipeline(StandardScaler(), probes[kind]()).fit(features[:half], labels[:half])
+    return float(probe.score(features[half:], labels[half:]))

@@ -139,6 +139,17 @@ def save_gif(images: np.ndarray, path: PathLike, upscale: int = 10, frame_ms: in
     return path
 
 
+def save_frames_gif(frames: list[PathLike], path: PathLike, frame_ms: int = 700) -> pathlib.Path:
+    """An animated, looping GIF of saved figures (PNG paths, shown in order, resized to the first's size)."""
+    if not frames:
+        raise ValueError("no frames to animate")
+    images = [Image.open(f).convert("RGB") for f in frames]
+    images = [im.resize(images[0].size) for im in images]
+    path = pathlib.Path(path)
+    images[0].save(path, save_all=True, append_images=images[1:], optimize=False, duration=frame_ms, loop=0)
+    return path
+
+
 def plot_image_grid(images: np.ndarray, path: PathLike, title: str | None = None,
                     row_labels: list[str] | None = None, col_labels: list[str] | None = None) -> pathlib.Path:
     """A (rows, cols) grid of digits as one tiled image, clim 0..1: images (R, C, 28, 28[, 1])."""

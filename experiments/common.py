@@ -108,13 +108,16 @@ def staged_output(out: pathlib.Path) -> Iterator[pathlib.Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def fit(model: train_lib.Model, splits: dict[str, data.Split], args: argparse.Namespace,
-        key: jax.Array) -> tuple[train_lib.TrainState, train_lib.History, float]:
-    """Initialises and trains ``model`` on the train split; returns state, history, seconds."""
+def fit(model: train_lib.Model, splits: dict[str, data.Split], args: argparse.Namespace, key: jax.Array, *,
+        dataset: dict[str, jax.Array] | None = None, gather: train_lib.GatherFn = data.gather_batch,
+        on_epoch_end: Callable[[int, train_lib.TrainState, dict[str, float]], None] | None = None,
+        ) -> tuple[train_lib.TrainState, train_lib.History, float]:
+    """Initialises and trains ``model`` on the train split (or ``dataset``); returns state, history, seconds."""
     state = train_lib.create_train_state(model, key)
     started = time.perf_counter()
-    state, history = train_lib.train(model, state, data.device_dataset(splits["train"]), epochs=args.epochs,
-                                     batch_size=args.batch_size, progress=not args.no_progress)
+    dataset = data.device_dataset(splits["train"]) if dataset is None else dataset
+    state, history = train_lib.train(model, state, dataset, epochs=args.epochs, batch_size=args.batch_size,
+                                     progress=not args.no_progress, gather=gather, on_epoch_end=on_epoch_end)
     jax.block_until_ready(state.params)
     return state, history, time.perf_counter() - started
 
@@ -196,6 +199,22 @@ def load_classifier(args: argparse.Namespace, splits: dict[str, data.Split], key
         return classifier.load_or_train(None, splits, key, epochs=1)
     limited = args.train_limit is not None or args.test_limit is not None  # the classifier always sees all of MNIST
     return classifier.load_or_train(args.classifier, data.load_mnist(args.data_dir) if limited else splits, key, epochs=5)
+
+
+def decode_on_grid(model: train_lib.Model, state: train_lib.TrainState, low: tuple[float, float],
+                   high: tuple[float, float], steps: int, label: int | None = None) -> np.ndarray:
+    """Images (steps, steps, 28, 28, 1) decoded on a regular grid of the box [low, high] (2-D latents).
+
+    Row i holds z[0] = linspace(low[0], high[0])[i], column j z[1] = linspace(low[1], high[1])[j]
+    (the lecture's ``cartesian_prod`` order).
+    """
+    axes = [jax.numpy.linspace(lo, hi, steps) for lo, hi in zip(low, high)]
+    grid = jax.numpy.stack(jax.numpy.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 2)
+    labels = None if label is None else jax.numpy.full((grid.shape[0],), label, jax.numpy.int32)
+    decode = jax.jit(lambda p, s, z, y: jax.nn.sigmoid(model.decode(p, s, z, y)))
+    images = [np.asarray(decode(state.params, state.batch_stats, grid[i:i + 500], None if labels is None else labels[i:i + 500]))
+              for i in range(0, grid.shape[0], 500)]
+    return np.concatenate(images).reshape(steps, steps, 28, 28, 1)
 
 
 def first_of_digit(split: data.Split, digit: int, index: int = 0, within: int = 64) -> np.ndarray:

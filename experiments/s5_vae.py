@@ -29,15 +29,8 @@ GRID_STEPS = 20
 
 def decode_grid(model: train_lib.Model, state: train_lib.TrainState, limit: float, steps: int = GRID_STEPS,
                 label: int | None = None) -> np.ndarray:
-    """Images (steps, steps, 28, 28, 1) decoded on a regular grid of [-limit, limit]^2.
-
-    Row i holds z[0] = axis[i], column j z[1] = axis[j] (the lecture's cartesian_prod order).
-    """
-    axis = jnp.linspace(-limit, limit, steps)
-    grid = jnp.stack(jnp.meshgrid(axis, axis, indexing="ij"), axis=-1).reshape(-1, 2)
-    labels = None if label is None else jnp.full((grid.shape[0],), label, jnp.int32)
-    images = jax.nn.sigmoid(model.decode(state.params, state.batch_stats, grid, labels))
-    return np.asarray(images).reshape(steps, steps, 28, 28, 1)
+    """Images (steps, steps, 28, 28, 1) decoded on a regular grid of [-limit, limit]^2 (see common.decode_on_grid)."""
+    return common.decode_on_grid(model, state, (-limit, -limit), (limit, limit), steps, label)
 
 
 def vector_arithmetic(model: train_lib.Model, state: train_lib.TrainState, split: data.Split) -> np.ndarray:

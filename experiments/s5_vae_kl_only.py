@@ -13,17 +13,9 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
-from aejax import data, likelihood, plots, vae
+from aejax import data, evaluation, likelihood, plots, vae
 from experiments import common
-
-
-def probe_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
-    """Test accuracy of logistic regression fitted on the first half, scored on the second."""
-    half = len(labels) // 2
-    probe = LogisticRegression(max_iter=1000).fit(features[:half], labels[:half])
-    return float(probe.score(features[half:], labels[half:]))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -44,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict:
             "mu_std": float(np.std(mu)),
             "variance_mean": float(np.mean(variance)),
             "variance_std": float(np.std(variance)),
-            "probe_accuracy_from_mu": probe_accuracy(mu, labels),
+            "probe_accuracy_from_mu": evaluation.probe_accuracy(mu, labels),
             "majority_class_share": float(np.bincount(labels).max() / len(labels)),
             "train_history": history.epochs,
             "train_seconds": seconds,

@@ -1,0 +1,856 @@
+"""The adversarial family: priors (aejax.priors), the AAE (aejax.aae), the disentangled
+AAE (aejax.disentangled), the semi-supervised AAE (aejax.semi_supervised), the latent
+Discriminator and label conditioning (aejax.modules) and the phase carry of train.apply_phases.
+
+Kept small for a shared CPU: batches of 4 images, one initialisation per model variant
+(module-scoped), each phase compiled once and run on its own from the same state.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+from torch import nn as tnn
+
+from aejax import aae, data, disentangled, priors
+from aejax import semi_supervised as semi
+from aejax import train as train_lib
+from aejax.modules import Discriminator, apply_training, condition_on_labels
+
+B = 4
+NUM_CLASSES = 10
+STYLE_DIM = 4
+AAE_CONFIG = aae.AAEConfig()  # the lecture's: latent 2, batch_separate, 20 prior samples per code
+DIS_CONFIG = disentangled.DisentangledConfig(latent_dim=STYLE_DIM, adversary_hidden=(32, 32))
+SEMI_CONFIG = semi.SemiSupervisedConfig(latent_dim=STYLE_DIM, discriminator_hidden=(32, 32))
+
+
+def user_prior(key, n):
+    """A hand-written sampler, no ``Prior`` object: uniform on [-1, 1]^2."""
+    return jax.random.uniform(key, (n, 2), jnp.float32, -1.0, 1.0)
+
+
+# ------------------------------------------------------------------ helpers
+
+def _max_abs_diff(a, b) -> float:
+    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(leaves_a) == len(leaves_b)
+    return max(float(jnp.max(jnp.abs(jnp.asarray(x, jnp.float32) - jnp.asarray(y, jnp.float32))))
+               for x, y in zip(leaves_a, leaves_b))
+
+
+def _count(tree) -> int:
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float32)
+
+
+def _torch_discriminator(latent: int = 2, batch_norm: bool = True, seed: int = 0) -> tnn.Sequential:
+    """The lecture's discriminator; BatchNorm affine params and running stats randomised so the copy matters."""
+    torch.manual_seed(seed)
+    layers: list[tnn.Module] = []
+    for a, b in ((latent, 512), (512, 256)):
+        layers.append(tnn.Linear(a, b))
+        if batch_norm:
+            layers.append(tnn.BatchNorm1d(b))
+        layers.append(tnn.LeakyReLU(0.2))
+    net = tnn.Sequential(*layers, tnn.Linear(256, 1), tnn.Sigmoid())
+    with torch.no_grad():
+        for m in net:
+            if isinstance(m, tnn.BatchNorm1d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+    return net
+
+
+def _discriminator_to_flax(net: tnn.Sequential) -> tuple[dict, dict]:
+    """(params, batch_stats) of aejax's Discriminator: Dense kernel = weight.T, BatchNorm scale/bias, mean/var."""
+    params, stats, dense, bn = {}, {}, 0, 0
+    for m in net:
+        if isinstance(m, tnn.Linear):
+            params[f"Dense_{dense}"] = {"kernel": jnp.asarray(_np(m.weight).T), "bias": jnp.asarray(_np(m.bias))}
+            dense += 1
+        elif isinstance(m, tnn.BatchNorm1d):
+            params[f"BatchNorm_{bn}"] = {"scale": jnp.asarray(_np(m.weight)), "bias": jnp.asarray(_np(m.bias))}
+            stats[f"BatchNorm_{bn}"] = {"mean": jnp.asarray(_np(m.running_mean)), "var": jnp.asarray(_np(m.running_var))}
+            bn += 1
+    return params, stats
+
+
+def _batch_norms(net: tnn.Sequential) -> list[tnn.BatchNorm1d]:
+    return [m for m in net if isinstance(m, tnn.BatchNorm1d)]
+
+
+def _codes(n: int, seed: int = 0, shift: float = 1.0, scale: float = 2.0) -> np.ndarray:
+    return (np.random.default_rng(seed).normal(size=(n, 2)) * scale + shift).astype(np.float32)
+
+
+def _assert_phase_changed_only(before: train_lib.TrainState, after: train_lib.TrainState, phase: str,
+                               changed: tuple[str, ...]):
+    """``after`` (one phase run from ``before``) changed the params of ``changed`` only, and only its own opt state."""
+    assert set(after.params) == set(before.params)
+    for name in before.params:
+        if name in changed:
+            assert _max_abs_diff(before.params[name], after.params[name]) > 1e-5, name
+        else:
+            chex.assert_trees_all_equal(before.params[name], after.params[name])
+    for name in before.opt_states:
+        if name == phase:
+            assert _max_abs_diff(before.opt_states[name], after.opt_states[name]) > 0
+        else:
+            chex.assert_trees_all_equal(before.opt_states[name], after.opt_states[name])
+    assert int(after.step) == int(before.step) + 1
+
+
+@functools.cache
+def _phase_runner(model: train_lib.Model, start: int, stop: int):
+    """jit(apply_phases(model.phases[start:stop], state, batch)), compiled once per slice."""
+    return jax.jit(functools.partial(train_lib.apply_phases, model.phases[start:stop]))
+
+
+# ------------------------------------------------------------------ fixtures
+
+@pytest.fixture(scope="module")
+def aae_dataset(mnist):
+    test = mnist["test"]
+    return {"image": jnp.asarray(test.images[:B]), "label": jnp.asarray(test.labels[:B], jnp.int32)}
+
+
+@pytest.fixture(scope="module")
+def aae_batch(aae_dataset):
+    return data.gather_batch(aae_dataset, jnp.arange(B))
+
+
+@pytest.fixture(scope="module")
+def aae_setup():
+    model = aae.make_model(AAE_CONFIG, user_prior)
+    state = jax.jit(lambda key: train_lib.create_train_state(model, key))(jax.random.key(0))
+    encode = jax.jit(model.encode, static_argnames="train")
+    return model, state, encode
+
+
+@pytest.fixture(scope="module")
+def aae_runs(aae_setup, aae_batch, aae_dataset):
+    """Each phase alone from the initial state, phase 2 after phase 1, and one full compiled step."""
+    model, s0, encode = aae_setup
+    codes0 = encode(s0.params, s0.batch_stats, aae_batch["image"], train=True)
+    runs = {
+        "autoencoder": _phase_runner(model, 0, 1)(s0, aae_batch)[0],
+        "generator": _phase_runner(model, 1, 2)(s0, aae_batch)[0],
+        "discriminator": _phase_runner(model, 2, 3)(s0, {**aae_batch, "codes": codes0})[0],
+    }
+    runs["autoencoder+generator"] = _phase_runner(model, 1, 2)(runs["autoencoder"], aae_batch)[0]
+    step = train_lib.make_train_step(model.phases)
+    runs["full"], runs["full_metrics"] = step(jax.tree.map(jnp.copy, s0), aae_dataset, jnp.arange(B))
+    return runs
+
+
+@pytest.fixture(scope="module")
+def dis_setup():
+    model = disentangled.make_model(DIS_CONFIG)
+    state = jax.jit(lambda key: train_lib.create_train_state(model, key))(jax.random.key(1))
+    return model, state
+
+
+@pytest.fixture(scope="module")
+def semi_dataset(mnist):
+    train = mnist["train"]
+    small = data.Split(train.images[:1000], train.labels[:1000])
+    labelled = semi.balanced_subset(small.labels, 2, jax.random.key(0))
+    return semi.make_dataset(small, labelled)
+
+
+@pytest.fixture(scope="module")
+def semi_batch(semi_dataset):
+    return semi.gather(semi_dataset, jnp.arange(B))
+
+
+@pytest.fixture(scope="module")
+def semi_setup():
+    model = semi.make_model(SEMI_CONFIG)
+    state = jax.jit(lambda key: train_lib.create_train_state(model, key))(jax.random.key(2))
+    return model, state
+
+
+# ================================================================== Discriminator vs PyTorch
+
+@pytest.mark.parametrize("batch_norm, expected", [(True, 134_657), (False, 133_121)])
+def test_discriminator_parameter_count_matches_torch(batch_norm, expected):
+    net = _torch_discriminator(batch_norm=batch_norm)
+    assert sum(p.numel() for p in net.parameters()) == expected
+    variables = jax.eval_shape(lambda k: Discriminator(batch_norm=batch_norm).init(k, jnp.zeros((1, 2)), False),
+                               jax.random.key(0))
+    assert _count(variables["params"]) == expected
+    if batch_norm:
+        assert _count(variables["batch_stats"]) == 2 * (512 + 256)
+        flax_params, flax_stats = _discriminator_to_flax(net)
+        chex.assert_trees_all_equal_shapes(flax_params, variables["params"])
+        chex.assert_trees_all_equal_shapes(flax_stats, variables["batch_stats"])
+    else:
+        assert "batch_stats" not in variables or not variables["batch_stats"]
+        assert not any(name.startswith("BatchNorm") for name in variables["params"])
+
+
+def test_discriminator_matches_torch_in_train_and_eval_mode():
+    net = _torch_discriminator(seed=3)
+    params, stats = _discriminator_to_flax(net)
+    x = _codes(16, seed=1)
+    module = Discriminator()
+
+    net.train()
+    with torch.no_grad():
+        expected = _np(net(torch.from_numpy(x)))
+    logits, new_stats = apply_training(module, {"params": params, "batch_stats": stats}, jnp.asarray(x))
+    chex.assert_shape(logits, (16, 1))
+    np.testing.assert_allclose(jax.nn.sigmoid(logits), expected, atol=1e-5, rtol=1e-5)
+    for i, bn in enumerate(_batch_norms(net)):  # momentum 0.1, unbiased running variance
+        np.testing.assert_allclose(new_stats[f"BatchNorm_{i}"]["mean"], _np(bn.running_mean), atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(new_stats[f"BatchNorm_{i}"]["var"], _np(bn.running_var), atol=1e-5, rtol=1e-5)
+    # the update really moved the statistics (so the comparison above is not vacuous)
+    assert _max_abs_diff(new_stats, stats) > 1e-2
+
+    net.eval()
+    y = _codes(5, seed=2, shift=-0.5)
+    with torch.no_grad():
+        expected_eval = _np(net(torch.from_numpy(y)))
+    eval_logits = module.apply({"params": params, "batch_stats": new_stats}, jnp.asarray(y), False)
+    np.testing.assert_allclose(jax.nn.sigmoid(eval_logits), expected_eval, atol=1e-5, rtol=1e-5)
+    # eval mode: a row's verdict does not depend on its batch
+    alone = module.apply({"params": params, "batch_stats": new_stats}, jnp.asarray(y[:1]), False)
+    np.testing.assert_allclose(alone, eval_logits[:1], atol=1e-6)
+
+
+def test_discriminator_without_batch_norm_matches_torch():
+    net = _torch_discriminator(batch_norm=False, seed=4)
+    params, stats = _discriminator_to_flax(net)
+    assert stats == {}
+    x = _codes(6, seed=3)
+    with torch.no_grad():
+        expected = _np(net(torch.from_numpy(x)))
+    module = Discriminator(batch_norm=False)
+    logits, new_stats = apply_training(module, {"params": params}, jnp.asarray(x))
+    assert new_stats == {}
+    np.testing.assert_allclose(jax.nn.sigmoid(logits), expected, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(module.apply({"params": params}, jnp.asarray(x), False), logits, atol=1e-6)
+
+
+# ================================================================== shapes of every head
+
+def test_aae_encode_decode_shapes(aae_setup, aae_batch):
+    model, state, encode = aae_setup
+    for train in (False, True):
+        z = encode(state.params, state.batch_stats, aae_batch["image"], train=train)
+        chex.assert_shape(z, (B, AAE_CONFIG.latent_dim))
+        chex.assert_type(z, jnp.float32)
+    logits = jax.jit(model.decode)(state.params, state.batch_stats, z)
+    chex.assert_shape(logits, (B, 28, 28, 1))
+    chex.assert_type(logits, jnp.float32)
+    chex.assert_tree_all_finite(logits)
+    assert set(state.params) == {"encoder", "decoder", "discriminator"}
+    assert set(state.opt_states) == {"autoencoder", "generator", "discriminator"}
+
+
+@pytest.mark.parametrize("variant", ["disentangled", "semi_supervised"])
+def test_label_head_models_shapes_and_decoding_by_labels_or_probabilities(variant, request, aae_batch):
+    model, state = request.getfixturevalue("dis_setup" if variant == "disentangled" else "semi_setup")
+    params, stats, images = state.params, state.batch_stats, aae_batch["image"]
+    chex.assert_shape(params["encoder"]["Dense_0"]["kernel"], (2048, NUM_CLASSES + STYLE_DIM))
+    chex.assert_shape(params["decoder"]["Dense_0"]["kernel"], (STYLE_DIM + NUM_CLASSES, 512))
+    style = jax.jit(model.encode)(params, stats, images)
+    chex.assert_shape(style, (B, STYLE_DIM))
+    label_logits = jax.jit(model.classify)(params, stats, images)
+    chex.assert_shape(label_logits, (B, NUM_CLASSES))
+    chex.assert_type([style, label_logits], jnp.float32)
+    assert not np.allclose(label_logits[:, :STYLE_DIM], style)  # two different slices of the encoder output
+
+    decode = jax.jit(model.decode)
+    labels = jnp.asarray([0, 3, 7, 9], jnp.int32)
+    by_labels = decode(params, stats, style, labels)
+    by_probs = decode(params, stats, style, jax.nn.softmax(label_logits))
+    by_one_hot = decode(params, stats, style, jax.nn.one_hot(labels, NUM_CLASSES))
+    chex.assert_shape([by_labels, by_probs, by_one_hot], (B, 28, 28, 1))
+    chex.assert_type([by_labels, by_probs, by_one_hot], jnp.float32)
+    np.testing.assert_allclose(by_one_hot, by_labels, atol=1e-6)
+    other = decode(params, stats, style, (labels + 1) % NUM_CLASSES)
+    assert _max_abs_diff(other, by_labels) > 1e-6  # the labels reach the decoder
+
+
+# ================================================================== each phase updates only its modules
+
+def test_aae_autoencoder_phase_updates_encoder_and_decoder_only(aae_setup, aae_runs):
+    s0 = aae_setup[1]
+    _assert_phase_changed_only(s0, aae_runs["autoencoder"], "autoencoder", ("encoder", "decoder"))
+    chex.assert_trees_all_equal(s0.batch_stats["discriminator"], aae_runs["autoencoder"].batch_stats["discriminator"])
+
+
+def test_aae_generator_phase_updates_encoder_only(aae_setup, aae_runs):
+    _assert_phase_changed_only(aae_setup[1], aae_runs["generator"], "generator", ("encoder",))
+
+
+def test_aae_discriminator_phase_updates_discriminator_only(aae_setup, aae_runs):
+    s0, after = aae_setup[1], aae_runs["discriminator"]
+    _assert_phase_changed_only(s0, after, "discriminator", ("discriminator",))
+    for name in ("encoder", "decoder"):
+        chex.assert_trees_all_equal(s0.batch_stats[name], after.batch_stats[name])
+    assert _max_abs_diff(s0.batch_stats["discriminator"], after.batch_stats["discriminator"]) > 0
+
+
+def test_disentangled_confusion_phase_updates_encoder_only(dis_setup, aae_batch):
+    model, s0 = dis_setup
+    batch = {**aae_batch, "label": jnp.asarray([0, 3, 7, 9], jnp.int32)}
+    after, metrics = _phase_runner(model, 1, 2)(s0, batch)
+    _assert_phase_changed_only(s0, after, "confusion", ("encoder",))
+    assert float(metrics["loss"]) >= DIS_CONFIG.confusion_weight * math.log(NUM_CLASSES) - 1e-6
+
+
+def test_disentangled_label_adversary_phase_updates_adversary_only(dis_setup, aae_batch):
+    model, s0 = dis_setup
+    labels = jnp.asarray([0, 3, 7, 9], jnp.int32)
+    style = jnp.asarray(np.random.default_rng(0).normal(size=(B, STYLE_DIM)), jnp.float32)
+    after, metrics = _phase_runner(model, 2, 3)(s0, {**aae_batch, "label": labels, "style": style})
+    _assert_phase_changed_only(s0, after, "label_adversary", ("label_adversary",))
+    chex.assert_trees_all_equal(s0.batch_stats, after.batch_stats)
+    # its loss is the adversary's cross-entropy on the given style codes
+    adversary = disentangled.make_modules(DIS_CONFIG)[2]
+    predicted = adversary.apply({"params": s0.params["label_adversary"]}, style)
+    expected = optax.softmax_cross_entropy_with_integer_labels(predicted, labels).mean()
+    np.testing.assert_allclose(float(metrics["loss"]), float(expected), rtol=1e-5)
+
+
+def test_semi_supervised_discriminators_phase_updates_both_discriminators_only(semi_setup, semi_batch):
+    model, s0 = semi_setup
+    after, metrics = _phase_runner(model, 1, 2)(s0, semi_batch)
+    _assert_phase_changed_only(s0, after, "discriminators", ("label_discriminator", "style_discriminator"))
+    np.testing.assert_allclose(float(metrics["loss"]), float(metrics["label_loss"] + metrics["style_loss"]), rtol=1e-6)
+
+
+def test_semi_supervised_generator_phase_updates_encoder_only(semi_setup, semi_batch):
+    model, s0 = semi_setup
+    after, _ = _phase_runner(model, 2, 3)(s0, semi_batch)
+    _assert_phase_changed_only(s0, after, "generator", ("encoder",))
+
+
+def test_semi_supervised_supervised_phase_updates_encoder_only(semi_setup, semi_batch):
+    model, s0 = semi_setup
+    assert model.phases[3].name == "supervised"
+    after, metrics = _phase_runner(model, 3, 4)(s0, semi_batch)
+    _assert_phase_changed_only(s0, after, "supervised", ("encoder",))
+    # its loss reads the labelled images and labels, in train mode
+    logits = jax.jit(model.classify, static_argnames="train")(s0.params, s0.batch_stats, semi_batch["labelled_image"],
+                                                              train=True)
+    expected = optax.softmax_cross_entropy_with_integer_labels(logits, semi_batch["labelled_label"]).mean()
+    np.testing.assert_allclose(float(metrics["loss"]), float(expected), rtol=1e-5)
+
+
+def test_semi_supervised_phases_with_and_without_labels():
+    with_labels = semi.make_model(SEMI_CONFIG)
+    without = semi.make_model(semi.SemiSupervisedConfig(latent_dim=STYLE_DIM, discriminator_hidden=(32, 32),
+                                                        semi_supervised=False))
+    assert [p.name for p in with_labels.phases] == ["autoencoder", "discriminators", "generator", "supervised"]
+    assert [p.name for p in without.phases] == ["autoencoder", "discriminators", "generator"]
+    assert [p.trainable for p in without.phases] == [("encoder", "decoder"),
+                                                     ("label_discriminator", "style_discriminator"), ("encoder",)]
+
+
+# ================================================================== the carry: the discriminator judges phase-2 codes
+
+def test_full_aae_step_discriminator_judges_codes_from_before_the_generator_update(aae_setup, aae_runs, aae_batch):
+    model, s0, encode = aae_setup
+    after_ae, after_gen, full = aae_runs["autoencoder"], aae_runs["autoencoder+generator"], aae_runs["full"]
+    # the full step runs autoencoder then generator: the same encoder/decoder as the two phases run by hand
+    chex.assert_trees_all_close(full.params["encoder"], after_gen.params["encoder"], atol=1e-6)
+    chex.assert_trees_all_close(full.params["decoder"], after_gen.params["decoder"], atol=1e-6)
+
+    codes_before = encode(after_ae.params, after_ae.batch_stats, aae_batch["image"], train=True)
+    codes_after = encode(after_gen.params, after_gen.batch_stats, aae_batch["image"], train=True)
+    assert _max_abs_diff(codes_before, codes_after) > 1e-4
+    phase = model.phases[2]
+    key = jax.random.fold_in(jax.random.split(s0.key)[1], 2)  # apply_phases' key for phase index 2
+
+    @jax.jit
+    def by_hand(codes):
+        def loss(sub):
+            return phase.loss_fn({**after_gen.params, **sub}, after_gen.batch_stats,
+                                 {**aae_batch, "codes": codes}, key, s0.step)
+        trainable = {"discriminator": after_gen.params["discriminator"]}
+        (value, (stats, _)), grads = jax.value_and_grad(loss, has_aux=True)(trainable)
+        updates, _ = phase.optimizer.update(grads, s0.opt_states["discriminator"], trainable)
+        return value, stats["discriminator"], optax.apply_updates(trainable, updates)["discriminator"]
+
+    loss_before, stats_before, params_before = by_hand(codes_before)
+    loss_after, stats_after, _ = by_hand(codes_after)
+    metrics = aae_runs["full_metrics"]
+    np.testing.assert_allclose(float(metrics["discriminator/loss"]), float(loss_before), rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(full.batch_stats["discriminator"], stats_before, atol=1e-5, rtol=1e-5)
+    chex.assert_trees_all_close(full.params["discriminator"], params_before, atol=1e-6)
+    # codes of the updated encoder would have given another loss and other running statistics
+    assert abs(float(loss_after) - float(loss_before)) > 1e-5
+    assert _max_abs_diff(stats_after, stats_before) > 1e-5
+    assert _max_abs_diff(full.batch_stats["discriminator"], stats_after) > 1e-5
+
+
+def test_apply_phases_carry_joins_later_batches_without_gradient():
+    """A hand-made two-phase model: phase 1 carries its output h, phase 2 reads batch["h"]."""
+    first_layer, second_layer = nn.Dense(3), nn.Dense(1)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 2)), jnp.float32)
+
+    def init(key):
+        k1, k2 = jax.random.split(key)
+        return ({"a": first_layer.init(k1, x)["params"], "b": second_layer.init(k2, jnp.zeros((1, 3)))["params"]}, {})
+
+    def first_loss(params, batch_stats, batch, key, step):
+        assert "h" not in batch  # the carry reaches later phases only
+        h = first_layer.apply({"params": params["a"]}, batch["x"])
+        return jnp.mean(h ** 2), (batch_stats, {}, {"h": h})
+
+    def second_loss(params, batch_stats, batch, key, step):
+        return jnp.sum(second_layer.apply({"params": params["b"]}, batch["h"])), (batch_stats, {"seen_h": batch["h"]})
+
+    phases = (train_lib.Phase("first", first_loss, optax.sgd(0.1), ("a",)),
+              train_lib.Phase("second", second_loss, optax.sgd(0.1), ("a", "b")))
+    model = train_lib.Model(init=init, phases=phases, encode=None, decode=None)
+    state = train_lib.create_train_state(model, jax.random.key(0))
+    new_state, metrics = train_lib.apply_phases(phases, state, {"x": x})
+
+    a0 = state.params["a"]
+    expected_h = x @ a0["kernel"] + a0["bias"]  # phase 1's output, before its update
+    np.testing.assert_allclose(metrics["second/seen_h"], expected_h, rtol=1e-6, atol=1e-6)
+    assert "second/h" not in metrics and "first/h" not in metrics
+    a1 = new_state.params["a"]
+    assert _max_abs_diff(a1, a0) > 1e-3  # phase 1 trained "a" ...
+    assert not np.allclose(metrics["second/seen_h"], x @ a1["kernel"] + a1["bias"])  # ... after computing h
+    # phase 2's gradient for "a" is zero: the SGD step of phase 2 left "a" as phase 1 made it
+    only_first, _ = train_lib.apply_phases(phases[:1], state, {"x": x})
+    chex.assert_trees_all_close(new_state.params["a"], only_first.params["a"], atol=1e-7)
+
+    def second_loss_of_a(a):
+        return train_lib.apply_phases(phases, state.replace(params={**state.params, "a": a}), {"x": x})[1]["second/loss"]
+
+    chex.assert_trees_all_equal(jax.grad(second_loss_of_a)(a0), jax.tree.map(jnp.zeros_like, a0))
+    # without the stop-gradient, the same loss would depend on "a"
+    direct = jax.grad(lambda a: jnp.sum(second_layer.apply({"params": state.params["b"]},
+                                                            first_layer.apply({"params": a}, x))))(a0)
+    assert _max_abs_diff(direct, jax.tree.map(jnp.zeros_like, a0)) > 1e-3
+
+
+# ================================================================== a user-written prior; config; prior_match
+
+def test_aae_trains_a_step_with_a_user_written_sampler(aae_setup, aae_runs, aae_batch):
+    model, s0, _ = aae_setup
+    full, metrics = aae_runs["full"], aae_runs["full_metrics"]
+    expected_keys = {"autoencoder/loss", "autoencoder/bce", "generator/loss", "generator/codes_called_prior",
+                     "discriminator/loss", "discriminator/balanced_accuracy"}
+    assert set(metrics) == expected_keys
+    chex.assert_tree_all_finite(metrics)
+    assert 0.0 <= float(metrics["discriminator/balanced_accuracy"]) <= 1.0
+    assert int(full.step) == 1
+    for name in ("encoder", "decoder", "discriminator"):
+        assert _max_abs_diff(full.params[name], s0.params[name]) > 1e-5
+    for name in full.opt_states:
+        assert _max_abs_diff(full.opt_states[name], s0.opt_states[name]) > 0
+    assert not np.array_equal(jax.random.key_data(full.key), jax.random.key_data(s0.key))
+    # the discriminator phase draws from this sampler: another prior gives another loss for the same codes
+    codes = jnp.asarray(_codes(B))
+    key = jax.random.key(9)
+    mine = model.phases[2].loss_fn(s0.params, s0.batch_stats, {"codes": codes}, key, 0)[0]
+    other_model = aae.make_model(AAE_CONFIG, priors.standard_normal(2))
+    other = other_model.phases[2].loss_fn(s0.params, s0.batch_stats, {"codes": codes}, key, 0)[0]
+    assert abs(float(mine) - float(other)) > 1e-4
+
+
+@pytest.mark.parametrize("sampler", [
+    lambda key, n: jnp.zeros((n, 3)),
+    lambda key, n: jnp.zeros((n,)),
+    lambda key, n: jnp.zeros((5, 2)),
+])
+def test_make_model_rejects_a_sampler_of_the_wrong_shape(sampler):
+    with pytest.raises(ValueError, match="prior"):
+        aae.make_model(AAE_CONFIG, sampler)
+
+
+def test_make_model_checks_the_prior_dimension_against_latent_dim():
+    aae.make_model(aae.AAEConfig(latent_dim=3), priors.standard_normal(3))  # accepted
+    with pytest.raises(ValueError):
+        aae.make_model(aae.AAEConfig(latent_dim=3), priors.uniform_box())
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"discriminator_norm": "layer"}, {"discriminator_norm": "batch"}, {"latent_dim": 0},
+    {"prior_samples_per_code": 0}, {"learning_rate": 0.0}, {"generator_weight": -1.0},
+])
+def test_aae_config_rejects_bad_values(kwargs):
+    with pytest.raises(ValueError):
+        aae.AAEConfig(**kwargs)
+    assert set(aae.DISCRIMINATOR_NORMS) == {"batch_separate", "batch_joint", "none"}
+
+
+def test_prior_match_counts_support_and_discriminator_verdicts():
+    net = _torch_discriminator(seed=5)
+    with torch.no_grad():  # sharpen the verdicts so that both classes get some answers right and some wrong
+        net[-2].weight.mul_(20.0)
+    params, stats = _discriminator_to_flax(net)
+    net.eval()
+    prior = priors.uniform_box(-1.0, 1.0)
+    codes = np.asarray([[0, 0], [0.5, -0.5], [1.5, 0], [0, -3], [0.9, 0.9], [2, 2], [-0.99, 0.2], [5, 5],
+                        [-1, 1], [1.01, 0]], np.float32)
+    inside = np.all((codes >= -1) & (codes <= 1), axis=1)
+    assert inside.sum() == 5
+    key = jax.random.key(3)
+    result = aae.prior_match(AAE_CONFIG, {"discriminator": params}, {"discriminator": stats}, codes, prior, key)
+    assert result["prior"] == prior.name
+    assert result["inside_support"] == pytest.approx(inside.mean())
+
+    samples = np.asarray(prior(key, len(codes)))
+    with torch.no_grad():
+        p_codes = _np(net(torch.from_numpy(codes)))[:, 0]
+        p_prior = _np(net(torch.from_numpy(samples)))[:, 0]
+    assert np.min(np.abs(np.concatenate([p_codes, p_prior]) - 0.5)) > 1e-4  # no verdict on the fence
+    codes_right, prior_right = np.mean(p_codes < 0.5), np.mean(p_prior > 0.5)
+    assert result["codes_called_codes"] == pytest.approx(codes_right)
+    assert result["prior_called_prior"] == pytest.approx(prior_right)
+    assert 0.0 <= result["discriminator_accuracy"] <= 1.0
+    assert result["discriminator_accuracy"] == pytest.approx(0.5 * (codes_right + prior_right))
+    np.testing.assert_allclose(result["code_min"], codes.min(0))
+    np.testing.assert_allclose(result["code_max"], codes.max(0))
+    with pytest.raises(ValueError, match="codes must have shape"):
+        aae.prior_match(AAE_CONFIG, {"discriminator": params}, {"discriminator": stats}, codes[:, :1], prior, key)
+
+
+# ================================================================== discriminator_norm options
+
+@pytest.mark.parametrize("norm", ["batch_separate", "batch_joint"])
+def test_discriminator_phase_batch_statistics_follow_the_norm_option(norm):
+    per_code = 3
+    model = aae.make_model(aae.AAEConfig(discriminator_norm=norm, prior_samples_per_code=per_code), user_prior)
+    net = _torch_discriminator(seed=6)
+    params, stats = _discriminator_to_flax(net)
+    codes = _codes(B, seed=4, shift=1.5)
+    key = jax.random.key(11)
+    samples = np.asarray(user_prior(key, B * per_code))
+
+    loss, (new_stats, metrics) = jax.jit(model.phases[2].loss_fn)(
+        {"discriminator": params}, {"discriminator": stats}, {"codes": jnp.asarray(codes)}, key, 0)
+    net.train()
+    with torch.no_grad():
+        if norm == "batch_separate":  # two train-mode calls: codes, then prior samples
+            out = torch.cat([net(torch.from_numpy(codes)), net(torch.from_numpy(samples))])
+        else:  # one call on the concatenation
+            out = net(torch.from_numpy(np.concatenate([codes, samples])))
+    targets = torch.cat([torch.zeros(B, 1), torch.ones(B * per_code, 1)])
+    expected_loss = float(torch.nn.functional.binary_cross_entropy(out, targets))
+    np.testing.assert_allclose(float(loss), expected_loss, rtol=1e-5)
+    for i, bn in enumerate(_batch_norms(net)):
+        np.testing.assert_allclose(new_stats["discriminator"][f"BatchNorm_{i}"]["mean"], _np(bn.running_mean),
+                                   atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(new_stats["discriminator"][f"BatchNorm_{i}"]["var"], _np(bn.running_var),
+                                   atol=1e-5, rtol=1e-4)
+    # the first BatchNorm's running mean by hand: one PyTorch update per call
+    w, b = np.asarray(params["Dense_0"]["kernel"], np.float64), np.asarray(params["Dense_0"]["bias"], np.float64)
+    m0 = np.asarray(stats["BatchNorm_0"]["mean"], np.float64)
+    mean_codes, mean_prior = (codes @ w + b).mean(0), (samples @ w + b).mean(0)
+    mean_both = (np.concatenate([codes, samples]) @ w + b).mean(0)
+    separate = 0.9 * (0.9 * m0 + 0.1 * mean_codes) + 0.1 * mean_prior
+    joint = 0.9 * m0 + 0.1 * mean_both
+    expected, wrong = (separate, joint) if norm == "batch_separate" else (joint, separate)
+    got = np.asarray(new_stats["discriminator"]["BatchNorm_0"]["mean"])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert np.max(np.abs(got - wrong)) > 1e-3
+    p = _np(out)[:, 0]
+    np.testing.assert_allclose(float(metrics["balanced_accuracy"]),
+                               0.5 * (np.mean(p[:B] < 0.5) + np.mean(p[B:] > 0.5)), atol=1e-6)
+
+
+def test_discriminator_norm_none_has_no_batch_statistics():
+    model = aae.make_model(aae.AAEConfig(discriminator_norm="none"), user_prior)
+    params, stats = jax.eval_shape(model.init, jax.random.key(0))
+    assert stats["discriminator"] == {}
+    assert _count(params["discriminator"]) == 133_121
+    faithful_stats = jax.eval_shape(aae.make_model(AAE_CONFIG, user_prior).init, jax.random.key(0))[1]
+    assert _count(faithful_stats["discriminator"]) == 2 * (512 + 256)
+
+    net = _torch_discriminator(batch_norm=False, seed=7)
+    disc_params, _ = _discriminator_to_flax(net)
+    codes, key = _codes(B, seed=5), jax.random.key(12)
+    samples = np.asarray(user_prior(key, B * AAE_CONFIG.prior_samples_per_code))
+    loss, (new_stats, _) = model.phases[2].loss_fn({"discriminator": disc_params}, {"discriminator": {}},
+                                                   {"codes": jnp.asarray(codes)}, key, 0)
+    assert new_stats["discriminator"] == {}
+    with torch.no_grad():
+        out = net(torch.from_numpy(np.concatenate([codes, samples])))
+    targets = torch.cat([torch.zeros(B, 1), torch.ones(len(samples), 1)])
+    np.testing.assert_allclose(float(loss), float(torch.nn.functional.binary_cross_entropy(out, targets)), rtol=1e-5)
+
+
+# ================================================================== priors
+
+N_SAMPLES = 100_000
+
+
+def test_uniform_box_range_and_moments():
+    prior = priors.uniform_box()
+    z = np.asarray(prior(jax.random.key(0), N_SAMPLES), np.float64)
+    chex.assert_shape(z, (N_SAMPLES, 2))
+    assert z.min() >= -2.5 and z.max() <= 2.5
+    assert z.min() < -2.49 and z.max() > 2.49
+    std = 5.0 / math.sqrt(12)
+    np.testing.assert_array_less(np.abs(z.mean(0)), 5 * std / math.sqrt(N_SAMPLES))
+    np.testing.assert_allclose(z.var(0), 25.0 / 12.0, rtol=0.02)
+    assert bool(jnp.all(prior.contains(jnp.asarray(z))))
+    shifted = priors.uniform_box(1.0, 3.0, dim=3)
+    w = np.asarray(shifted(jax.random.key(1), N_SAMPLES))
+    chex.assert_shape(w, (N_SAMPLES, 3))
+    assert w.min() >= 1.0 and w.max() <= 3.0
+    np.testing.assert_allclose(w.mean(0), 2.0, atol=0.01)
+    np.testing.assert_allclose(w.var(0), 4.0 / 12.0, rtol=0.02)
+    outside = jnp.asarray([[0.99, 2.0, 2.0], [2.0, 3.01, 2.0], [2.0, 2.0, 2.0]])
+    np.testing.assert_array_equal(shifted.contains(outside), [False, False, True])
+
+
+def _box_membership(z: np.ndarray) -> np.ndarray:
+    """(N, 10) bool: z in LECTURE_BOXES[j]."""
+    boxes = np.asarray(priors.LECTURE_BOXES)
+    x, y = z[:, None, 0], z[:, None, 1]
+    return (x >= boxes[:, 0]) & (x <= boxes[:, 1]) & (y >= boxes[:, 2]) & (y <= boxes[:, 3])
+
+
+def test_uniform_boxes_samples_each_box_equally():
+    assert len(priors.LECTURE_BOXES) == 10
+    prior = priors.uniform_boxes()
+    n = 10_000
+    z = np.asarray(prior(jax.random.key(0), n))
+    chex.assert_shape(z, (n, 2))
+    member = _box_membership(z)
+    np.testing.assert_array_equal(member.sum(1), 1)  # every sample in exactly one box
+    np.testing.assert_array_equal(member.sum(0), n // 10)
+    np.testing.assert_array_equal(member.argmax(1), np.arange(n) % 10)
+    assert bool(jnp.all(prior.contains(jnp.asarray(z))))
+    # uniform inside a box: the samples of box 0 have its centre as mean
+    x0, x1, y0, y1 = priors.LECTURE_BOXES[0]
+    np.testing.assert_allclose(z[::10].mean(0), [(x0 + x1) / 2, (y0 + y1) / 2], atol=0.02)
+
+
+def test_uniform_boxes_contains():
+    prior = priors.uniform_boxes()
+    centres = jnp.asarray([[(b[0] + b[1]) / 2, (b[2] + b[3]) / 2] for b in priors.LECTURE_BOXES])
+    assert bool(jnp.all(prior.contains(centres)))
+    outside = jnp.asarray([[2.0, 2.0], [-0.6, -0.6], [0.0, -1.0], [0.4, 0.0], [-0.1, -2.4], [-3.0, 0.0]])
+    assert not bool(jnp.any(prior.contains(outside)))
+    assert bool(prior.contains(jnp.asarray([[0.0, 0.0]]))[0])  # (0, 0) is inside (-0.5, 0.3)^2
+    np.testing.assert_array_equal(prior.contains(outside), _box_membership(np.asarray(outside)).any(1))
+
+
+def test_uniform_boxes_unequal_n_gives_at_most_one_extra_per_box():
+    z = np.asarray(priors.uniform_boxes()(jax.random.key(1), 23))
+    counts = _box_membership(z).sum(0)
+    np.testing.assert_array_equal(counts, [3, 3, 3] + [2] * 7)
+
+
+def test_standard_normal_moments_and_support():
+    prior = priors.standard_normal(3)
+    z = np.asarray(prior(jax.random.key(0), N_SAMPLES), np.float64)
+    chex.assert_shape(z, (N_SAMPLES, 3))
+    np.testing.assert_array_less(np.abs(z.mean(0)), 5 / math.sqrt(N_SAMPLES))
+    np.testing.assert_allclose(z.var(0), 1.0, rtol=0.02)
+    inside = float(jnp.mean(prior.contains(jnp.asarray(z, jnp.float32))))
+    assert abs(inside - 0.99) < 0.002
+    chi2_99 = 11.344866730144373  # scipy.stats.chi2.ppf(0.99, 3)
+    np.testing.assert_array_equal(prior.contains(jnp.asarray([[0.0, 0.0, 0.0], [3.36, 0.0, 0.0], [3.38, 0.0, 0.0]])),
+                                  [True, 3.36 ** 2 <= chi2_99, 3.38 ** 2 <= chi2_99])
+
+
+def test_gaussian_mixture_component_means_on_the_circle():
+    k, radius, std = 10, 4.0, 0.5
+    prior = priors.gaussian_mixture(k, radius, std)
+    z = np.asarray(prior(jax.random.key(0), N_SAMPLES), np.float64)
+    chex.assert_shape(z, (N_SAMPLES, 2))
+    which = np.arange(N_SAMPLES) % k
+    angles = 2 * math.pi * np.arange(k) / k
+    expected_means = radius * np.stack([np.cos(angles), np.sin(angles)], 1)
+    means = np.stack([z[which == c].mean(0) for c in range(k)])
+    np.testing.assert_allclose(means, expected_means, atol=0.025)
+    np.testing.assert_allclose(np.linalg.norm(means, axis=1), radius, atol=0.025)
+    stds = np.stack([z[which == c].std(0) for c in range(k)])
+    np.testing.assert_allclose(stds, std, rtol=0.03)
+    inside = float(jnp.mean(prior.contains(jnp.asarray(z, jnp.float32))))
+    assert 0.985 < inside < 0.999
+    checks = prior.contains(jnp.asarray(np.concatenate([expected_means, [[0.0, 0.0], [8.0, 0.0]]]), jnp.float32))
+    np.testing.assert_array_equal(checks, [True] * k + [False, False])
+
+
+def test_categorical_one_hot_and_uniform():
+    prior = priors.categorical(NUM_CLASSES)
+    y = np.asarray(prior(jax.random.key(0), N_SAMPLES))
+    chex.assert_shape(y, (N_SAMPLES, NUM_CLASSES))
+    assert y.dtype == np.float32
+    assert set(np.unique(y)) == {0.0, 1.0}
+    np.testing.assert_array_equal(y.sum(1), 1.0)
+    np.testing.assert_allclose(y.mean(0), 0.1, atol=0.005)
+    assert bool(jnp.all(prior.contains(jnp.asarray(y[:100]))))
+    assert not bool(jnp.any(prior.contains(jnp.full((3, NUM_CLASSES), 0.1))))
+
+
+@pytest.mark.parametrize("make", [priors.uniform_box, priors.uniform_boxes, priors.standard_normal,
+                                  priors.gaussian_mixture, priors.categorical])
+def test_priors_same_key_same_samples_other_key_differs(make):
+    prior = make()
+    a, b, c = prior(jax.random.key(4), 64), prior(jax.random.key(4), 64), prior(jax.random.key(5), 64)
+    chex.assert_shape(a, (64, prior.dim))
+    chex.assert_type(a, jnp.float32)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_priors_registry_builds_2d_priors():
+    for name, make in priors.PRIORS.items():
+        prior = make()
+        assert prior.dim == 2, name
+        chex.assert_shape(prior(jax.random.key(0), 7), (7, 2))
+
+
+@pytest.mark.parametrize("build", [
+    lambda: priors.uniform_box(1.0, 1.0), lambda: priors.uniform_box(2.0, 1.0), lambda: priors.uniform_box(dim=0),
+    lambda: priors.uniform_boxes([(0.0, 1.0, 1.0, 0.0)]), lambda: priors.uniform_boxes([(1.0, 0.0, 0.0, 1.0)]),
+    lambda: priors.uniform_boxes([(0.0, 1.0, 0.0)]),
+    lambda: priors.gaussian_mixture(0), lambda: priors.gaussian_mixture(radius=-1.0), lambda: priors.gaussian_mixture(std=0.0),
+])
+def test_priors_reject_bad_arguments(build):
+    with pytest.raises(ValueError):
+        build()
+
+
+@pytest.mark.parametrize("prior, bad_shape", [
+    (priors.uniform_box(), (5, 3)), (priors.uniform_box(), (5,)), (priors.uniform_boxes(), (4, 3)),
+    (priors.standard_normal(3), (4, 2)), (priors.gaussian_mixture(), (2, 2, 2)), (priors.categorical(10), (4, 9)),
+])
+def test_contains_rejects_wrong_shaped_codes(prior, bad_shape):
+    with pytest.raises(ValueError, match="codes must have shape"):
+        prior.contains(jnp.zeros(bad_shape))
+
+
+# ================================================================== semi_supervised data helpers
+
+def test_balanced_subset_per_class_no_duplicates_deterministic(mnist):
+    labels = mnist["train"].labels
+    chosen = semi.balanced_subset(labels, 5, jax.random.key(0))
+    chex.assert_shape(chosen, (50,))
+    assert len(np.unique(chosen)) == 50
+    np.testing.assert_array_equal(chosen, np.sort(chosen))
+    np.testing.assert_array_equal(np.bincount(labels[chosen], minlength=10), 5)
+    np.testing.assert_array_equal(semi.balanced_subset(labels, 5, jax.random.key(0)), chosen)
+    assert not np.array_equal(semi.balanced_subset(labels, 5, jax.random.key(1)), chosen)
+
+
+def test_balanced_subset_rejects_small_classes_and_bad_per_class():
+    labels = np.asarray([0, 0, 0, 0, 1, 1, 2, 2, 2])
+    chosen = semi.balanced_subset(labels, 2, jax.random.key(0), num_classes=3)
+    np.testing.assert_array_equal(np.bincount(labels[chosen]), [2, 2, 2])
+    with pytest.raises(ValueError, match="class 1"):
+        semi.balanced_subset(labels, 3, jax.random.key(0), num_classes=3)
+    with pytest.raises(ValueError, match="per_class"):
+        semi.balanced_subset(labels, 0, jax.random.key(0), num_classes=3)
+
+
+def test_make_dataset_hides_labels_and_keeps_the_labelled_subset(mnist):
+    split = data.Split(mnist["train"].images[:20], mnist["train"].labels[:20])
+    labelled = np.asarray([2, 5, 11])
+    dataset = semi.make_dataset(split, labelled)
+    assert set(dataset) == {"image", "label", "labelled_image", "labelled_label"}
+    np.testing.assert_array_equal(dataset["image"], split.images)
+    np.testing.assert_array_equal(dataset["label"], -1)
+    chex.assert_type(dataset["label"], jnp.int32)
+    np.testing.assert_array_equal(dataset["labelled_image"], split.images[labelled])
+    np.testing.assert_array_equal(dataset["labelled_label"], split.labels[labelled])
+    chex.assert_type(dataset["labelled_label"], jnp.int32)
+    assert set(semi.make_dataset(split, None)) == {"image", "label"}
+    for bad in (np.asarray([], np.int64), np.asarray([[1, 2]])):
+        with pytest.raises(ValueError, match="labelled"):
+            semi.make_dataset(split, bad)
+
+
+def test_gather_draws_labelled_images_from_the_subset(mnist):
+    split = data.Split(mnist["train"].images[:20], mnist["train"].labels[:20])
+    labelled = np.asarray([2, 5, 11])
+    dataset = semi.make_dataset(split, labelled)
+    indices = jnp.asarray([0, 4, 7, 19])
+    batch = semi.gather(dataset, indices)
+    assert set(batch) == {"image", "label", "labelled_image", "labelled_label"}
+    chex.assert_shape([batch["image"], batch["labelled_image"]], (4, 28, 28, 1))
+    chex.assert_type([batch["image"], batch["labelled_image"]], jnp.float32)
+    chex.assert_shape(batch["labelled_label"], (4,))
+    np.testing.assert_array_equal(batch["label"], -1)
+    np.testing.assert_allclose(batch["image"], data.to_float_nhwc(split.images[np.asarray(indices)]))
+    pick = np.asarray(indices) % 3  # [0, 1, 1, 1]
+    np.testing.assert_array_equal(batch["labelled_label"], split.labels[labelled][pick])
+    np.testing.assert_allclose(batch["labelled_image"], data.to_float_nhwc(split.images[labelled][pick]))
+    assert set(semi.gather(semi.make_dataset(split, None), indices)) == {"image", "label"}
+
+
+def test_clustering_error_on_hand_made_arrays():
+    error, assignment = semi.clustering_error(np.asarray([0, 0, 1, 1, 2]), np.asarray([3, 3, 4, 5, 5]))
+    assert error == pytest.approx(0.2)
+    assert assignment == {0: 3, 1: 4, 2: 5}
+    perfect, relabel = semi.clustering_error(np.asarray([2, 2, 0, 1, 1, 0]), np.asarray([7, 7, 1, 4, 4, 1]))
+    assert perfect == 0.0 and relabel == {0: 1, 1: 4, 2: 7}
+    merged, _ = semi.clustering_error(np.zeros(6, int), np.asarray([1, 1, 1, 2, 2, 3]))
+    assert merged == pytest.approx(0.5)
+    for clusters, labels in ((np.zeros(3, int), np.zeros(4, int)), (np.zeros(0, int), np.zeros(0, int)),
+                             (np.zeros((2, 2), int), np.zeros((2, 2), int))):
+        with pytest.raises(ValueError):
+            semi.clustering_error(clusters, labels)
+
+
+# ================================================================== disentangled helpers, label conditioning
+
+def test_uniform_cross_entropy_is_log_c_at_equal_logits_and_larger_otherwise():
+    c = 7
+    equal = disentangled.uniform_cross_entropy(jnp.full((3, c), 2.5))
+    chex.assert_shape(equal, (3,))
+    np.testing.assert_allclose(equal, math.log(c), rtol=1e-6)
+    logits = jnp.asarray(np.random.default_rng(0).normal(size=(5, c)) * 2, jnp.float32)
+    got = disentangled.uniform_cross_entropy(logits)
+    assert np.all(np.asarray(got) > math.log(c) + 1e-3)
+    expected = -np.mean(np.asarray(jax.nn.log_softmax(logits)), axis=-1)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_split_label_style_shapes_and_errors():
+    out = jnp.arange(3 * 14, dtype=jnp.float32).reshape(3, 14)
+    labels, style = disentangled.split_label_style(out, 10)
+    chex.assert_shape(labels, (3, 10))
+    chex.assert_shape(style, (3, 4))
+    np.testing.assert_array_equal(jnp.concatenate([labels, style], 1), out)
+    for bad in (jnp.zeros((3, 10)), jnp.zeros((3, 9)), jnp.zeros((14,)), jnp.zeros((2, 3, 14))):
+        with pytest.raises(ValueError, match="encoder output"):
+            disentangled.split_label_style(bad, 10)
+
+
+def test_condition_on_labels_concatenates_float_probabilities_unchanged():
+    x = jnp.asarray([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], jnp.float32)
+    probs = jnp.asarray([[0.2, 0.8], [0.5, 0.5]], jnp.float32)
+    out = condition_on_labels(x, probs, 2)
+    chex.assert_shape(out, (2, 5))
+    np.testing.assert_array_equal(out[:, :3], x)
+    np.testing.assert_array_equal(out[:, 3:], probs)
+    half = condition_on_labels(x, probs.astype(jnp.float16), 2)
+    chex.assert_type(half, jnp.float32)
+    np.testing.assert_allclose(half[:, 3:], probs, atol=1e-3)
+    np.testing.assert_array_equal(condition_on_labels(x, jnp.asarray([1, 0], jnp.int32), 2)[:, 3:], [[0, 1], [1, 0]])
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (3, 2), (2,), (2, 2, 1)])
+def test_condition_on_labels_rejects_probabilities_of_the_wrong_shape(shape):
+    with pytest.raises(ValueError, match="label probabilities must have shape"):
+        condition_on_labels(jnp.zeros((2, 3)), jnp.full(shape, 0.5, jnp.float32), 2)
