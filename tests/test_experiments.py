@@ -5,10 +5,12 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from experiments import (classifier, common, s1_pca, s2_conv_ae, s3_sparse_ae, s4_interpolation, s5_vae,
-                         s5_vae_kl_only, s6_toy_conditional, s7_cvae, s11_beta_vae, s11_wae)
+                         s5_vae_kl_only, s6_toy_conditional, s7_cvae, s8_aae, s9_disentangled, s10_semi_supervised,
+                         s11_beta_vae, s11_wae)
 
 EXPECTED = {
     s1_pca: ({"reconstructions.png", "denoising.png", "latent_scatter.png"},
@@ -77,6 +79,53 @@ def test_variational_quick_runs_write_figures_and_metrics(script, mnist_dir, tmp
             assert len(metrics[name]["per_label"]) == 10 and 0 <= metrics[name]["overall"] <= 1
     if script is s6_toy_conditional:
         assert metrics["plain_epochs"] <= 300 and metrics["conditional_epochs"] <= 300
+
+
+# Adversarial-family scripts: (script, extra flags, files, metrics), on 768 / 256 images.
+ADVERSARIAL = [
+    (s8_aae, ["--prior", "boxes", "--batch-size", "128", "--discriminator-norm", "none"],
+     {"prior_samples.png", "latent_epochs.gif", "latent_final.png", "grid.png", "frames", "checkpoint"},
+     {"prior_match", "test_bce", "test_mse"}),
+    (s9_disentangled, [], {"style_transfer.png", "style_by_label.png", "checkpoint"},
+     {"label_head_test_accuracy", "label_leak_logistic", "label_leak_knn", "adversary_test_accuracy",
+      "style_transfer_accuracy"}),
+    (s10_semi_supervised, ["--labels", "100"], {"error_by_epoch.png", "style_transfer.png", "checkpoint"},
+     {"test_error", "test_error_by_epoch", "labelled_indices"}),
+    (s10_semi_supervised, ["--labels", "0", "--clusters", "16"], {"clusters.png", "error_by_epoch.png"},
+     {"clustering_error", "clustering_error_by_epoch", "cluster_to_label"}),
+]
+
+
+@pytest.mark.parametrize("script, flags, files, metric_names", ADVERSARIAL,
+                         ids=["s8_aae", "s9_disentangled", "s10_labels100", "s10_clusters16"])
+def test_adversarial_quick_runs_write_figures_and_metrics(script, flags, files, metric_names, mnist, mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    returned = script.main(["--quick", "--no-progress", "--data-dir", str(mnist_dir), "--out", str(out),
+                            "--train-limit", "768", "--test-limit", "256", *flags])
+    assert files | {"metrics.json"} <= set(os.listdir(out))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metric_names <= set(metrics)
+    assert metrics["settings"]["quick"] is True
+    if script is s8_aae:
+        assert os.listdir(out / "frames") == ["latent_epoch01.png"]
+        match = metrics["prior_match"]
+        assert match["prior"] == "10 uniform boxes" and 0 <= match["inside_support"] <= 1
+        assert match["discriminator_accuracy"] == pytest.approx(0.5 * (match["codes_called_codes"] + match["prior_called_prior"]))
+    if script is s9_disentangled:
+        assert len(metrics["style_transfer_accuracy"]["per_label"]) == 10
+        assert 0 <= metrics["label_leak_logistic"] <= 1 and metrics["label_head_test_accuracy"] == returned["label_head_test_accuracy"]
+    if "test_error" in metrics:
+        labels = mnist["train"].labels[metrics["labelled_indices"]]
+        assert len(labels) == 100 and set(np.bincount(labels)) == {10}  # balanced, from the train split
+        assert metrics["test_error_by_epoch"][-1] == pytest.approx(metrics["test_error"])
+    if "clustering_error" in metrics:
+        assert len(metrics["cluster_to_label"]) <= 16 and 0 <= metrics["clustering_error"] < 1
+        assert metrics["clustering_error_by_epoch"][-1] == pytest.approx(metrics["clustering_error"])
+
+
+def test_semi_supervised_label_count_must_be_a_multiple_of_ten(tmp_path):
+    result = _run(["experiments.s10_semi_supervised", "--out", str(tmp_path / "o"), "--labels", "15"])
+    assert result.returncode == 2 and "multiple of 10" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_staged_output_keeps_the_previous_result_when_a_run_fails(tmp_path):
