@@ -176,7 +176,8 @@ def condition_on_labels(x: jax.Array, labels: jax.Array | None, num_classes: int
         raise ValueError(f"a conditional module (num_classes={num_classes}) needs labels")
     if jnp.issubdtype(labels.dtype, jnp.floating):  # label probabilities, e.g. an encoder's softmax
         if labels.shape != (x.shape[0], num_classes):
-            raise ValueError(f"label probabilities must have shape ({x.shape[0]}, {num_classes}), got {labels.shape}")
+            raise ValueError(f"labels must be integers of shape ({x.shape[0]},) or probabilities of shape "
+                             f"({x.shape[0]}, {num_classes}), got {labels.dtype} {labels.shape}")
         return jnp.concatenate([x, labels.astype(x.dtype)], axis=-1)
     if labels.shape != x.shape[:1] or not jnp.issubdtype(labels.dtype, jnp.integer):
         raise ValueError(f"labels must be integers of shape ({x.shape[0]},) or probabilities "

@@ -96,6 +96,8 @@ def _chi2_99(dim: int) -> float:
 
 def standard_normal(dim: int = 2) -> Prior:
     """N(0, I); its support here is the ball holding 99% of the mass (squared norm <= chi2_dim(0.99))."""
+    if dim <= 0:
+        raise ValueError(f"dim must be positive, got {dim}")
     radius2 = _chi2_99(dim)
 
     def sample(key, n):
@@ -131,6 +133,8 @@ def gaussian_mixture(num_components: int = 10, radius: float = 4.0, std: float =
 
 def categorical(num_classes: int = 10) -> Prior:
     """One-hot vectors of a uniform categorical (the semi-supervised AAE's label prior)."""
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
 
     def sample(key, n):
         return jax.nn.one_hot(jax.random.randint(key, (n,), 0, num_classes), num_classes, dtype=jnp.float32)

@@ -42,9 +42,10 @@ def user_prior(key, n):
 # ------------------------------------------------------------------ helpers
 
 def _max_abs_diff(a, b) -> float:
+    """Largest absolute difference over two trees of the same structure (numpy: no per-shape compiles)."""
     leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
     assert len(leaves_a) == len(leaves_b)
-    return max(float(jnp.max(jnp.abs(jnp.asarray(x, jnp.float32) - jnp.asarray(y, jnp.float32))))
+    return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
                for x, y in zip(leaves_a, leaves_b))
 
 
@@ -157,7 +158,7 @@ def aae_batch(aae_dataset):
 @pytest.fixture(scope="module")
 def aae_setup():
     model = aae.make_model(AAE_CONFIG, user_prior)
-    state = jax.jit(lambda key: train_lib.create_train_state(model, key))(jax.random.key(0))
+    state = _state_without_compiling_init(model, 0)
     encode = jax.jit(model.encode, static_argnames="train")
     return model, state, encode
 
@@ -188,7 +189,7 @@ def dis_setup():
 def semi_dataset(mnist):
     train = mnist["train"]
     small = data.Split(train.images[:1000], train.labels[:1000])
-    labelled = semi.balanced_subset(small.labels, 2, jax.random.key(0))
+    labelled = np.sort(np.concatenate([np.flatnonzero(small.labels == digit)[:2] for digit in range(NUM_CLASSES)]))
     return semi.make_dataset(small, labelled)
 
 
@@ -413,7 +414,14 @@ def test_full_aae_step_discriminator_judges_codes_from_before_the_generator_upda
     metrics = aae_runs["full_metrics"]
     np.testing.assert_allclose(float(metrics["discriminator/loss"]), float(loss_before), rtol=1e-5, atol=1e-6)
     chex.assert_trees_all_close(full.batch_stats["discriminator"], stats_before, atol=1e-5, rtol=1e-5)
-    chex.assert_trees_all_close(full.params["discriminator"], params_before, atol=1e-6)
+    # the Dense biases before a BatchNorm get a (mathematically) zero gradient, whose rounding noise
+    # Adam's first step turns into +-lr: for them, only check a step of at most lr each way
+    got, expected = full.params["discriminator"], params_before
+    for name in got:
+        for leaf in got[name]:
+            pre_norm_bias = leaf == "bias" and name in ("Dense_0", "Dense_1")
+            atol = 2.01 * AAE_CONFIG.learning_rate if pre_norm_bias else 1e-6
+            np.testing.assert_allclose(got[name][leaf], expected[name][leaf], atol=atol, err_msg=f"{name}/{leaf}")
     # codes of the updated encoder would have given another loss and other running statistics
     assert abs(float(loss_after) - float(loss_before)) > 1e-5
     assert _max_abs_diff(stats_after, stats_before) > 1e-5
@@ -441,7 +449,7 @@ def test_apply_phases_carry_joins_later_batches_without_gradient():
               train_lib.Phase("second", second_loss, optax.sgd(0.1), ("a", "b")))
     model = train_lib.Model(init=init, phases=phases, encode=None, decode=None)
     state = train_lib.create_train_state(model, jax.random.key(0))
-    new_state, metrics = train_lib.apply_phases(phases, state, {"x": x})
+    new_state, metrics = jax.jit(functools.partial(train_lib.apply_phases, phases))(state, {"x": x})
 
     a0 = state.params["a"]
     expected_h = x @ a0["kernel"] + a0["bias"]  # phase 1's output, before its update
@@ -451,13 +459,13 @@ def test_apply_phases_carry_joins_later_batches_without_gradient():
     assert _max_abs_diff(a1, a0) > 1e-3  # phase 1 trained "a" ...
     assert not np.allclose(metrics["second/seen_h"], x @ a1["kernel"] + a1["bias"])  # ... after computing h
     # phase 2's gradient for "a" is zero: the SGD step of phase 2 left "a" as phase 1 made it
-    only_first, _ = train_lib.apply_phases(phases[:1], state, {"x": x})
+    only_first, _ = jax.jit(functools.partial(train_lib.apply_phases, phases[:1]))(state, {"x": x})
     chex.assert_trees_all_close(new_state.params["a"], only_first.params["a"], atol=1e-7)
 
     def second_loss_of_a(a):
         return train_lib.apply_phases(phases, state.replace(params={**state.params, "a": a}), {"x": x})[1]["second/loss"]
 
-    chex.assert_trees_all_equal(jax.grad(second_loss_of_a)(a0), jax.tree.map(jnp.zeros_like, a0))
+    chex.assert_trees_all_equal(jax.jit(jax.grad(second_loss_of_a))(a0), jax.tree.map(jnp.zeros_like, a0))
     # without the stop-gradient, the same loss would depend on "a"
     direct = jax.grad(lambda a: jnp.sum(second_layer.apply({"params": state.params["b"]},
                                                             first_layer.apply({"params": a}, x))))(a0)
@@ -743,6 +751,7 @@ def test_priors_registry_builds_2d_priors():
     lambda: priors.uniform_boxes([(0.0, 1.0, 1.0, 0.0)]), lambda: priors.uniform_boxes([(1.0, 0.0, 0.0, 1.0)]),
     lambda: priors.uniform_boxes([(0.0, 1.0, 0.0)]),
     lambda: priors.gaussian_mixture(0), lambda: priors.gaussian_mixture(radius=-1.0), lambda: priors.gaussian_mixture(std=0.0),
+    lambda: priors.standard_normal(0), lambda: priors.categorical(0), lambda: priors.categorical(1),
 ])
 def test_priors_reject_bad_arguments(build):
     with pytest.raises(ValueError):
@@ -760,8 +769,9 @@ def test_contains_rejects_wrong_shaped_codes(prior, bad_shape):
 
 # ================================================================== semi_supervised data helpers
 
-def test_balanced_subset_per_class_no_duplicates_deterministic(mnist):
-    labels = mnist["train"].labels
+def test_balanced_subset_per_class_no_duplicates_deterministic():
+    # equally large classes, so that jax.random.choice compiles once (MNIST's ten sizes cost ten compiles)
+    labels = np.random.default_rng(0).permutation(np.repeat(np.arange(10), 30))
     chosen = semi.balanced_subset(labels, 5, jax.random.key(0))
     chex.assert_shape(chosen, (50,))
     assert len(np.unique(chosen)) == 50
@@ -772,9 +782,9 @@ def test_balanced_subset_per_class_no_duplicates_deterministic(mnist):
 
 
 def test_balanced_subset_rejects_small_classes_and_bad_per_class():
-    labels = np.asarray([0, 0, 0, 0, 1, 1, 2, 2, 2])
-    chosen = semi.balanced_subset(labels, 2, jax.random.key(0), num_classes=3)
-    np.testing.assert_array_equal(np.bincount(labels[chosen]), [2, 2, 2])
+    labels = np.asarray([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    chosen = semi.balanced_subset(labels, 2, jax.random.key(0), num_classes=2)  # class 2 is not asked for
+    np.testing.assert_array_equal(np.bincount(labels[chosen], minlength=3), [2, 2, 0])
     with pytest.raises(ValueError, match="class 1"):
         semi.balanced_subset(labels, 3, jax.random.key(0), num_classes=3)
     with pytest.raises(ValueError, match="per_class"):
@@ -870,5 +880,5 @@ def test_condition_on_labels_concatenates_float_probabilities_unchanged():
 
 @pytest.mark.parametrize("shape", [(2, 3), (3, 2), (2,), (2, 2, 1)])
 def test_condition_on_labels_rejects_probabilities_of_the_wrong_shape(shape):
-    with pytest.raises(ValueError, match="label probabilities must have shape"):
+    with pytest.raises(ValueError, match="probabilities of shape"):
         condition_on_labels(jnp.zeros((2, 3)), jnp.full(shape, 0.5, jnp.float32), 2)
