@@ -10,6 +10,8 @@ the label from z alone; the encoder is penalised when it succeeds. One step:
 2. ``confusion`` (encoder only): ``confusion_weight`` * cross-entropy between the uniform
    distribution and the adversary's prediction from z, smallest when the adversary is
    reduced to guessing (the domain-confusion loss; stabler than maximising its error);
+   the adversary reads z standardised over the batch (``standardize``), so shrinking or
+   shifting z cannot fool it;
 3. ``label_adversary`` (the adversary): cross-entropy of its prediction from the codes
    of phase 2 (gradient stopped) with the true label.
 """
@@ -34,6 +36,15 @@ def split_label_style(encoder_output: jax.Array, num_classes: int) -> tuple[jax.
     return encoder_output[:, :num_classes], encoder_output[:, num_classes:]
 
 
+def standardize(z: jax.Array, eps: float = 1e-5) -> jax.Array:
+    """Each column of z (B, D) shifted and scaled to mean 0, variance 1 over the batch.
+
+    The adversary reads standardised codes, as a fresh probe would: otherwise the encoder
+    escapes it by shrinking and shifting z, which hides nothing from a new probe.
+    """
+    return (z - jnp.mean(z, axis=0)) * jax.lax.rsqrt(jnp.var(z, axis=0) + eps)
+
+
 def uniform_cross_entropy(logits: jax.Array) -> jax.Array:
     """Cross-entropy of the uniform distribution with softmax(logits (B, C)): (B,), minimal (log C) at uniform."""
     return -jnp.mean(jax.nn.log_softmax(logits), axis=-1)
@@ -43,7 +54,8 @@ def uniform_cross_entropy(logits: jax.Array) -> jax.Array:
 class DisentangledConfig:
     latent_dim: int = 8  # style
     num_classes: int = 10
-    learning_rate: float = 1e-3  # all three optimizers
+    learning_rate: float = 1e-3  # autoencoder and confusion phases
+    adversary_learning_rate: float = 1e-3
     weight_decay: float = 1e-6  # PyTorch-style coupled L2
     label_weight: float = 1.0
     confusion_weight: float = 0.1
@@ -52,7 +64,7 @@ class DisentangledConfig:
     def __post_init__(self):
         if self.latent_dim <= 0 or self.num_classes <= 1:
             raise ValueError(f"need latent_dim > 0 and num_classes > 1, got {self.latent_dim} and {self.num_classes}")
-        if self.learning_rate <= 0 or min(self.weight_decay, self.label_weight, self.confusion_weight) < 0:
+        if min(self.learning_rate, self.adversary_learning_rate) <= 0 or min(self.weight_decay, self.label_weight, self.confusion_weight) < 0:
             raise ValueError("learning_rate must be > 0; weight_decay and the loss weights >= 0")
 
 
@@ -91,13 +103,13 @@ def make_model(config: DisentangledConfig) -> Model:
     def confusion_loss(params, batch_stats, batch, key, step=None):
         del key, step
         _, z, encoder_stats = encoder_outputs(params, batch_stats, batch["image"])
-        predicted = adversary.apply({"params": params["label_adversary"]}, z)
+        predicted = adversary.apply({"params": params["label_adversary"]}, standardize(z))
         loss = config.confusion_weight * jnp.mean(uniform_cross_entropy(predicted))
         return loss, ({**batch_stats, "encoder": encoder_stats}, {}, {"style": z})
 
     def adversary_loss(params, batch_stats, batch, key, step=None):
         del key, step
-        predicted = adversary.apply({"params": params["label_adversary"]}, batch["style"])
+        predicted = adversary.apply({"params": params["label_adversary"]}, standardize(batch["style"]))
         loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(predicted, batch["label"]))
         return loss, (batch_stats, {"accuracy": jnp.mean(jnp.argmax(predicted, -1) == batch["label"])})
 
@@ -113,12 +125,11 @@ def make_model(config: DisentangledConfig) -> Model:
     def decode(params, batch_stats, latents, labels=None, train=False):
         return apply_inference(decoder, module_variables(params, batch_stats, "decoder"), latents, train, labels=labels)
 
-    def optimizer():
-        return torch_adam(config.learning_rate, config.weight_decay)
-
+    optimizer = torch_adam(config.learning_rate, config.weight_decay)
     phases = (
-        Phase("autoencoder", autoencoder_loss, optimizer(), ("encoder", "decoder")),
-        Phase("confusion", confusion_loss, optimizer(), ("encoder",)),
-        Phase("label_adversary", adversary_loss, optimizer(), ("label_adversary",)),
+        Phase("autoencoder", autoencoder_loss, optimizer, ("encoder", "decoder")),
+        Phase("confusion", confusion_loss, optimizer, ("encoder",)),
+        Phase("label_adversary", adversary_loss, torch_adam(config.adversary_learning_rate, config.weight_decay),
+              ("label_adversary",)),
     )
     return Model(init=init, phases=phases, encode=encode, decode=decode, classify=classify)

@@ -42,7 +42,8 @@ def label_swap(model: train_lib.Model, state: train_lib.TrainState, styles: np.n
 def main(argv: list[str] | None = None) -> dict:
     parser = common.make_parser(__doc__.split("\n")[0], out="runs/s9_disentangled", epochs=10, latent_dim=8,
                                 batch_size=128)
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate of all three optimizers")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate of the autoencoder and confusion phases")
+    parser.add_argument("--adversary-learning-rate", type=float, default=1e-3, help="Adam learning rate of the label adversary")
     parser.add_argument("--confusion-weight", type=common.non_negative_float, default=0.1,
                         help="weight of the encoder's penalty when the adversary reads the label from z")
     parser.add_argument("--transfer-images", type=common.positive_int, default=1000,
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = common.parse(parser, argv)
     splits = common.load_data(args)
     config = disentangled.DisentangledConfig(latent_dim=args.latent_dim, learning_rate=args.learning_rate,
+                                             adversary_learning_rate=args.adversary_learning_rate,
                                              confusion_weight=args.confusion_weight)
     model = disentangled.make_model(config)
     keys = jax.random.split(jax.random.key(args.seed), 2)
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
         state, history, seconds = common.fit(model, splits, args, keys[1])
         styles, predicted = styles_and_labels(model, state, test_set)
         adversary = jax.jit(lambda p, z: jnp.argmax(
-            disentangled.make_modules(config)[2].apply({"params": p["label_adversary"]}, z), -1))
+            disentangled.make_modules(config)[2].apply({"params": p["label_adversary"]}, disentangled.standardize(z)), -1))
         transfer = min(args.transfer_images, len(labels))
         swapped = label_swap(model, state, styles[:transfer], config.num_classes)
         wanted = np.tile(np.arange(config.num_classes), transfer)
