@@ -342,9 +342,10 @@ def test_disentangled_label_adversary_phase_updates_adversary_only(dis_setup, aa
     after, metrics = _phase_runner(model, 2, 3)(s0, {**aae_batch, "label": labels, "style": style})
     _assert_phase_changed_only(s0, after, "label_adversary", ("label_adversary",))
     chex.assert_trees_all_equal(s0.batch_stats, after.batch_stats)
-    # its loss is the adversary's cross-entropy on the given style codes
+    # its loss is the adversary's cross-entropy on the given style codes, standardised over the batch
     adversary = disentangled.make_modules(DIS_CONFIG)[2]
-    predicted = adversary.apply({"params": s0.params["label_adversary"]}, style)
+    standardized = (style - style.mean(0)) / np.sqrt(style.var(0) + 1e-5)
+    predicted = adversary.apply({"params": s0.params["label_adversary"]}, standardized)
     expected = optax.softmax_cross_entropy_with_integer_labels(predicted, labels).mean()
     np.testing.assert_allclose(float(metrics["loss"]), float(expected), rtol=1e-5)
 
@@ -841,6 +842,14 @@ def test_clustering_error_on_hand_made_arrays():
 
 
 # ================================================================== disentangled helpers, label conditioning
+
+def test_standardize_gives_zero_mean_unit_variance_columns_whatever_the_scale():
+    z = jnp.asarray(np.random.default_rng(1).normal(3.0, 0.1, size=(64, 5)), jnp.float32)
+    out = disentangled.standardize(z)
+    np.testing.assert_allclose(np.asarray(out.mean(0)), 0, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(out.std(0)), 1, atol=1e-3)  # eps 1e-5 against a variance of 1e-2
+    np.testing.assert_allclose(np.asarray(disentangled.standardize(10 * z - 4)), np.asarray(out), atol=2e-3)
+
 
 def test_uniform_cross_entropy_is_log_c_at_equal_logits_and_larger_otherwise():
     c = 7
