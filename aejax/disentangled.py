@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from aejax import losses
+from aejax import losses, vae
 from aejax.modules import MLP, Decoder, Encoder, apply_inference, apply_training, init_encoder_decoder
 from aejax.train import Model, Phase, module_variables, torch_adam
 
@@ -60,16 +60,28 @@ class DisentangledConfig:
     label_weight: float = 1.0
     confusion_weight: float = 0.1
     adversary_hidden: tuple[int, ...] = (256, 256)
+    # > 0: the style is a Gaussian posterior (mu, log_var), sampled in the autoencoder phase
+    # and pulled towards N(0, I) by this weight times its KL (per image, as the VAE's
+    # kld_weight): the bottleneck drops what the decoder already gets from the label.
+    style_kl_weight: float = 0.0
+    # In training the decoder reads the label head's softmax ("predicted", the lecture's
+    # picture) or the true label ("true", as Makhzani et al.'s supervised AAE): then z
+    # never has to stand in for a label the head got wrong.
+    decoder_label: str = "predicted"
 
     def __post_init__(self):
         if self.latent_dim <= 0 or self.num_classes <= 1:
             raise ValueError(f"need latent_dim > 0 and num_classes > 1, got {self.latent_dim} and {self.num_classes}")
-        if min(self.learning_rate, self.adversary_learning_rate) <= 0 or min(self.weight_decay, self.label_weight, self.confusion_weight) < 0:
+        if min(self.learning_rate, self.adversary_learning_rate) <= 0 or min(self.weight_decay, self.label_weight, self.confusion_weight,
+                                                                                          self.style_kl_weight) < 0:
             raise ValueError("learning_rate must be > 0; weight_decay and the loss weights >= 0")
+        if self.decoder_label not in ("predicted", "true"):
+            raise ValueError(f"decoder_label must be 'predicted' or 'true', got {self.decoder_label!r}")
 
 
 def make_modules(config: DisentangledConfig) -> tuple[Encoder, Decoder, MLP]:
-    return (Encoder(config.num_classes + config.latent_dim), Decoder(num_classes=config.num_classes),
+    style_outputs = config.latent_dim * (2 if config.style_kl_weight else 1)
+    return (Encoder(config.num_classes + style_outputs), Decoder(num_classes=config.num_classes),
             MLP((*config.adversary_hidden, config.num_classes)))
 
 
@@ -85,24 +97,34 @@ def make_model(config: DisentangledConfig) -> Model:
         batch_stats["label_adversary"] = {}
         return params, batch_stats
 
+    def style_moments(style):
+        """(mu, log_var) of a variational style, (style, None) of a deterministic one."""
+        return vae.split_moments(style) if config.style_kl_weight else (style, None)
+
     def encoder_outputs(params, batch_stats, images):
         out, stats = apply_training(encoder, module_variables(params, batch_stats, "encoder"), images)
-        return (*split_label_style(out, config.num_classes), stats)
+        label_logits, style = split_label_style(out, config.num_classes)
+        return label_logits, *style_moments(style), stats
 
     def autoencoder_loss(params, batch_stats, batch, key, step=None):
-        del key, step
+        del step
         images = batch["image"]
-        label_logits, z, encoder_stats = encoder_outputs(params, batch_stats, images)
-        logits, decoder_stats = apply_training(decoder, module_variables(params, batch_stats, "decoder"), z,
-                                               labels=jax.nn.softmax(label_logits))
+        label_logits, mu, log_var, encoder_stats = encoder_outputs(params, batch_stats, images)
+        z = mu if log_var is None else vae.reparametrize(key, mu, log_var)
+        labels = jax.nn.softmax(label_logits) if config.decoder_label == "predicted" else batch["label"]
+        logits, decoder_stats = apply_training(decoder, module_variables(params, batch_stats, "decoder"), z, labels=labels)
         bce = jnp.mean(losses.binary_cross_entropy_with_logits(logits, images))
         label_ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(label_logits, batch["label"]))
         metrics = {"bce": bce, "label_ce": label_ce, "label_accuracy": jnp.mean(jnp.argmax(label_logits, -1) == batch["label"])}
-        return bce + config.label_weight * label_ce, ({**batch_stats, "encoder": encoder_stats, "decoder": decoder_stats}, metrics)
+        loss = bce + config.label_weight * label_ce
+        if log_var is not None:
+            metrics["style_kl"] = jnp.mean(losses.gaussian_kl_to_standard_normal(mu, log_var))
+            loss = loss + config.style_kl_weight * metrics["style_kl"]
+        return loss, ({**batch_stats, "encoder": encoder_stats, "decoder": decoder_stats}, metrics)
 
     def confusion_loss(params, batch_stats, batch, key, step=None):
         del key, step
-        _, z, encoder_stats = encoder_outputs(params, batch_stats, batch["image"])
+        _, z, _, encoder_stats = encoder_outputs(params, batch_stats, batch["image"])  # z: the style (mean)
         predicted = adversary.apply({"params": params["label_adversary"]}, standardize(z))
         loss = config.confusion_weight * jnp.mean(uniform_cross_entropy(predicted))
         return loss, ({**batch_stats, "encoder": encoder_stats}, {}, {"style": z})
@@ -120,7 +142,7 @@ def make_model(config: DisentangledConfig) -> Model:
     def encode(params, batch_stats, images, labels=None, train=False):
         del labels
         out = apply_inference(encoder, module_variables(params, batch_stats, "encoder"), images, train)
-        return split_label_style(out, config.num_classes)[1]
+        return style_moments(split_label_style(out, config.num_classes)[1])[0]
 
     def decode(params, batch_stats, latents, labels=None, train=False):
         return apply_inference(decoder, module_variables(params, batch_stats, "decoder"), latents, train, labels=labels)

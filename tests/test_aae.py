@@ -21,7 +21,7 @@ import pytest
 import torch
 from torch import nn as tnn
 
-from aejax import aae, data, disentangled, priors
+from aejax import aae, data, disentangled, losses, priors, vae
 from aejax import semi_supervised as semi
 from aejax import train as train_lib
 from aejax.modules import Discriminator, apply_training, condition_on_labels
@@ -891,3 +891,22 @@ def test_condition_on_labels_concatenates_float_probabilities_unchanged():
 def test_condition_on_labels_rejects_probabilities_of_the_wrong_shape(shape):
     with pytest.raises(ValueError, match="probabilities of shape"):
         condition_on_labels(jnp.zeros((2, 3)), jnp.full(shape, 0.5, jnp.float32), 2)
+
+
+def test_disentangled_variational_style_with_true_labels(aae_batch):
+    config = disentangled.DisentangledConfig(latent_dim=STYLE_DIM, adversary_hidden=(32, 32),
+                                             style_kl_weight=0.005, decoder_label="true")
+    encoder, _, _ = disentangled.make_modules(config)
+    assert encoder.latent_dim == NUM_CLASSES + 2 * STYLE_DIM  # label logits, style mu and log-variance
+    model = disentangled.make_model(config)
+    state = train_lib.create_train_state(model, jax.random.key(0))
+    chex.assert_shape(model.encode(state.params, state.batch_stats, aae_batch["image"]), (B, STYLE_DIM))
+    after, metrics = _phase_runner(model, 0, 1)(state, aae_batch)
+    assert float(metrics["style_kl"]) > 0
+    mu, log_var = vae.split_moments(disentangled.split_label_style(
+        encoder.apply({"params": state.params["encoder"], "batch_stats": state.batch_stats["encoder"]},
+                      aae_batch["image"], True, mutable=["batch_stats"])[0], NUM_CLASSES)[1])
+    np.testing.assert_allclose(float(metrics["style_kl"]),
+                               float(losses.gaussian_kl_to_standard_normal(mu, log_var).mean()), rtol=1e-4)
+    with pytest.raises(ValueError, match="decoder_label"):
+        disentangled.DisentangledConfig(decoder_label="oracle")
