@@ -19,6 +19,7 @@ the label from z alone; the encoder is penalised when it succeeds. One step:
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -43,6 +44,31 @@ def standardize(z: jax.Array, eps: float = 1e-5) -> jax.Array:
     escapes it by shrinking and shifting z, which hides nothing from a new probe.
     """
     return (z - jnp.mean(z, axis=0)) * jax.lax.rsqrt(jnp.var(z, axis=0) + eps)
+
+
+def label_style_functions(encoder: Encoder, decoder: Decoder, num_classes: int,
+                          style_mean: Callable[[jax.Array], jax.Array] = lambda style: style):
+    """``classify``, ``encode``, ``decode`` of a model whose encoder gives label logits + style.
+
+    classify -> label logits (B, num_classes); encode -> ``style_mean(style part)`` (B, D);
+    decode(z, labels) with integer labels (B,) or probabilities (B, num_classes).
+    """
+
+    def encoder_output(params, batch_stats, images, train):
+        out = apply_inference(encoder, module_variables(params, batch_stats, "encoder"), images, train)
+        return split_label_style(out, num_classes)
+
+    def classify(params, batch_stats, images, train=False):
+        return encoder_output(params, batch_stats, images, train)[0]
+
+    def encode(params, batch_stats, images, labels=None, train=False):
+        del labels
+        return style_mean(encoder_output(params, batch_stats, images, train)[1])
+
+    def decode(params, batch_stats, latents, labels=None, train=False):
+        return apply_inference(decoder, module_variables(params, batch_stats, "decoder"), latents, train, labels=labels)
+
+    return classify, encode, decode
 
 
 def uniform_cross_entropy(logits: jax.Array) -> jax.Array:
@@ -135,17 +161,8 @@ def make_model(config: DisentangledConfig) -> Model:
         loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(predicted, batch["label"]))
         return loss, (batch_stats, {"accuracy": jnp.mean(jnp.argmax(predicted, -1) == batch["label"])})
 
-    def classify(params, batch_stats, images, train=False):
-        out = apply_inference(encoder, module_variables(params, batch_stats, "encoder"), images, train)
-        return split_label_style(out, config.num_classes)[0]
-
-    def encode(params, batch_stats, images, labels=None, train=False):
-        del labels
-        out = apply_inference(encoder, module_variables(params, batch_stats, "encoder"), images, train)
-        return style_moments(split_label_style(out, config.num_classes)[1])[0]
-
-    def decode(params, batch_stats, latents, labels=None, train=False):
-        return apply_inference(decoder, module_variables(params, batch_stats, "decoder"), latents, train, labels=labels)
+    classify, encode, decode = label_style_functions(encoder, decoder, config.num_classes,
+                                                     lambda style: style_moments(style)[0])
 
     optimizer = torch_adam(config.learning_rate, config.weight_decay)
     phases = (

@@ -32,8 +32,8 @@ import optax
 from aejax import data as data_lib
 from aejax import losses
 from aejax.aae import adversarial_bce
-from aejax.disentangled import split_label_style
-from aejax.modules import Decoder, Discriminator, Encoder, apply_inference, apply_training, init_encoder_decoder
+from aejax.disentangled import label_style_functions, split_label_style
+from aejax.modules import Decoder, Discriminator, Encoder, apply_training, init_encoder_decoder
 from aejax.priors import categorical, standard_normal
 from aejax.train import Model, Params, BatchStats, Phase, map_over_split, module_variables, torch_adam
 
@@ -165,17 +165,7 @@ def make_model(config: SemiSupervisedConfig) -> Model:
         metrics = {"accuracy": jnp.mean(jnp.argmax(label_logits, -1) == labels)}
         return config.supervised_weight * ce, ({**batch_stats, "encoder": encoder_stats}, metrics)
 
-    def classify(params, batch_stats, images, train=False):
-        out = apply_inference(encoder, module_variables(params, batch_stats, "encoder"), images, train)
-        return split_label_style(out, config.num_classes)[0]
-
-    def encode(params, batch_stats, images, labels=None, train=False):
-        del labels
-        out = apply_inference(encoder, module_variables(params, batch_stats, "encoder"), images, train)
-        return split_label_style(out, config.num_classes)[1]
-
-    def decode(params, batch_stats, latents, labels=None, train=False):
-        return apply_inference(decoder, module_variables(params, batch_stats, "decoder"), latents, train, labels=labels)
+    classify, encode, decode = label_style_functions(encoder, decoder, config.num_classes)
 
     adversarial = torch_adam(config.adversarial_learning_rate, config.weight_decay)
     phases = [

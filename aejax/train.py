@@ -128,7 +128,7 @@ def apply_phases(phases: tuple[Phase, ...], state: TrainState, batch: Batch) -> 
     for index, phase in enumerate(phases):
         trainable = _subset(params, phase.trainable)
 
-        def loss_of_trainable(sub, phase=phase, batch_stats=batch_stats, batch=batch):
+        def loss_of_trainable(sub, phase=phase, batch_stats=batch_stats, batch=batch, index=index):
             return phase.loss_fn({**params, **sub}, batch_stats, batch, jax.random.fold_in(step_key, index), state.step)
 
         (loss, aux), grads = jax.value_and_grad(loss_of_trainable, has_aux=True)(trainable)
