@@ -166,6 +166,16 @@ def plot_image_grid(images: np.ndarray, path: PathLike, title: str | None = None
     return _save(fig, path)
 
 
+def plot_metric_by_epoch(values: np.ndarray, path: PathLike, name: str) -> pathlib.Path:
+    """One value per epoch (E,), e.g. a test error, against the epoch number 1..E."""
+    values = np.asarray(values)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(np.arange(1, len(values) + 1), values, marker="o")
+    ax.set(xlabel="epoch", ylabel=name, title=f"{name} on the test set by epoch")
+    ax.grid(True)
+    return _save(fig, path)
+
+
 def plot_histograms(values: dict[str, np.ndarray], path: PathLike, bins: int = 50) -> pathlib.Path:
     """One histogram per named array (flattened), side by side (e.g. posterior means and variances)."""
     fig, axes = plt.subplots(1, len(values), figsize=(6 * len(values), 4.5))

@@ -16,22 +16,12 @@ clustering error), by epoch, with the epochs, wall time and device.
 from __future__ import annotations
 
 import jax
-import matplotlib.pyplot as plt
 import numpy as np
 
 from aejax import data, plots, semi_supervised
 from aejax import train as train_lib
 from experiments import common
 from experiments.s9_disentangled import label_swap
-
-
-def plot_error_curve(errors: list[float], path, ylabel: str):
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(np.arange(1, len(errors) + 1), 100 * np.asarray(errors), marker="o")
-    ax.set(xlabel="epoch", ylabel=f"{ylabel} (%)", title=f"{ylabel} on the test set by epoch")
-    ax.grid(True)
-    fig.savefig(path, dpi=80, bbox_inches="tight")
-    plt.close(fig)
 
 
 def cluster_examples(split: data.Split, clusters: np.ndarray, num_clusters: int, per_cluster: int = 10) -> np.ndarray:
@@ -96,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
             plots.plot_image_grid(cluster_examples(splits["test"], predicted, config.num_classes), out / "clusters.png",
                                   title="the first test digits of each cluster (one row per cluster)",
                                   row_labels=[str(c) for c in range(config.num_classes)])
-        plot_error_curve(errors, out / "error_by_epoch.png", name)
+        plots.plot_metric_by_epoch(100 * np.asarray(errors), out / "error_by_epoch.png", f"{name} (%)")
         styles = model.encode(state.params, state.batch_stats, data.to_float_nhwc(splits["test"].images[:10]))
         swapped = label_swap(model, state, np.asarray(styles), config.num_classes)
         originals = np.asarray(data.to_float_nhwc(splits["test"].images[:10]))[:, None]
