@@ -60,19 +60,91 @@ def _torch_uniform(fan_in: int):
     return init
 
 
-def _conv(features: int, kernel: int, stride: int, padding: int, in_features: int) -> nn.Conv:
+ConvImpl = str  # "auto" | "patches" | "lax"
+CONV_IMPLS = ("auto", "patches", "lax")
+
+
+def resolve_conv_impl(impl: ConvImpl) -> str:
+    """"auto" -> "patches" on the CPU backend (XLA:CPU's convolution gradients are slow
+    at these sizes; slices + one matmul are not), "lax" elsewhere (cuDNN et al.)."""
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"conv impl must be one of {CONV_IMPLS}, got {impl!r}")
+    if impl == "auto":
+        return "patches" if jax.default_backend() == "cpu" else "lax"
+    return impl
+
+
+def patch_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
+               padding: Sequence[tuple[int, int]]) -> jax.Array:
+    """``lax.conv_general_dilated`` for NHWC x (B,H,W,C) and HWIO kernel (kh,kw,C,F), computed
+    as im2col: the kh*kw shifted, strided slices concatenated on channels, then one matmul.
+
+    Mathematically the same convolution; its gradient is slices, pads and two matmuls.
+    """
+    kh, kw, c, f = kernel.shape
+    (sh, sw), ((pt, pb), (pl, pr)) = strides, padding
+    x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    out_h, out_w = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    taps = [x[:, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw, :]
+            for i in range(kh) for j in range(kw)]
+    patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)  # (B, H', W', kh*kw*C)
+    return jnp.dot(patches, kernel.reshape(kh * kw * c, f))
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Sequence[tuple[int, int]],
+           impl: ConvImpl = "auto") -> jax.Array:
+    """NHWC/HWIO convolution by the chosen implementation (see ``resolve_conv_impl``)."""
+    if resolve_conv_impl(impl) == "patches":
+        return patch_conv(x, kernel, strides, padding)
+    return jax.lax.conv_general_dilated(x, kernel, tuple(strides), tuple(padding),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _flax_conv_fn(impl: ConvImpl):
+    """``nn.Conv(conv_general_dilated=...)`` hook: the lax signature, only what aejax's convs use."""
+
+    def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                             dimension_numbers=None, feature_group_count=1, precision=None):
+        del dimension_numbers, precision  # flax passes NHWC/HWIO and the default precision
+        if any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))) or feature_group_count != 1:
+            raise ValueError("conv2d supports no dilation and no feature groups")
+        return conv2d(lhs, rhs, window_strides, padding, impl)
+
+    return conv_general_dilated
+
+
+def _conv(features: int, kernel: int, stride: int, padding: int, in_features: int,
+          impl: ConvImpl = "lax") -> nn.Conv:
     fan_in = in_features * kernel * kernel
     return nn.Conv(
         features, (kernel, kernel), strides=(stride, stride), padding=((padding, padding),) * 2,
         kernel_init=_torch_uniform(fan_in), bias_init=_torch_uniform(fan_in),
+        conv_general_dilated=_flax_conv_fn(impl),
     )
 
 
 # Which kernel entry (of 3, in flax's flipped layout) feeds each output phase and
 # input tap of a stride-2 transposed conv (k=3, p=1, output_padding=1), per spatial
 # axis: even outputs 2m read x[m] * k[1]; odd outputs 2m+1 read x[m] * k[0] + x[m+1] * k[2].
-_PHASE_TAP_KERNEL = np.zeros((2, 2, 3), np.float32)
-_PHASE_TAP_KERNEL[0, 0, 1] = _PHASE_TAP_KERNEL[1, 0, 0] = _PHASE_TAP_KERNEL[1, 1, 2] = 1.0
+_PHASE_TAP_KERNEL = {(0, 0): 1, (1, 0): 0, (1, 1): 2}  # (phase, tap) -> kernel index; (0, 1) reads nothing
+
+
+def _subpixel_taps(kernel: jax.Array, taps_h: int = 2, taps_w: int = 2) -> jax.Array:
+    """(3, 3, C, F) transposed-conv kernel -> (taps_h, taps_w, C, 4F) kernel of the equivalent 2x2 conv.
+
+    Output channels are ordered (phase_h, phase_w, F). Built by indexing, not an einsum
+    with 0/1 matrices: XLA:CPU runs such skinny matmuls (and their gradients) slowly.
+    ``taps_h = 1`` keeps only the first row of taps (the second reads only padding when H = 1).
+    """
+    zeros = jnp.zeros(kernel.shape[2:], kernel.dtype)
+
+    def block(a, b, p, q):
+        i, j = _PHASE_TAP_KERNEL.get((p, a)), _PHASE_TAP_KERNEL.get((q, b))
+        return zeros if i is None or j is None else kernel[i, j]
+
+    rows = [[jnp.concatenate([block(a, b, p, q) for p in (0, 1) for q in (0, 1)], axis=-1)
+             for b in range(taps_w)] for a in range(taps_h)]
+    return jnp.stack([jnp.stack(row) for row in rows])
 
 
 class ConvTranspose2x(nn.Module):
@@ -82,11 +154,13 @@ class ConvTranspose2x(nn.Module):
     padding=((1, 2), (1, 2)))``: kernel (3, 3, C, F), the PyTorch weight (C, F, 3, 3)
     flipped spatially. ``impl='subpixel'`` (default) computes the same function as one
     2x2 convolution into 4F channels followed by depth-to-space, which XLA:CPU
-    differentiates several times faster than the dilated ``'lax'`` form.
+    differentiates several times faster than the dilated ``'lax'`` form; ``conv_impl``
+    chooses how that 2x2 convolution runs (``conv2d``).
     """
 
     features: int
     impl: str = "subpixel"
+    conv_impl: ConvImpl = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -100,12 +174,10 @@ class ConvTranspose2x(nn.Module):
             return y + bias
         if self.impl != "subpixel":
             raise ValueError(f"impl must be 'subpixel' or 'lax', got {self.impl!r}")
-        select = jnp.asarray(_PHASE_TAP_KERNEL, kernel.dtype)
-        # (tap_h, tap_w, C, phase_h, phase_w, F) -> 2x2 kernel with 4F outputs
-        taps = jnp.einsum("pak,qbl,klcf->abcpqf", select, select, kernel)
-        taps = taps.reshape(2, 2, in_features, 4 * self.features)
-        y = jax.lax.conv_general_dilated(x, taps, (1, 1), ((0, 1), (0, 1)),
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        # A 1-pixel-high (or wide) input meets the second tap row (column) only in padding: skip it.
+        taps_h, taps_w = min(x.shape[1], 2), min(x.shape[2], 2)
+        y = conv2d(x, _subpixel_taps(kernel, taps_h, taps_w), (1, 1), ((0, taps_h - 1), (0, taps_w - 1)),
+                   self.conv_impl)
         b, h, w, _ = y.shape
         y = y.reshape(b, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
         return y.reshape(b, 2 * h, 2 * w, self.features) + bias
@@ -124,15 +196,16 @@ class Encoder(nn.Module):
 
     latent_dim: int
     hidden: Sequence[int] = (32, 64, 128, 256)
+    conv_impl: ConvImpl = "auto"  # the same function by any impl, see conv2d
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         in_features = x.shape[-1]
         for features in self.hidden:
-            x = _conv(features, 3, 2, 1, in_features)(x)
+            x = _conv(features, 3, 2, 1, in_features, self.conv_impl)(x)
             x = nn.leaky_relu(BatchNorm()(x, train), LEAKY_SLOPE)
             in_features = features
-        x = _conv(512, 1, 1, 0, in_features)(x)
+        x = _conv(512, 1, 1, 0, in_features, self.conv_impl)(x)
         x = nn.leaky_relu(BatchNorm()(x, train), LEAKY_SLOPE)
         # Flatten in PyTorch's (C, H, W) order so weights convert one to one.
         x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
@@ -151,6 +224,7 @@ class Decoder(nn.Module):
 
     hidden: Sequence[int] = (256, 128, 64, 32, 32)
     conv_transpose_impl: str = "subpixel"  # or "lax": the same function, see ConvTranspose2x
+    conv_impl: ConvImpl = "auto"  # how the subpixel 2x2 convolutions run, see conv2d
     num_classes: int = 0  # > 0: conditional on integer labels (B,)
 
     @nn.compact
@@ -158,9 +232,10 @@ class Decoder(nn.Module):
         z = condition_on_labels(z, labels, self.num_classes)
         x = _dense(512, z.shape[-1])(z).reshape(z.shape[0], 1, 1, 512)
         for features in self.hidden:
-            x = ConvTranspose2x(features, self.conv_transpose_impl)(x)
+            x = ConvTranspose2x(features, self.conv_transpose_impl, self.conv_impl)(x)
             x = nn.leaky_relu(BatchNorm()(x, train), LEAKY_SLOPE)
-        return _conv(1, 7, 1, 1, x.shape[-1])(x)
+        # Always lax: a 7x7 im2col would copy the 32-channel input 49 times (measured slower).
+        return _conv(1, 7, 1, 1, x.shape[-1], "lax")(x)
 
 
 def condition_on_labels(x: jax.Array, labels: jax.Array | None, num_classes: int) -> jax.Array:

@@ -307,24 +307,70 @@ def test_conv_transpose_impls_agree(conv_transpose_case):
     assert float(jnp.abs(g_sub[0]["kernel"]).max()) > 0.1
 
 
-def test_conv_transpose_matches_torch(conv_transpose_case):
-    x, cotangent, params = conv_transpose_case
+@pytest.mark.parametrize("height,width", [(5, 4), (1, 1), (1, 3)])  # 1-pixel inputs skip padding-only taps
+@pytest.mark.parametrize("conv_impl", ["patches", "lax"])
+def test_conv_transpose_matches_torch(height, width, conv_impl):
+    rng = np.random.default_rng(height * 10 + width)
+    x = jnp.asarray(rng.normal(size=(2, height, width, 3)), jnp.float32)
+    cotangent = jnp.asarray(rng.normal(size=(2, 2 * height, 2 * width, 6)), jnp.float32)
     layer = tnn.ConvTranspose2d(3, 6, 3, stride=2, padding=1, output_padding=1)
-    with torch.no_grad():
-        layer.weight.copy_(flax_kernel_to_conv_transpose_weight(params["kernel"]))
-        layer.bias.copy_(torch.from_numpy(np.array(params["bias"])))
+    params = {"kernel": jnp.asarray(conv_transpose_weight_to_flax(layer.weight)), "bias": jnp.asarray(_np(layer.bias))}
     # round trip of the converter
-    np.testing.assert_array_equal(conv_transpose_weight_to_flax(layer.weight), np.asarray(params["kernel"]))
+    np.testing.assert_array_equal(_np(flax_kernel_to_conv_transpose_weight(params["kernel"])), _np(layer.weight))
     tx = _nchw(np.asarray(x)).requires_grad_(True)
     ty = layer(tx)
     (ty * _nchw(np.asarray(cotangent))).sum().backward()
     for impl in ("subpixel", "lax"):
-        y = ConvTranspose2x(6, impl).apply({"params": params}, x)
+        module = ConvTranspose2x(6, impl, conv_impl)
+
+        def loss(params, x):
+            return jnp.sum(module.apply({"params": params}, x) * cotangent)
+
+        y = module.apply({"params": params}, x)
         _assert_close(y, _nhwc(ty))
-        g_params, g_x = jax.grad(_conv_transpose_loss(impl), argnums=(0, 1))(params, x, cotangent)
+        g_params, g_x = jax.grad(loss, argnums=(0, 1))(params, x)
         _assert_close(g_params["kernel"], conv_transpose_weight_to_flax(layer.weight.grad), atol=1e-4)
         _assert_close(g_params["bias"], _np(layer.bias.grad), atol=1e-4)
         _assert_close(g_x, _nhwc(tx.grad), atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel,stride,padding,size", [
+    (3, 2, ((1, 1), (1, 1)), (28, 28)), (3, 2, ((1, 1), (1, 1)), (7, 7)), (1, 1, ((0, 0), (0, 0)), (2, 2)),
+    (2, 1, ((0, 1), (0, 1)), (4, 3)), (7, 1, ((1, 1), (1, 1)), (12, 12)), (3, 1, ((2, 0), (0, 1)), (5, 6)),
+])
+def test_patch_conv_equals_lax_conv(kernel, stride, padding, size):
+    rng = np.random.default_rng(kernel * 100 + size[0])
+    x = jnp.asarray(rng.normal(size=(3, *size, 4)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, 4, 5)), jnp.float32)
+
+    def loss(impl):
+        def f(x, w):
+            y = modules.conv2d(x, w, (stride, stride), padding, impl)
+            return jnp.sum(jnp.sin(y)), y
+        return f
+
+    (_, y_patch), g_patch = jax.value_and_grad(loss("patches"), argnums=(0, 1), has_aux=True)(x, w)
+    (_, y_lax), g_lax = jax.value_and_grad(loss("lax"), argnums=(0, 1), has_aux=True)(x, w)
+    assert y_patch.shape == y_lax.shape
+    chex.assert_trees_all_close(y_patch, y_lax, atol=1e-4, rtol=1e-5)
+    chex.assert_trees_all_close(g_patch, g_lax, atol=1e-3, rtol=1e-4)
+
+
+def test_conv_impls_give_the_same_autoencoder():
+    x = jnp.asarray(np.random.default_rng(0).uniform(size=(4, 28, 28, 1)), jnp.float32)
+    variables = Encoder(3, conv_impl="lax").init(jax.random.key(0), x, False)
+    z = {impl: Encoder(3, conv_impl=impl).apply(variables, x, False) for impl in ("patches", "lax")}
+    chex.assert_trees_all_close(z["patches"], z["lax"], atol=1e-4, rtol=1e-4)
+    dec_variables = Decoder(conv_impl="lax").init(jax.random.key(1), z["lax"], False)
+    out = {impl: modules.apply_training(Decoder(conv_impl=impl), dec_variables, z["lax"]) for impl in ("patches", "lax")}
+    chex.assert_trees_all_close(out["patches"], out["lax"], atol=1e-4, rtol=1e-4)
+
+
+def test_conv_impl_choice():
+    assert modules.resolve_conv_impl("auto") == ("patches" if jax.default_backend() == "cpu" else "lax")
+    assert modules.resolve_conv_impl("lax") == "lax"
+    with pytest.raises(ValueError, match="conv impl"):
+        modules.resolve_conv_impl("winograd")
 
 
 def test_conv_transpose_rejects_unknown_impl(conv_transpose_case):

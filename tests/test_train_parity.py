@@ -67,10 +67,11 @@ def test_two_adam_steps_match_pytorch(mnist):
             # Adam's first steps are lr * g / (|g| + eps): where |g| is near eps, float
             # noise in g moves the step by up to lr (the skipped biases, and a few kernel
             # entries); a BatchNorm's running mean inherits its conv bias's difference.
-            # So up to 1% of entries may differ, by no more than the steps taken; the
-            # rest must agree.
+            # So up to 1% of entries (at least one per array) may differ, by no more than
+            # the steps taken; the rest must agree.
             close = error <= 5e-6 + 1e-4 * np.abs(np.asarray(want))
-            assert close.mean() >= 0.99, f"{group} {keys}: {(~close).sum()} of {close.size} differ"
+            allowed = max(1, close.size // 100)
+            assert (~close).sum() <= allowed, f"{group} {keys}: {(~close).sum()} of {close.size} differ"
             assert error.max() <= 2 * LR * STEPS, f"{group} {keys}: max error {error.max():.3g}"
             compared += 1
     assert compared > 40
