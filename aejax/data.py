@@ -230,8 +230,9 @@ def add_gaussian_noise(key: jax.Array, images: jax.Array, std: float) -> jax.Arr
     return images + std * jax.random.normal(key, images.shape, images.dtype)
 
 
-def shuffled_batches(key: jax.Array, num_examples: int, batch_size: int, drop_last: bool = False) -> list[jax.Array]:
-    """Index arrays of one shuffled epoch, each (batch_size,) except a shorter last one.
+def epoch_indices(key: jax.Array, num_examples: int, batch_size: int, drop_last: bool = False,
+                  ) -> tuple[jax.Array, jax.Array | None]:
+    """One shuffled epoch: full batches (F, batch_size) and the shorter last batch (r,) or None.
 
     With ``drop_last=False`` (PyTorch's DataLoader default, as the lecture) every
     example is seen once per epoch. The indices gather from data kept on the device.
@@ -242,10 +243,14 @@ def shuffled_batches(key: jax.Array, num_examples: int, batch_size: int, drop_la
         raise ValueError(f"num_examples must be positive, got {num_examples}")
     order = jax.random.permutation(key, num_examples)
     full = num_examples // batch_size
-    batches = list(order[: full * batch_size].reshape(full, batch_size))
-    if not drop_last and num_examples % batch_size:
-        batches.append(order[full * batch_size:])
-    return batches
+    rest = order[full * batch_size:] if not drop_last and num_examples % batch_size else None
+    return order[: full * batch_size].reshape(full, batch_size), rest
+
+
+def shuffled_batches(key: jax.Array, num_examples: int, batch_size: int, drop_last: bool = False) -> list[jax.Array]:
+    """``epoch_indices`` as a list of index arrays, each (batch_size,) except a shorter last one."""
+    full, rest = epoch_indices(key, num_examples, batch_size, drop_last)
+    return list(full) + ([] if rest is None else [rest])
 
 
 def device_dataset(split: Split, limit: int | None = None) -> dict[str, jax.Array]:

@@ -10,13 +10,14 @@ optax optimizer and the top-level modules it updates) and eval-mode ``encode`` /
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from aejax import data as data_lib
@@ -25,6 +26,7 @@ Params = Mapping[str, Any]  # {module name: flax params}
 BatchStats = Mapping[str, Any]  # {module name: flax batch_stats}
 Batch = Mapping[str, jax.Array]  # {"image": (B, 28, 28, 1) float32, "label": (B,) int32}
 Metrics = dict[str, jax.Array]
+BATCH_AXIS = "batch"  # the data-parallel mesh axis
 # loss_fn(params, batch_stats, batch, key, step) -> (scalar loss, (new batch_stats, metrics[, carry]));
 # ``step`` (int32 scalar: steps done before this one) serves schedules such as a KL warm-up.
 # ``carry`` (optional dict of arrays) joins the batch that later phases of the same step see,
@@ -150,6 +152,7 @@ def take_batch(dataset: Mapping[str, jax.Array], indices: jax.Array) -> dict[str
     return {name: array[indices] for name, array in dataset.items()}
 
 
+@functools.lru_cache(maxsize=32)  # one compiled program per model, however often ``train`` is called
 def make_train_step(phases: tuple[Phase, ...], gather: GatherFn = data_lib.gather_batch,
                     ) -> Callable[[TrainState, Mapping[str, jax.Array], jax.Array], tuple[TrainState, Metrics]]:
     """A jit-compiled ``step(state, dataset, indices) -> (state, metrics)``.
@@ -165,6 +168,47 @@ def make_train_step(phases: tuple[Phase, ...], gather: GatherFn = data_lib.gathe
     return step
 
 
+@functools.lru_cache(maxsize=32)
+def make_train_chunk(phases: tuple[Phase, ...], gather: GatherFn = data_lib.gather_batch,
+                     ) -> Callable[[TrainState, Mapping[str, jax.Array], jax.Array], tuple[TrainState, Metrics]]:
+    """A jit-compiled ``chunk(state, dataset, indices (S, B)) -> (state, summed metrics)``.
+
+    S training steps as one program (``lax.scan`` over the rows of ``indices``): no
+    host round trip between steps. Each step is ``apply_phases``, as in
+    ``make_train_step``; metrics come back summed over the S steps. ``state`` is donated.
+    """
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def chunk(state, dataset, indices):
+        def body(state, batch_indices):
+            return apply_phases(phases, state, gather(dataset, batch_indices))
+
+        state, metrics = jax.lax.scan(body, state, indices)
+        return state, jax.tree.map(lambda m: jnp.sum(m, axis=0), metrics)
+
+    return chunk
+
+
+def data_parallel_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D mesh ("batch",) over ``devices`` (default: every device of every process)."""
+    return Mesh(np.asarray(jax.devices() if devices is None else devices), (BATCH_AXIS,))
+
+
+def _place(mesh: Mesh | None, tree: Any, spec: PartitionSpec) -> Any:
+    if mesh is None:
+        return tree
+    return jax.device_put(tree, NamedSharding(mesh, spec))
+
+
+def _place_indices(mesh: Mesh | None, indices: jax.Array) -> jax.Array:
+    """Batch indices (..., B): split over the mesh along B when it divides evenly, else replicated."""
+    if mesh is None:
+        return indices
+    sharded = indices.shape[-1] % mesh.size == 0
+    spec = PartitionSpec(*([None] * (indices.ndim - 1)), BATCH_AXIS) if sharded else PartitionSpec()
+    return _place(mesh, indices, spec)
+
+
 class History(NamedTuple):
     epochs: list[dict[str, float]]  # per epoch, the mean of each metric over its steps
 
@@ -177,6 +221,8 @@ def train(
     epochs: int,
     batch_size: int,
     drop_last: bool = False,
+    chunk_steps: int = 100,
+    mesh: Mesh | None = None,
     log_every: int = 25,
     progress: bool = True,
     log_epochs: bool = True,
@@ -187,29 +233,50 @@ def train(
     """Trains ``epochs`` shuffled passes over ``dataset``; returns the state and history.
 
     The shuffle key of each epoch is split from ``state.key``, so one seed fixes the
-    whole run. The tqdm bar (``progress``) shows the running mean loss, read every
-    ``log_every`` steps (reading it waits for the device, so not every step);
-    ``log_epochs`` prints each epoch's mean metrics. ``should_stop(state, means)``,
-    asked after each epoch, ends training early (e.g. once a plateau schedule has
-    shrunk the learning rate enough). ``gather`` builds a batch from the dataset.
+    whole run. Full batches run ``chunk_steps`` at a time as one compiled program
+    (``make_train_chunk``); the steps left over, and a shorter last batch, run one by
+    one (``make_train_step``); ``chunk_steps=1`` runs every step on its own. Either way
+    the same steps see the same batches and keys. ``mesh`` (``data_parallel_mesh()``)
+    shards every batch across its devices and replicates the state: the same training,
+    global batch statistics included, on several devices.
+
+    The tqdm bar (``progress``) advances per chunk (or every ``log_every`` single
+    steps) with the running mean loss; ``log_epochs`` prints each epoch's mean metrics.
+    ``should_stop(state, means)``, asked after each epoch, ends training early (e.g.
+    once a plateau schedule has shrunk the learning rate enough). ``gather`` builds a
+    batch from the dataset.
     """
-    if epochs <= 0 or batch_size <= 0:
-        raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
+    if epochs <= 0 or batch_size <= 0 or chunk_steps <= 0:
+        raise ValueError(f"epochs, batch_size and chunk_steps must be positive, got {epochs}, {batch_size}, {chunk_steps}")
     num_examples = int(dataset["label"].shape[0])
+    if drop_last and num_examples < batch_size:
+        raise ValueError(f"drop_last with batch_size {batch_size} > {num_examples} examples leaves no batch")
     step_fn = make_train_step(model.phases, gather)
+    chunk_fn = make_train_chunk(model.phases, gather) if chunk_steps > 1 else None
+    state, dataset = _place(mesh, state, PartitionSpec()), _place(mesh, dataset, PartitionSpec())
     history = History([])
     for epoch in range(1, epochs + 1):
         key, shuffle_key = jax.random.split(state.key)
         state = state.replace(key=key)
-        batches = data_lib.shuffled_batches(shuffle_key, num_examples, batch_size, drop_last)
+        full, rest = data_lib.epoch_indices(shuffle_key, num_examples, batch_size, drop_last)
+        num_chunks = full.shape[0] // chunk_steps if chunk_fn is not None else 0
+        # (indices, runs as one chunk) in training order
+        work = [(full[i * chunk_steps:(i + 1) * chunk_steps], True) for i in range(num_chunks)]
+        work += [(indices, False) for indices in full[num_chunks * chunk_steps:]]
+        work += [] if rest is None else [(rest, False)]
+        num_steps = full.shape[0] + (rest is not None)
         totals: dict[str, jax.Array] = {}
-        bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
-        for i, indices in enumerate(bar):
-            state, metrics = step_fn(state, dataset, indices)
+        bar = tqdm(total=num_steps, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
+        done = 0
+        for indices, is_chunk in work:
+            state, metrics = (chunk_fn if is_chunk else step_fn)(state, dataset, _place_indices(mesh, indices))
             totals = {k: totals.get(k, 0.0) + v for k, v in metrics.items()}
-            if progress and (i + 1) % log_every == 0:
-                bar.set_postfix(loss=f"{float(_main_loss(totals)) / (i + 1):.5f}")
-        means = {k: float(v) / len(batches) for k, v in totals.items()}
+            steps = indices.shape[0] if is_chunk else 1
+            done += steps
+            bar.update(steps)
+            if progress and (is_chunk or done % log_every == 0):
+                bar.set_postfix(loss=f"{float(_main_loss(totals)) / done:.5f}")
+        means = {k: float(v) / num_steps for k, v in totals.items()}
         bar.close()
         if log_epochs:
             tqdm.write(f"epoch {epoch}/{epochs}: " + ", ".join(f"{k} {v:.5f}" for k, v in means.items()))

@@ -54,6 +54,10 @@ def make_parser(description: str, *, out: str, epochs: int | None, latent_dim: i
     if epochs is not None:
         parser.add_argument("--epochs", type=positive_int, default=epochs, help="training epochs")
         parser.add_argument("--batch-size", type=positive_int, default=batch_size, help="training batch size")
+        parser.add_argument("--chunk-steps", type=positive_int, default=100,
+                            help="training steps per compiled chunk (lax.scan, no host round trip); 1: step by step")
+        parser.add_argument("--data-parallel", action="store_true",
+                            help="shard each batch over all devices (jax.sharding mesh), parameters replicated")
     if latent_dim is not None:
         parser.add_argument("--latent-dim", type=positive_int, default=latent_dim, help="latent size")
     parser.add_argument("--seed", type=int, default=42, help="seed of every PRNG key")
@@ -116,8 +120,10 @@ def fit(model: train_lib.Model, splits: dict[str, data.Split], args: argparse.Na
     state = train_lib.create_train_state(model, key)
     started = time.perf_counter()
     dataset = data.device_dataset(splits["train"]) if dataset is None else dataset
+    mesh = train_lib.data_parallel_mesh() if args.data_parallel else None
     state, history = train_lib.train(model, state, dataset, epochs=args.epochs, batch_size=args.batch_size,
-                                     progress=not args.no_progress, gather=gather, on_epoch_end=on_epoch_end)
+                                     chunk_steps=args.chunk_steps, mesh=mesh, progress=not args.no_progress,
+                                     gather=gather, on_epoch_end=on_epoch_end)
     jax.block_until_ready(state.params)
     return state, history, time.perf_counter() - started
 
