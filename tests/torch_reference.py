@@ -8,39 +8,8 @@ import numpy as np
 import torch
 from torch import nn as tnn
 
-
-# ------------------------------------------------------------ the lecture's modules
-
-class TorchEncoder(tnn.Module):
-    def __init__(self, latent_dim: int):
-        super().__init__()
-        layers, in_ch = [], 1
-        for h in (32, 64, 128, 256):
-            layers += [tnn.Conv2d(in_ch, h, 3, stride=2, padding=1), tnn.BatchNorm2d(h), tnn.LeakyReLU()]
-            in_ch = h
-        layers += [tnn.Conv2d(256, 512, 1), tnn.BatchNorm2d(512), tnn.LeakyReLU(),
-                   tnn.Flatten(), tnn.Linear(2048, latent_dim)]
-        self.net = tnn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.net(x)
-
-
-class TorchDecoder(tnn.Module):
-    def __init__(self, latent_dim: int):
-        super().__init__()
-        self.fc = tnn.Linear(latent_dim, 512)
-        layers = []
-        for a, b in ((512, 256), (256, 128), (128, 64), (64, 32)):
-            layers += [tnn.ConvTranspose2d(a, b, 3, stride=2, padding=1, output_padding=1),
-                       tnn.BatchNorm2d(b), tnn.LeakyReLU()]
-        layers += [tnn.ConvTranspose2d(32, 32, 3, 2, 1, output_padding=1), tnn.BatchNorm2d(32), tnn.LeakyReLU(),
-                   tnn.Conv2d(32, 1, 7, padding=1), tnn.Sigmoid()]
-        self.net = tnn.Sequential(*layers)
-
-    def forward(self, z):
-        return self.net(self.fc(z).view(-1, 512, 1, 1))
-
+from benchmarks.torch_lecture import Decoder as TorchDecoder  # the lecture's modules, shared with the benchmarks
+from benchmarks.torch_lecture import Encoder as TorchEncoder
 
 # ------------------------------------------------------------ torch -> flax
 

@@ -1,0 +1,1 @@
+"""Speed benchmarks: aejax against the lecture's PyTorch models and loops."""
