@@ -245,11 +245,13 @@ def markdown(report: dict[str, Any]) -> str:
     for result in report["results"]:
         for name, value in result["impls"].items():
             speedup = result.get("speedup", {}).get(name)
-            share = f"{100 * value['achieved_flops'] / peak:.1f}" if peak else "-"
+            measured = np.isfinite(value["achieved_flops"])
+            share = f"{100 * value['achieved_flops'] / peak:.1f}" if peak and measured else "-"
+            gflops = f"{value['achieved_flops'] / 1e9:.1f}" if measured else "-"
             memory = f"{value['memory_mb']:.0f}" if np.isfinite(value["memory_mb"]) else "-"
             lines.append(f"| {result['family']} | {result['batch_size']} | {name} | {value['images_per_s']:.0f} | "
                          f"{value['step_ms']:.1f} | {value['compile_s']:.1f} | {memory} | "
-                         f"{value['achieved_flops'] / 1e9:.1f} | {share} | "
+                         f"{gflops} | {share} | "
                          + (f"{speedup:.2f}x" if speedup else "-") + " |")
     return "\n".join(lines) + "\n"
 
@@ -279,12 +281,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds per implementation")
     parser.add_argument("--data-dir", type=pathlib.Path, default=None, help="MNIST IDX folder (else $AEJAX_DATA_DIR)")
     parser.add_argument("--out", type=pathlib.Path, default=RESULTS, help="folder for the JSON and Markdown results")
+    parser.add_argument("--name", default=None,
+                        help="results file stem (default train_speed_<device>, _quick for --quick)")
     parser.add_argument("--seed", type=int, default=0, help="seed of models and batches")
     parser.add_argument("--quick", action="store_true",
                         help="AE at batch 64, aejax and eager PyTorch, 3 steps x 2 rounds (minutes on a CPU)")
     args = parser.parse_args(argv)
     if args.quick:
         args.families, args.batch_sizes, args.impls, args.steps, args.rounds = ("ae",), (64,), ("aejax", "torch_eager"), 3, 2
+    if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", args.name):
+        parser.error(f"--name must be a plain file stem (letters, digits, . _ -), got {args.name!r}")
     if not os.access(next(p for p in [args.out.absolute(), *args.out.absolute().parents] if p.exists()), os.W_OK):
         parser.error(f"output folder {args.out} is not writable")
     try:
@@ -308,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(report)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"train_speed_{report['device']}{'_quick' if args.quick else ''}"
+    stem = args.out / (args.name or f"train_speed_{report['device']}{'_quick' if args.quick else ''}")
     for suffix, text in ((".json", json.dumps(report, indent=1)), (".md", table)):
         partial = stem.with_name(stem.name + suffix + ".partial")
         partial.write_text(text)

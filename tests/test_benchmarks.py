@@ -27,7 +27,8 @@ def test_quick_benchmark_writes_a_side_by_side_table(tmp_path, mnist_dir, capsys
     assert "torch_eager" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("flags", [["--families", "gan"], ["--batch-sizes", "0"], ["--impls", "tf"], ["--steps", "-1"]])
+@pytest.mark.parametrize("flags", [["--families", "gan"], ["--batch-sizes", "0"], ["--impls", "tf"], ["--steps", "-1"],
+                                   ["--name", "../x"]])
 def test_benchmark_rejects_bad_flags(flags, capsys):
     with pytest.raises(SystemExit) as exit_info:
         train_speed.main(flags)
