@@ -38,6 +38,10 @@ from aejax.train import Model, Params, BatchStats, Phase, module_variables, torc
 
 DiscriminatorNorm = Literal["batch_separate", "batch_joint", "none"]
 DISCRIMINATOR_NORMS = typing.get_args(DiscriminatorNorm)
+# "pooled": the lecture's one BCE over codes and prior samples together (20:1 for the prior);
+# "balanced": the mean of the two classes' BCEs, so codes weigh as much as prior samples.
+DiscriminatorLoss = Literal["pooled", "balanced"]
+DISCRIMINATOR_LOSSES = typing.get_args(DiscriminatorLoss)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +52,7 @@ class AAEConfig:
     generator_weight: float = 0.01
     prior_samples_per_code: int = 20  # the lecture: 20 (uniform run), 10 (ten-box run)
     discriminator_norm: DiscriminatorNorm = "batch_separate"
+    discriminator_loss: DiscriminatorLoss = "pooled"
 
     def __post_init__(self):
         if self.latent_dim <= 0 or self.prior_samples_per_code <= 0:
@@ -57,11 +62,26 @@ class AAEConfig:
             raise ValueError("learning_rate must be > 0; weight_decay and generator_weight >= 0")
         if self.discriminator_norm not in DISCRIMINATOR_NORMS:
             raise ValueError(f"discriminator_norm must be one of {DISCRIMINATOR_NORMS}, got {self.discriminator_norm!r}")
+        if self.discriminator_loss not in DISCRIMINATOR_LOSSES:
+            raise ValueError(f"discriminator_loss must be one of {DISCRIMINATOR_LOSSES}, got {self.discriminator_loss!r}")
 
 
 def adversarial_bce(logits: jax.Array, target: float) -> jax.Array:
     """Elementwise BCE of discriminator logits (B, 1) against a constant target (0 or 1)."""
     return losses.binary_cross_entropy_with_logits(logits, jnp.full_like(logits, target))
+
+
+def discriminator_bce(code_logits: jax.Array, prior_logits: jax.Array, balanced: bool = False) -> jax.Array:
+    """The discriminator's scalar loss: codes (Bc, 1) labelled 0, prior samples (Bp, 1) labelled 1.
+
+    Pooled (the lecture): one mean over all Bc + Bp terms, so with 20 prior samples per
+    code a discriminator that calls everything "prior" already scores well. Balanced: the
+    mean of the two classes' mean BCEs.
+    """
+    code_terms, prior_terms = adversarial_bce(code_logits, 0.0), adversarial_bce(prior_logits, 1.0)
+    if balanced:
+        return 0.5 * (jnp.mean(code_terms) + jnp.mean(prior_terms))
+    return jnp.mean(jnp.concatenate([code_terms, prior_terms]))
 
 
 def make_modules(config: AAEConfig) -> tuple[Encoder, Decoder, Discriminator]:
@@ -121,7 +141,7 @@ def make_model(config: AAEConfig, prior: Sampler) -> Model:
         else:
             both, disc_stats = apply_training(discriminator, disc_vars, jnp.concatenate([codes, samples]))
             code_logits, prior_logits = both[: codes.shape[0]], both[codes.shape[0]:]
-        loss = jnp.mean(jnp.concatenate([adversarial_bce(code_logits, 0.0), adversarial_bce(prior_logits, 1.0)]))
+        loss = discriminator_bce(code_logits, prior_logits, config.discriminator_loss == "balanced")
         accuracy = 0.5 * (jnp.mean(code_logits < 0) + jnp.mean(prior_logits > 0))
         return loss, ({**batch_stats, "discriminator": disc_stats}, {"balanced_accuracy": accuracy})
 

@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--discriminator-norm", choices=aae.DISCRIMINATOR_NORMS, default="batch_separate",
                         help="batch_separate: the lecture's BatchNorm, codes and prior samples normalised "
                              "separately; batch_joint / none: the corrections")
+    parser.add_argument("--discriminator-loss", choices=aae.DISCRIMINATOR_LOSSES, default="pooled",
+                        help="pooled: the lecture's one BCE over codes and prior samples (20:1); balanced: "
+                             "codes and prior samples weigh the same")
     parser.add_argument("--generator-weight", type=common.non_negative_float, default=0.01,
                         help="weight of the generator (encoder-fools-discriminator) loss")
     parser.add_argument("--prior-samples-per-code", type=common.positive_int, default=20,
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     prior = priors.PRIORS[args.prior]()
     config = aae.AAEConfig(learning_rate=args.learning_rate, generator_weight=args.generator_weight,
                            prior_samples_per_code=args.prior_samples_per_code,
-                           discriminator_norm=args.discriminator_norm)
+                           discriminator_norm=args.discriminator_norm, discriminator_loss=args.discriminator_loss)
     model = aae.make_model(config, prior)
     keys = jax.random.split(jax.random.key(args.seed), 3)
     test_set = data.device_dataset(splits["test"])

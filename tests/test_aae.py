@@ -910,3 +910,23 @@ def test_disentangled_variational_style_with_true_labels(aae_batch):
                                float(losses.gaussian_kl_to_standard_normal(mu, log_var).mean()), rtol=1e-4)
     with pytest.raises(ValueError, match="decoder_label"):
         disentangled.DisentangledConfig(decoder_label="oracle")
+
+
+def test_discriminator_bce_pooled_and_balanced():
+    code_logits = jnp.array([[2.0], [-1.0]])
+    prior_logits = jnp.array([[0.5], [1.5], [-0.5], [3.0]])
+    code_terms = np.log1p(np.exp([2.0, -1.0]))           # -log(1 - sigmoid(l))
+    prior_terms = np.log1p(np.exp(-np.array([0.5, 1.5, -0.5, 3.0])))  # -log(sigmoid(l))
+    pooled = aae.discriminator_bce(code_logits, prior_logits)
+    balanced = aae.discriminator_bce(code_logits, prior_logits, balanced=True)
+    np.testing.assert_allclose(pooled, np.concatenate([code_terms, prior_terms]).mean(), rtol=1e-6)
+    np.testing.assert_allclose(balanced, 0.5 * (code_terms.mean() + prior_terms.mean()), rtol=1e-6)
+    # "always prior" (large logits everywhere) is cheap under the pooled loss, not under the balanced one
+    always_prior_codes, always_prior_samples = jnp.full((10, 1), 3.0), jnp.full((200, 1), 3.0)
+    assert aae.discriminator_bce(always_prior_codes, always_prior_samples) < 0.2
+    assert aae.discriminator_bce(always_prior_codes, always_prior_samples, balanced=True) > 1.5
+
+
+def test_discriminator_loss_option_is_validated():
+    with pytest.raises(ValueError, match="discriminator_loss"):
+        aae.AAEConfig(discriminator_loss="hinge")
