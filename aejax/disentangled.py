@@ -46,6 +46,20 @@ def standardize(z: jax.Array, eps: float = 1e-5) -> jax.Array:
     return (z - jnp.mean(z, axis=0)) * jax.lax.rsqrt(jnp.var(z, axis=0) + eps)
 
 
+def class_mean_share(z: jax.Array, labels: jax.Array, num_classes: int) -> jax.Array:
+    """Share of the variance of z (B, D) explained by the class means of integer ``labels`` (B,).
+
+    sum_c (n_c / B) |mean(z | c) - mean(z)|^2 / sum_d var(z_d): 0 when every class has the
+    same mean (no linearly readable label), 1 when z is constant within each class.
+    """
+    centred = z - jnp.mean(z, axis=0)
+    one_hot = jax.nn.one_hot(labels, num_classes, dtype=z.dtype)  # (B, C)
+    counts = jnp.sum(one_hot, axis=0)
+    means = (one_hot.T @ centred) / jnp.maximum(counts, 1.0)[:, None]  # (C, D)
+    between = jnp.sum(counts[:, None] * jnp.square(means)) / z.shape[0]
+    return between / (jnp.sum(jnp.var(z, axis=0)) + 1e-8)
+
+
 def label_style_functions(encoder: Encoder, decoder: Decoder, num_classes: int,
                           style_mean: Callable[[jax.Array], jax.Array] = lambda style: style):
     """``classify``, ``encode``, ``decode`` of a model whose encoder gives label logits + style.
@@ -94,12 +108,16 @@ class DisentangledConfig:
     # picture) or the true label ("true", as Makhzani et al.'s supervised AAE): then z
     # never has to stand in for a label the head got wrong.
     decoder_label: str = "predicted"
+    # > 0: the confusion phase also penalises the share of the (standardised) style's
+    # variance that the class means explain (``class_mean_share``): a closed-form linear
+    # adversary that the encoder cannot dodge by moving the label information around.
+    class_mean_weight: float = 0.0
 
     def __post_init__(self):
         if self.latent_dim <= 0 or self.num_classes <= 1:
             raise ValueError(f"need latent_dim > 0 and num_classes > 1, got {self.latent_dim} and {self.num_classes}")
         if min(self.learning_rate, self.adversary_learning_rate) <= 0 or min(self.weight_decay, self.label_weight, self.confusion_weight,
-                                                                                          self.style_kl_weight) < 0:
+                                                                                          self.style_kl_weight, self.class_mean_weight) < 0:
             raise ValueError("learning_rate must be > 0; weight_decay and the loss weights >= 0")
         if self.decoder_label not in ("predicted", "true"):
             raise ValueError(f"decoder_label must be 'predicted' or 'true', got {self.decoder_label!r}")
@@ -153,7 +171,10 @@ def make_model(config: DisentangledConfig) -> Model:
         _, z, _, encoder_stats = encoder_outputs(params, batch_stats, batch["image"])  # z: the style (mean)
         predicted = adversary.apply({"params": params["label_adversary"]}, standardize(z))
         loss = config.confusion_weight * jnp.mean(uniform_cross_entropy(predicted))
-        return loss, ({**batch_stats, "encoder": encoder_stats}, {}, {"style": z})
+        share = class_mean_share(z, batch["label"], config.num_classes)
+        if config.class_mean_weight:
+            loss = loss + config.class_mean_weight * share
+        return loss, ({**batch_stats, "encoder": encoder_stats}, {"class_mean_share": share}, {"style": z})
 
     def adversary_loss(params, batch_stats, batch, key, step=None):
         del key, step

@@ -930,3 +930,20 @@ def test_discriminator_bce_pooled_and_balanced():
 def test_discriminator_loss_option_is_validated():
     with pytest.raises(ValueError, match="discriminator_loss"):
         aae.AAEConfig(discriminator_loss="hinge")
+
+
+def test_class_mean_share():
+    labels = jnp.array([0, 0, 1, 1, 2, 2])
+    # class means all equal: nothing linearly readable
+    same_means = jnp.array([[1.0, 0.0], [-1.0, 0.0], [1.0, 2.0], [-1.0, -2.0], [0.5, 1.0], [-0.5, -1.0]])
+    np.testing.assert_allclose(disentangled.class_mean_share(same_means, labels, 3), 0.0, atol=1e-6)
+    # constant within each class: all variance is between classes
+    by_class = jnp.array([[0.0, 1.0], [0.0, 1.0], [3.0, 0.0], [3.0, 0.0], [-2.0, 5.0], [-2.0, 5.0]])
+    np.testing.assert_allclose(disentangled.class_mean_share(by_class, labels, 3), 1.0, rtol=1e-5)
+    # a mix: by-hand between-class over total variance, one dimension
+    z = jnp.array([[0.0], [2.0], [4.0], [6.0], [1.0], [1.0]])
+    mean = 14.0 / 6
+    between = (2 * (1 - mean) ** 2 + 2 * (5 - mean) ** 2 + 2 * (1 - mean) ** 2) / 6
+    np.testing.assert_allclose(disentangled.class_mean_share(z, labels, 3), between / np.var(np.asarray(z)), rtol=1e-5)
+    # and the encoder gets a gradient from it
+    assert float(jnp.abs(jax.grad(lambda z: disentangled.class_mean_share(z, labels, 3))(by_class + 0.1 * z)).sum()) > 0
