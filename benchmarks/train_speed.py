@@ -225,6 +225,15 @@ def benchmark(family: str, batch_size: int, impls: tuple[str, ...], steps: int, 
     return result
 
 
+def host_name() -> str:
+    """The CPU model (from /proc/cpuinfo where there is one), else the machine type."""
+    try:
+        match = re.search(r"model name\s*:\s*(.*)", pathlib.Path("/proc/cpuinfo").read_text())
+    except OSError:
+        match = None
+    return match.group(1).strip() if match else platform.processor() or platform.machine()
+
+
 def device_name() -> str:
     device = jax.devices()[0]
     if device.platform == "cpu":
@@ -302,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     peak, peak_source = nominal_peak_flops()
-    report = {"device": device_name(), "host": platform.processor() or platform.machine(),
+    report = {"device": device_name(), "host": host_name(),
               "command": "python -m benchmarks.train_speed " + " ".join(sys.argv[1:] if argv is None else argv),
               "versions": {"jax": jax.__version__, "torch": torch.__version__},
               "peak_flops": peak, "peak_source": peak_source, "results": []}
