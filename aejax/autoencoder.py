@@ -32,6 +32,7 @@ class AEConfig:
     sparsity: Sparsity = "none"
     sparsity_weight: float = 0.01  # beta
     sparsity_target: float = 0.1  # p, for the KL penalties
+    conv_impl: str = "auto"  # how convolutions run: the same function either way (modules.conv2d)
 
     def __post_init__(self):
         if self.latent_dim <= 0:
@@ -83,7 +84,7 @@ def make_loss(config: AEConfig, encoder: Encoder, decoder: Decoder):
 
 def make_model(config: AEConfig) -> Model:
     """The variant as the generic loop sees it: one phase updating encoder and decoder."""
-    encoder, decoder = Encoder(config.latent_dim), Decoder()
+    encoder, decoder = Encoder(config.latent_dim, conv_impl=config.conv_impl), Decoder(conv_impl=config.conv_impl)
 
     def init(key):
         return init_encoder_decoder(key, encoder, decoder, config.latent_dim)

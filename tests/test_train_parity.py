@@ -9,6 +9,7 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -26,13 +27,19 @@ def _conv_biases_before_batchnorm(tree):
         {("decoder", f"ConvTranspose2x_{i}", "bias") for i in range(5)}
 
 
-def test_two_adam_steps_match_pytorch(mnist):
+# The library convolution: the im2col forms of the CPU default compute the same function
+# (values and gradients against lax and PyTorch in test_modules), but sum in another
+# order, and the +-lr noise steps of the conv biases feeding a BatchNorm then differ;
+# Adam's second step, dividing by |g|, spreads that over many small-gradient entries.
+@pytest.mark.parametrize("conv_impl", ["lax"])
+def test_two_adam_steps_match_pytorch(mnist, conv_impl):
     torch.manual_seed(0)
     encoder, decoder = TorchEncoder(LATENT), TorchDecoder(LATENT)
     images = (mnist["test"].images[:BATCH] / 255.0).astype(np.float32)[..., None]
 
     enc_vars, dec_vars = torch_to_flax(encoder), torch_to_flax(decoder)
-    model = autoencoder.make_model(autoencoder.AEConfig(latent_dim=LATENT, learning_rate=LR, weight_decay=WEIGHT_DECAY))
+    model = autoencoder.make_model(autoencoder.AEConfig(latent_dim=LATENT, learning_rate=LR, weight_decay=WEIGHT_DECAY,
+                                                             conv_impl=conv_impl))
     params = {"encoder": enc_vars["params"], "decoder": dec_vars["params"]}
     stats = {"encoder": enc_vars["batch_stats"], "decoder": dec_vars["batch_stats"]}
     phase = model.phases[0]
