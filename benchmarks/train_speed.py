@@ -31,7 +31,6 @@ import time
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from aejax import aae, autoencoder, data, priors, vae
