@@ -10,6 +10,7 @@ optax optimizer and the top-level modules it updates) and eval-mode ``encode`` /
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import flax.struct
@@ -20,6 +21,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from aejax import checkpoint as checkpoint_lib
 from aejax import data as data_lib
 
 Params = Mapping[str, Any]  # {module name: flax params}
@@ -152,39 +154,68 @@ def take_batch(dataset: Mapping[str, jax.Array], indices: jax.Array) -> dict[str
     return {name: array[indices] for name, array in dataset.items()}
 
 
+NONFINITE_POLICIES = ("stop", "skip")
+SKIPPED_METRIC = "nonfinite_skipped"  # 1 for a step whose update was dropped (``nonfinite="skip"``)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training step produced a non-finite loss or metric; training stopped before using it."""
+
+
+def apply_phases_skipping_nonfinite(phases: tuple[Phase, ...], state: TrainState, batch: Batch,
+                                    ) -> tuple[TrainState, Metrics]:
+    """``apply_phases``, except that a step with any non-finite metric leaves the model unchanged.
+
+    The step counter and the PRNG key still advance (later steps see the keys they would
+    have seen); the dropped step's metrics read 0 and ``SKIPPED_METRIC`` reads 1.
+    """
+    new_state, metrics = apply_phases(phases, state, batch)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
+    keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
+    new_state = new_state.replace(params=keep(new_state.params, state.params),
+                                  batch_stats=keep(new_state.batch_stats, state.batch_stats),
+                                  opt_states=keep(new_state.opt_states, state.opt_states))
+    metrics = {k: jnp.where(finite, v, jnp.zeros_like(v)) for k, v in metrics.items()}
+    metrics[SKIPPED_METRIC] = 1.0 - finite.astype(jnp.float32)
+    return new_state, metrics
+
+
+def _step_fn(phases: tuple[Phase, ...], skip_nonfinite: bool) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+    return functools.partial(apply_phases_skipping_nonfinite if skip_nonfinite else apply_phases, phases)
+
+
 @functools.lru_cache(maxsize=32)  # one compiled program per model, however often ``train`` is called
-def make_train_step(phases: tuple[Phase, ...], gather: GatherFn = data_lib.gather_batch,
+def make_train_step(phases: tuple[Phase, ...], gather: GatherFn = data_lib.gather_batch, skip_nonfinite: bool = False,
                     ) -> Callable[[TrainState, Mapping[str, jax.Array], jax.Array], tuple[TrainState, Metrics]]:
     """A jit-compiled ``step(state, dataset, indices) -> (state, metrics)``.
 
     ``dataset`` is the whole split on the device (``data.device_dataset``); the batch
     is gathered by ``indices`` (B,) inside the compiled program. ``state`` is donated.
+    ``skip_nonfinite``: see ``apply_phases_skipping_nonfinite``.
     """
+    apply = _step_fn(phases, skip_nonfinite)
 
     @functools.partial(jax.jit, donate_argnums=0)
     def step(state, dataset, indices):
-        return apply_phases(phases, state, gather(dataset, indices))
+        return apply(state, gather(dataset, indices))
 
     return step
 
 
 @functools.lru_cache(maxsize=32)
-def make_train_chunk(phases: tuple[Phase, ...], gather: GatherFn = data_lib.gather_batch,
+def make_train_chunk(phases: tuple[Phase, ...], gather: GatherFn = data_lib.gather_batch, skip_nonfinite: bool = False,
                      ) -> Callable[[TrainState, Mapping[str, jax.Array], jax.Array], tuple[TrainState, Metrics]]:
-    """A jit-compiled ``chunk(state, dataset, indices (S, B)) -> (state, summed metrics)``.
+    """A jit-compiled ``chunk(state, dataset, indices (S, B)) -> (state, metrics, each (S,))``.
 
     S training steps as one program (``lax.scan`` over the rows of ``indices``): no
-    host round trip between steps. Each step is ``apply_phases``, as in
-    ``make_train_step``; metrics come back summed over the S steps. ``state`` is donated.
+    host round trip between steps. Each step is the one of ``make_train_step``; the
+    metrics of every step come back stacked. ``state`` is donated.
     """
+    apply = _step_fn(phases, skip_nonfinite)
 
     @functools.partial(jax.jit, donate_argnums=0)
     def chunk(state, dataset, indices):
-        def body(state, batch_indices):
-            return apply_phases(phases, state, gather(dataset, batch_indices))
-
-        state, metrics = jax.lax.scan(body, state, indices)
-        return state, jax.tree.map(lambda m: jnp.sum(m, axis=0), metrics)
+        return jax.lax.scan(lambda state, batch_indices: apply(state, gather(dataset, batch_indices)), state, indices)
 
     return chunk
 
@@ -211,6 +242,24 @@ def _place_indices(mesh: Mesh | None, indices: jax.Array) -> jax.Array:
 
 class History(NamedTuple):
     epochs: list[dict[str, float]]  # per epoch, the mean of each metric over its steps
+    seconds: float = 0.0  # wall time of ``train``, summed over the processes of a resumed run
+
+
+def _raise_if_nonfinite(rows: Mapping[str, np.ndarray], first_step: int, epoch: int, saved: str) -> None:
+    """Raises ``NonFiniteLossError`` naming the first step (of rows (S,)) with a non-finite metric."""
+    bad = np.stack([~np.isfinite(v) for v in rows.values()], axis=1)
+    if not bad.any():
+        return
+    row = int(np.argmax(bad.any(axis=1)))
+    terms = ", ".join(f"{name}={values[row]}" for name, values in rows.items() if not np.isfinite(values[row]))
+    raise NonFiniteLossError(f"non-finite loss at training step {first_step + row} (epoch {epoch}): {terms}; "
+                             f"training stopped, {saved}")
+
+
+def _epoch_means(totals: Mapping[str, float], num_steps: int) -> dict[str, float]:
+    """Mean of each metric over the epoch's steps; steps dropped as non-finite count in none but their own."""
+    kept = num_steps - totals.get(SKIPPED_METRIC, 0.0)
+    return {k: v if k == SKIPPED_METRIC else (v / kept if kept else float("nan")) for k, v in totals.items()}
 
 
 def train(
@@ -223,10 +272,13 @@ def train(
     drop_last: bool = False,
     chunk_steps: int = 100,
     mesh: Mesh | None = None,
+    checkpoints: checkpoint_lib.TrainingCheckpoints | None = None,
+    checkpoint_every: int | None = None,
+    nonfinite: str = "stop",
     log_every: int = 25,
     progress: bool = True,
     log_epochs: bool = True,
-    on_epoch_end: Callable[[int, TrainState, dict[str, float]], None] | None = None,
+    on_epoch_end: Callable[[int, TrainState, dict[str, float]], dict[str, float] | None] | None = None,
     should_stop: Callable[[TrainState, dict[str, float]], bool] | None = None,
     gather: GatherFn = data_lib.gather_batch,
 ) -> tuple[TrainState, History]:
@@ -240,24 +292,84 @@ def train(
     shards every batch across its devices and replicates the state: the same training,
     global batch statistics included, on several devices.
 
+    ``checkpoints`` (a ``checkpoint.TrainingCheckpoints``) saves the whole state and
+    the position in the run at the end of every epoch (``checkpoint_every=None``), or
+    after the chunk, step or epoch that completes each further ``checkpoint_every``
+    steps, and always at the end. If
+    it already holds a checkpoint, training resumes from the latest one (``state`` then
+    only gives its structure): with the same ``batch_size``, ``chunk_steps`` and
+    dataset, a resumed run ends exactly where an uninterrupted one would have.
+
+    ``nonfinite="stop"`` raises ``NonFiniteLossError`` (naming the step and the
+    metrics) at the first non-finite metric, before any checkpoint could hold the
+    damaged state; ``"skip"`` drops such steps' updates and counts them as the
+    ``nonfinite_skipped`` metric.
+
     The tqdm bar (``progress``) advances per chunk (or every ``log_every`` single
     steps) with the running mean loss; ``log_epochs`` prints each epoch's mean metrics.
+    ``on_epoch_end(epoch, state, means)`` runs after each epoch; the numbers it returns
+    (e.g. a test error) join that epoch's entry of the history, checkpointed with it.
     ``should_stop(state, means)``, asked after each epoch, ends training early (e.g.
     once a plateau schedule has shrunk the learning rate enough). ``gather`` builds a
     batch from the dataset.
     """
     if epochs <= 0 or batch_size <= 0 or chunk_steps <= 0:
         raise ValueError(f"epochs, batch_size and chunk_steps must be positive, got {epochs}, {batch_size}, {chunk_steps}")
+    if checkpoint_every is not None and checkpoint_every <= 0:
+        raise ValueError(f"checkpoint_every must be positive, got {checkpoint_every}")
+    if nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
     num_examples = int(dataset["label"].shape[0])
     if drop_last and num_examples < batch_size:
         raise ValueError(f"drop_last with batch_size {batch_size} > {num_examples} examples leaves no batch")
-    step_fn = make_train_step(model.phases, gather)
-    chunk_fn = make_train_chunk(model.phases, gather) if chunk_steps > 1 else None
+    skip = nonfinite == "skip"
+    step_fn = make_train_step(model.phases, gather, skip)
+    chunk_fn = make_train_chunk(model.phases, gather, skip) if chunk_steps > 1 else None
+    layout = {"num_examples": num_examples, "batch_size": batch_size, "chunk_steps": chunk_steps, "drop_last": drop_last}
+    started = time.perf_counter()
+    history, start_epoch, resume, finished, earlier_seconds = History([]), 1, None, False, 0.0
+    if checkpoints is not None and checkpoints.latest_step() is not None:
+        state, saved_progress = checkpoints.restore(state)
+        if saved_progress["layout"] != layout:
+            raise ValueError(f"the checkpoints in {checkpoints.directory} come from a run with {saved_progress['layout']}, "
+                             f"not {layout}; resume with the same settings or use another folder")
+        history = History(list(saved_progress["history"]))
+        start_epoch, finished = saved_progress["epoch"], saved_progress["finished"]
+        earlier_seconds = saved_progress["seconds"]
+        resume = saved_progress if saved_progress["items_done"] else None
     state, dataset = _place(mesh, state, PartitionSpec()), _place(mesh, dataset, PartitionSpec())
-    history = History([])
-    for epoch in range(1, epochs + 1):
-        key, shuffle_key = jax.random.split(state.key)
-        state = state.replace(key=key)
+    global_step = int(state.step)
+    last_saved = global_step if checkpoints is not None and checkpoints.latest_step() is not None else None
+
+    def save(epoch: int, items_done: int, shuffle_key: jax.Array | None, totals: dict, steps_done: int,
+             finished: bool = False) -> None:
+        nonlocal last_saved
+        checkpoints.save(global_step, state, {
+            "epoch": epoch, "items_done": items_done, "steps_done": steps_done, "totals": totals,
+            "shuffle_key": None if shuffle_key is None else np.asarray(jax.random.key_data(shuffle_key)).tolist(),
+            "history": history.epochs, "layout": layout, "finished": finished,
+            "seconds": earlier_seconds + time.perf_counter() - started})
+        last_saved = global_step
+
+    def saved_note() -> str:
+        if checkpoints is None:
+            return "no checkpoints were kept"
+        if last_saved is None:
+            return f"no checkpoint was saved yet in {checkpoints.directory}"
+        return f"the last good checkpoint (step {last_saved}) is kept in {checkpoints.directory}"
+
+    for epoch in range(start_epoch, epochs + 1):
+        if finished:
+            break
+        if resume is not None:  # mid-epoch: the epoch's key was split off before the checkpoint
+            shuffle_key = jax.random.wrap_key_data(jnp.asarray(resume["shuffle_key"], jnp.uint32),
+                                                   impl=jax.random.key_impl(state.key))
+            items_to_skip, totals, done = resume["items_done"], dict(resume["totals"]), resume["steps_done"]
+            resume = None
+        else:
+            key, shuffle_key = jax.random.split(state.key)
+            state = state.replace(key=key)
+            items_to_skip, totals, done = 0, {}, 0
         full, rest = data_lib.epoch_indices(shuffle_key, num_examples, batch_size, drop_last)
         num_chunks = full.shape[0] // chunk_steps if chunk_fn is not None else 0
         # (indices, runs as one chunk) in training order
@@ -265,30 +377,37 @@ def train(
         work += [(indices, False) for indices in full[num_chunks * chunk_steps:]]
         work += [] if rest is None else [(rest, False)]
         num_steps = full.shape[0] + (rest is not None)
-        totals: dict[str, jax.Array] = {}
-        bar = tqdm(total=num_steps, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
-        done = 0
-        for indices, is_chunk in work:
+        bar = tqdm(total=num_steps, initial=done, desc=f"epoch {epoch}/{epochs}", disable=not progress, leave=False)
+        for item, (indices, is_chunk) in enumerate(work):
+            if item < items_to_skip:
+                continue
             state, metrics = (chunk_fn if is_chunk else step_fn)(state, dataset, _place_indices(mesh, indices))
-            totals = {k: totals.get(k, 0.0) + v for k, v in metrics.items()}
+            rows = {k: np.atleast_1d(np.asarray(v)) for k, v in jax.device_get(metrics).items()}  # (steps,) each
+            _raise_if_nonfinite(rows, global_step, epoch, saved_note())
+            totals = {k: totals.get(k, 0.0) + float(np.sum(v, dtype=np.float64)) for k, v in rows.items()}
             steps = indices.shape[0] if is_chunk else 1
-            done += steps
+            done, global_step = done + steps, global_step + steps
             bar.update(steps)
             if progress and (is_chunk or done % log_every == 0):
-                bar.set_postfix(loss=f"{float(_main_loss(totals)) / done:.5f}")
-        means = {k: float(v) / num_steps for k, v in totals.items()}
+                bar.set_postfix(loss=f"{_main_loss(totals) / done:.5f}")
+            if (checkpoints is not None and checkpoint_every is not None and item + 1 < len(work)
+                    and global_step - (last_saved or 0) >= checkpoint_every):
+                save(epoch, item + 1, shuffle_key, totals, done)
+        means = _epoch_means(totals, num_steps)
         bar.close()
         if log_epochs:
             tqdm.write(f"epoch {epoch}/{epochs}: " + ", ".join(f"{k} {v:.5f}" for k, v in means.items()))
-        history.epochs.append(means)
         if on_epoch_end is not None:
-            on_epoch_end(epoch, state, means)
-        if should_stop is not None and should_stop(state, means):
-            break
-    return state, history
+            means.update(on_epoch_end(epoch, state, means) or {})
+        history.epochs.append(means)
+        finished = should_stop is not None and should_stop(state, means)
+        if checkpoints is not None and (checkpoint_every is None or finished or epoch == epochs
+                                        or global_step - (last_saved or 0) >= checkpoint_every):
+            save(epoch + 1, 0, None, {}, 0, finished)
+    return state, history._replace(seconds=earlier_seconds + time.perf_counter() - started)
 
 
-def _main_loss(totals: Mapping[str, jax.Array]) -> jax.Array:
+def _main_loss(totals: Mapping[str, float]) -> float:
     return totals["loss"] if "loss" in totals else next(iter(totals.values()))
 
 

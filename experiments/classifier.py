@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = common.make_parser(__doc__.split("\n")[0], out="runs/classifier", epochs=5, latent_dim=None, batch_size=128)
     args = common.parse(parser, argv)
     splits = common.load_data(args)
-    with common.staged_output(args.out) as out:
+    with common.output(args) as out:
         _, accuracy = classifier.load_or_train(out, splits, jax.random.key(args.seed), epochs=args.epochs,
                                                progress=not args.no_progress)
         metrics = {"test_accuracy": accuracy}

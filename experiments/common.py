@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import pathlib
 import platform
 import shutil
 import sys
-import time
 from typing import Any, Callable, Iterator
 
 import jax
@@ -58,6 +58,12 @@ def make_parser(description: str, *, out: str, epochs: int | None, latent_dim: i
                             help="training steps per compiled chunk (lax.scan, no host round trip); 1: step by step")
         parser.add_argument("--data-parallel", action="store_true",
                             help="shard each batch over all devices (jax.sharding mesh), parameters replicated")
+        parser.add_argument("--checkpoint-every", type=positive_int, default=None,
+                            help="save the whole training state every N steps (default: after every epoch); "
+                                 "a killed run resumes from its last checkpoint when the same command is run again")
+        parser.add_argument("--on-nonfinite", choices=train_lib.NONFINITE_POLICIES, default="stop",
+                            help="a non-finite loss: stop (exit 1, naming the step and loss term, the last good "
+                                 "checkpoint kept) or skip that batch's update")
     if latent_dim is not None:
         parser.add_argument("--latent-dim", type=positive_int, default=latent_dim, help="latent size")
     parser.add_argument("--seed", type=int, default=42, help="seed of every PRNG key")
@@ -66,6 +72,8 @@ def make_parser(description: str, *, out: str, epochs: int | None, latent_dim: i
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: 1 epoch on {QUICK_TRAIN_EXAMPLES} train / {QUICK_TEST_EXAMPLES} test images")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--restart", action="store_true",
+                        help="discard the partial results of an interrupted run of --out instead of resuming it")
     return parser
 
 
@@ -89,43 +97,110 @@ def load_data(args: argparse.Namespace) -> dict[str, data.Split]:
             "test": data.Split(*(a[: args.test_limit] for a in splits["test"]))}
 
 
+class UsageError(ValueError):
+    """A command line that cannot run as given (exit code 2, as argparse's errors)."""
+
+
+# Settings that may change between an interrupted run and its resumption.
+RESUMABLE_SETTING_CHANGES = frozenset({"no_progress", "restart", "out", "data_dir"})
+TRAIN_STATE = "train_state"  # the folder of a run's training checkpoints (``checkpoint.TrainingCheckpoints``)
+
+
+def _staging_folder(out: pathlib.Path) -> pathlib.Path:
+    return out.with_name(f".{out.name}.partial")
+
+
+def _clear(folder: pathlib.Path, keep: set[str]) -> None:
+    for entry in folder.iterdir():
+        if entry.name not in keep:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
 @contextlib.contextmanager
-def staged_output(out: pathlib.Path) -> Iterator[pathlib.Path]:
-    """Yields a fresh staging folder that replaces ``out`` only if the block succeeds.
+def staged_output(out: pathlib.Path, settings: dict[str, Any] | None = None, restart: bool = False,
+                  ) -> Iterator[pathlib.Path]:
+    """Yields the staging folder ``.<out>.partial`` that replaces ``out`` only if the block succeeds.
 
     A failed or interrupted run leaves ``out`` (a previous complete result) untouched.
+    If the run has saved training checkpoints (``<staging>/train_state``), the staging
+    folder is kept, and the same command resumes it (``settings`` must match the
+    interrupted run's, apart from ``RESUMABLE_SETTING_CHANGES``; ``restart`` discards
+    it instead). One run at a time may use a staging folder (a file lock).
     """
     out = out.absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    staging = _staging_folder(out)
+    staging.mkdir(exist_ok=True)
+    lock = open(staging / ".lock", "w")
     try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        os.replace(out, old)
-    os.replace(staging, out)
-    shutil.rmtree(old, ignore_errors=True)
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise UsageError(f"another run is writing {out} (its partial results are in {staging})") from None
+    try:
+        settings = None if settings is None else {k: v for k, v in settings.items() if k not in RESUMABLE_SETTING_CHANGES}
+        settings_file = staging / "run_settings.json"
+        resumable = (staging / TRAIN_STATE).is_dir() and settings_file.is_file()
+        if resumable and not restart and settings is not None:
+            previous = json.loads(settings_file.read_text())
+            changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+            if changed:
+                raise UsageError(f"{staging} holds an interrupted run with other settings ({', '.join(changed)}); "
+                                 f"rerun it with the same flags to resume it, or add --restart to discard it")
+        if restart or not resumable:
+            _clear(staging, keep={".lock"})
+        elif resumable:
+            print(f"resuming the interrupted run in {staging}", file=sys.stderr)
+        settings_file.write_text(json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n")
+        try:
+            yield staging
+        except BaseException:
+            if (staging / TRAIN_STATE).is_dir():
+                print(f"partial run kept in {staging}: run the same command to resume it", file=sys.stderr)
+            else:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
+        settings_file.unlink()
+        (staging / ".lock").unlink()
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        if out.exists():
+            os.replace(out, old)
+        os.replace(staging, out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        lock.close()  # releases the lock
 
 
-def fit(model: train_lib.Model, splits: dict[str, data.Split], args: argparse.Namespace, key: jax.Array, *,
-        dataset: dict[str, jax.Array] | None = None, gather: train_lib.GatherFn = data.gather_batch,
-        on_epoch_end: Callable[[int, train_lib.TrainState, dict[str, float]], None] | None = None,
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags of a run as JSON-ready values."""
+    return {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()}
+
+
+def output(args: argparse.Namespace) -> contextlib.AbstractContextManager[pathlib.Path]:
+    """``staged_output`` for a script's ``--out``, resuming an interrupted run of the same flags."""
+    return staged_output(args.out, run_settings(args), restart=args.restart)
+
+
+def fit(model: train_lib.Model, splits: dict[str, data.Split], args: argparse.Namespace, key: jax.Array,
+        workdir: pathlib.Path, *, dataset: dict[str, jax.Array] | None = None,
+        gather: train_lib.GatherFn = data.gather_batch,
+        on_epoch_end: Callable[[int, train_lib.TrainState, dict[str, float]], dict[str, float] | None] | None = None,
         ) -> tuple[train_lib.TrainState, train_lib.History, float]:
-    """Initialises and trains ``model`` on the train split (or ``dataset``); returns state, history, seconds."""
+    """Initialises and trains ``model`` on the train split (or ``dataset``); returns state, history, seconds.
+
+    Checkpoints go to ``workdir/train_state`` (the run's staging folder), from which an
+    interrupted run resumes; seconds are the training wall time over all its processes.
+    """
     state = train_lib.create_train_state(model, key)
-    started = time.perf_counter()
     dataset = data.device_dataset(splits["train"]) if dataset is None else dataset
     mesh = train_lib.data_parallel_mesh() if args.data_parallel else None
-    state, history = train_lib.train(model, state, dataset, epochs=args.epochs, batch_size=args.batch_size,
-                                     chunk_steps=args.chunk_steps, mesh=mesh, progress=not args.no_progress,
-                                     gather=gather, on_epoch_end=on_epoch_end)
+    with checkpoint.TrainingCheckpoints(workdir / TRAIN_STATE) as checkpoints:
+        state, history = train_lib.train(model, state, dataset, epochs=args.epochs, batch_size=args.batch_size,
+                                         chunk_steps=args.chunk_steps, mesh=mesh, checkpoints=checkpoints,
+                                         checkpoint_every=args.checkpoint_every, nonfinite=args.on_nonfinite,
+                                         progress=not args.no_progress, gather=gather, on_epoch_end=on_epoch_end)
     jax.block_until_ready(state.params)
-    return state, history, time.perf_counter() - started
+    return state, history, history.seconds
 
 
 def noisy_test_set(split: data.Split, key: jax.Array, std: float = NOISE_STD) -> tuple[np.ndarray, dict[str, jax.Array]]:
@@ -136,7 +211,8 @@ def noisy_test_set(split: data.Split, key: jax.Array, std: float = NOISE_STD) ->
 
 
 def save_state(folder: pathlib.Path, state: train_lib.TrainState) -> None:
-    checkpoint.save(folder / "checkpoint", {"params": state.params, "batch_stats": state.batch_stats})
+    """The trained variables as ``folder/checkpoint`` (replacing one a resumed run's first try left)."""
+    checkpoint.save(folder / "checkpoint", {"params": state.params, "batch_stats": state.batch_stats}, overwrite=True)
 
 
 def reconstruction_metrics(result: dict[str, np.ndarray], prefix: str = "test") -> dict[str, float]:
@@ -151,7 +227,7 @@ def write_metrics(folder: pathlib.Path, metrics: dict[str, Any], args: argparse.
     """metrics.json with the run's settings and device beside the numbers."""
     payload = {
         **metrics,
-        "settings": {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()},
+        "settings": run_settings(args),
         "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}",
         "host": platform.node(),
     }
@@ -232,10 +308,13 @@ def first_of_digit(split: data.Split, digit: int, index: int = 0, within: int = 
 
 
 def run_main(main: Callable[[list[str] | None], dict[str, Any]], argv: list[str] | None = None) -> None:
-    """Runs an experiment's main; a data or value error is one line on stderr, exit 1."""
+    """Runs an experiment's main; an error is one line on stderr: exit 2 for usage errors, else 1."""
     try:
         metrics = main(argv)
-    except (data.DataError, ValueError, FileExistsError, OSError) as e:
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (data.DataError, ValueError, FileExistsError, OSError, train_lib.NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}, indent=2))

@@ -65,15 +65,17 @@ def main(argv: list[str] | None = None) -> dict:
         error = float(np.mean(predicted != labels)) if supervised else semi_supervised.clustering_error(predicted, labels)[0]
         return error, predicted
 
-    errors: list[float] = []
-    with common.staged_output(args.out) as out:
+    error_key = "test_error" if supervised else "clustering_error"
+    with common.output(args) as out:
         state, history, seconds = common.fit(
-            model, splits, args, jax.random.key(args.seed), dataset=semi_supervised.make_dataset(splits["train"], labelled),
-            gather=semi_supervised.gather, on_epoch_end=lambda epoch, state, means: errors.append(test_error(state)[0]))
+            model, splits, args, jax.random.key(args.seed), out,
+            dataset=semi_supervised.make_dataset(splits["train"], labelled), gather=semi_supervised.gather,
+            on_epoch_end=lambda epoch, state, means: {error_key: test_error(state)[0]})  # kept in the history
+        errors = [entry[error_key] for entry in history.epochs]
         error, predicted = test_error(state)
         metrics = {
             "labels": args.labels,
-            ("test_error" if supervised else "clustering_error"): error,
+            error_key: error,
             f"{name.replace(' ', '_')}_by_epoch": errors,
             "epochs": args.epochs,
             "train_history": history.epochs,

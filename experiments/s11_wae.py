@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> dict:
     model = wae.make_model(wae.WAEConfig(latent_dim=args.latent_dim, learning_rate=args.learning_rate,
                                          mmd_weight=args.mmd_weight))
     train_key, prior_key, reference_key, sample_key = jax.random.split(jax.random.key(args.seed), 4)
-    with common.staged_output(args.out) as out:
-        state, history, seconds = common.fit(model, splits, args, train_key)
+    with common.output(args) as out:
+        state, history, seconds = common.fit(model, splits, args, train_key, out)
         test = train_lib.evaluate(model, state.params, state.batch_stats, data.device_dataset(splits["test"]))
         codes = jnp.asarray(test["latents"][:MMD_SAMPLES])
         prior = jax.random.normal(prior_key, codes.shape)

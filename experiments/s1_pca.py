@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> dict:
     noise_key, pick_key = jax.random.split(jax.random.key(args.seed))
     noisy = np.asarray(data.add_gaussian_noise(noise_key, test_images, common.NOISE_STD))
     shown = np.asarray(jax.random.choice(pick_key, len(test_images), (SHOWN,), replace=False))
-    with common.staged_output(args.out) as out:
+    with common.output(args) as out:
         model = pca.fit_pca(train_images, args.variance, args.seed)
         decoded = pca.recode(model, test_images)
         filtered = pca.recode(model, noisy)

@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> dict:
     config = autoencoder.AEConfig(latent_dim=args.latent_dim, input_noise_std=args.train_noise_std)
     model = autoencoder.make_model(config)
     train_key, noise_key = jax.random.split(jax.random.key(args.seed))
-    with common.staged_output(args.out) as out:
-        state, history, seconds = common.fit(model, splits, args, train_key)
+    with common.output(args) as out:
+        state, history, seconds = common.fit(model, splits, args, train_key, out)
         test = train_lib.evaluate(model, state.params, state.batch_stats, data.device_dataset(splits["test"]))
         pca_k = pca.fit_pca(splits["train"].images / 255.0, args.latent_dim)
         denoise, denoise_images = denoising_metrics(model, state, splits, noise_key)

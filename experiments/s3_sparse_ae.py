@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> dict:
                                   sparsity_target=args.target)
     model = autoencoder.make_model(config)
     train_key, noise_key = jax.random.split(jax.random.key(args.seed))
-    with common.staged_output(args.out) as out:
-        state, history, seconds = common.fit(model, splits, args, train_key)
+    with common.output(args) as out:
+        state, history, seconds = common.fit(model, splits, args, train_key, out)
         test = train_lib.evaluate(model, state.params, state.batch_stats, data.device_dataset(splits["test"]))
         clean, noisy_set = common.noisy_test_set(splits["test"], noise_key)
         noisy = np.asarray(noisy_set["image"])

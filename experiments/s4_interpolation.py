@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> dict:
             raise ValueError(f"no test image of digit {digit} among the first {len(labels)}")
         picks[digit] = images[found[0]]
     model = autoencoder.make_model(autoencoder.AEConfig(latent_dim=args.latent_dim, weight_decay=args.weight_decay))
-    with common.staged_output(args.out) as out:
-        state, history, seconds = common.fit(model, splits, args, jax.random.key(args.seed))
+    with common.output(args) as out:
+        state, history, seconds = common.fit(model, splits, args, jax.random.key(args.seed), out)
         test = train_lib.evaluate(model, state.params, state.batch_stats, data.device_dataset(splits["test"]))
         start, end = picks[args.start_digit], picks[args.end_digit]
         row = interpolation_frames(model, state, start, end, 10)

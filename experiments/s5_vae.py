@@ -53,8 +53,8 @@ def train_and_report(config: vae.VAEConfig, args: argparse.Namespace, extra: dic
     model = vae.make_model(config)
     train_key, noise_key, likelihood_key = jax.random.split(jax.random.key(args.seed), 3)
     test_set = data.device_dataset(splits["test"])
-    with common.staged_output(args.out) as out:
-        state, history, seconds = common.fit(model, splits, args, train_key)
+    with common.output(args) as out:
+        state, history, seconds = common.fit(model, splits, args, train_key, out)
         test = train_lib.evaluate(model, state.params, state.batch_stats, test_set)
         clean, noisy_set = common.noisy_test_set(splits["test"], noise_key)
         denoised = train_lib.evaluate(model, state.params, state.batch_stats, noisy_set)["reconstructions"]

@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> dict:
     config = vae.VAEConfig(latent_dim=args.latent_dim, kld_weight=args.kld_weight, reconstruction_weight=0.0)
     model = vae.make_model(config)
     test_set = data.device_dataset(splits["test"])
-    with common.staged_output(args.out) as out:
-        state, history, seconds = common.fit(model, splits, args, jax.random.key(args.seed))
+    with common.output(args) as out:
+        state, history, seconds = common.fit(model, splits, args, jax.random.key(args.seed), out)
         mu, log_var = likelihood.posterior_moments(model, state.params, state.batch_stats, test_set)
         variance = np.exp(log_var)
         labels = splits["test"].labels

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
     splits = toy.split(toy_data)
     test_points, test_labels = np.asarray(splits["test"]["points"]), splits["test"]["label"]
     metrics, reconstructions = {}, {}
-    with common.staged_output(args.out) as out:
+    with common.output(args) as out:
         for name, conditional, key in (("plain", False, model_keys[0]), ("conditional", True, model_keys[1])):
             config = toy.ToyConfig(conditional=conditional, max_epochs=args.max_epochs)
             model, state, epochs = fit_toy(config, splits, key)

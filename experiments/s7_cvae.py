@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> dict:
     keys = jax.random.split(jax.random.key(args.seed), 6)
     test_set = data.device_dataset(splits["test"])
     classifier_params, classifier_accuracy = common.load_classifier(args, splits, keys[0])
-    with common.staged_output(args.out) as out:
-        state, history, seconds = common.fit(model, splits, args, keys[1])
+    with common.output(args) as out:
+        state, history, seconds = common.fit(model, splits, args, keys[1], out)
         mu, _ = likelihood.posterior_moments(model, state.params, state.batch_stats, test_set)
         labels = splits["test"].labels
         # style transfer as the lecture: the second 2 of the first batch, 10 samples decoded as 5s

@@ -52,17 +52,18 @@ def main(argv: list[str] | None = None) -> dict:
     keys = jax.random.split(jax.random.key(args.seed), 3)
     test_set = data.device_dataset(splits["test"])
     labels = splits["test"].labels
-    with common.staged_output(args.out) as out:
+    with common.output(args) as out:
         plots.plot_latent_scatter(np.asarray(prior(keys[0], 10_000)), None, out / "prior_samples.png",
                                   title=f"10,000 samples of the prior: {prior.name}")
-        frames = []
 
         def plot_epoch(epoch: int, state: train_lib.TrainState, _means: dict) -> None:
             codes = train_lib.evaluate(model, state.params, state.batch_stats, test_set)["latents"]
-            frames.append(plots.plot_latent_scatter(codes, labels, out / "frames" / f"latent_epoch{epoch:02d}.png",
-                                                    title=f"test codes after epoch {epoch} (eval mode)"))
+            plots.plot_latent_scatter(codes, labels, out / "frames" / f"latent_epoch{epoch:02d}.png",
+                                      title=f"test codes after epoch {epoch} (eval mode)")
 
-        state, history, seconds = common.fit(model, splits, args, keys[1], on_epoch_end=plot_epoch)
+        state, history, seconds = common.fit(model, splits, args, keys[1], out, on_epoch_end=plot_epoch)
+        # from the files: a resumed run plotted its first epochs in an earlier process
+        frames = [out / "frames" / f"latent_epoch{epoch:02d}.png" for epoch in range(1, len(history.epochs) + 1)]
         plots.save_frames_gif(frames, out / "latent_epochs.gif")
         result = train_lib.evaluate(model, state.params, state.batch_stats, test_set)
         codes = result["latents"]

@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> dict:
     test_set = data.device_dataset(splits["test"])
     labels = splits["test"].labels
     classifier_params, classifier_accuracy = common.load_classifier(args, splits, keys[0])
-    with common.staged_output(args.out) as out:
-        state, history, seconds = common.fit(model, splits, args, keys[1])
+    with common.output(args) as out:
+        state, history, seconds = common.fit(model, splits, args, keys[1], out)
         styles, predicted = styles_and_labels(model, state, test_set)
         adversary = jax.jit(lambda p, z: jnp.argmax(
             disentangled.make_modules(config)[2].apply({"params": p["label_adversary"]}, disentangled.standardize(z)), -1))
