@@ -85,7 +85,7 @@ def discriminator_bce(code_logits: jax.Array, prior_logits: jax.Array, balanced:
 
 
 def make_modules(config: AAEConfig) -> tuple[Encoder, Decoder, Discriminator]:
-    return Encoder(config.latent_dim), Decoder(), Discriminator(batch_norm=config.discriminator_norm != "none")
+    return Encoder(config.latent_dim), Decoder(latent_dim=config.latent_dim), Discriminator(batch_norm=config.discriminator_norm != "none")
 
 
 def _check_prior(prior: Sampler, latent_dim: int) -> None:

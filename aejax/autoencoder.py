@@ -84,7 +84,7 @@ def make_loss(config: AEConfig, encoder: Encoder, decoder: Decoder):
 
 def make_model(config: AEConfig) -> Model:
     """The variant as the generic loop sees it: one phase updating encoder and decoder."""
-    encoder, decoder = Encoder(config.latent_dim, conv_impl=config.conv_impl), Decoder(conv_impl=config.conv_impl)
+    encoder, decoder = Encoder(config.latent_dim, conv_impl=config.conv_impl), Decoder(conv_impl=config.conv_impl, latent_dim=config.latent_dim)
 
     def init(key):
         return init_encoder_decoder(key, encoder, decoder, config.latent_dim)

@@ -7,6 +7,7 @@ trained copy on disk (orbax) with its test accuracy beside it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -79,13 +80,19 @@ def accuracy_by_label(predicted: np.ndarray, wanted: np.ndarray) -> dict[str, fl
 
 
 def train_classifier(train_set: Mapping[str, jax.Array], key: jax.Array, epochs: int = 5, batch_size: int = 128,
-                     progress: bool = False) -> train_lib.Params:
-    """Trains the classifier on ``{"image", "label"}`` (``data.device_dataset``); returns its params."""
+                     progress: bool = False, checkpoint_dir: str | os.PathLike | None = None) -> train_lib.Params:
+    """Trains the classifier on ``{"image", "label"}`` (``data.device_dataset``); returns its params.
+
+    ``checkpoint_dir``: keep the training state there after every epoch and resume from it.
+    """
     steps = epochs * -(-int(train_set["label"].shape[0]) // batch_size)
     model = make_model(decay_steps=steps)
     state = train_lib.create_train_state(model, key)
-    state, _ = train_lib.train(model, state, train_set, epochs=epochs, batch_size=batch_size,
-                               progress=progress, log_epochs=progress)
+    with contextlib.ExitStack() as stack:
+        checkpoints = (None if checkpoint_dir is None
+                       else stack.enter_context(checkpoint.TrainingCheckpoints(checkpoint_dir)))
+        state, _ = train_lib.train(model, state, train_set, epochs=epochs, batch_size=batch_size,
+                                   progress=progress, log_epochs=progress, checkpoints=checkpoints)
     return state.params
 
 
@@ -95,11 +102,13 @@ def test_accuracy(params: train_lib.Params, test_split: data_lib.Split) -> float
 
 
 def load_or_train(path: str | os.PathLike | None, splits: Mapping[str, data_lib.Split], key: jax.Array,
-                  epochs: int = 5, progress: bool = False) -> tuple[train_lib.Params, float]:
+                  epochs: int = 5, progress: bool = False, checkpoint_dir: str | os.PathLike | None = None,
+                  ) -> tuple[train_lib.Params, float]:
     """The saved classifier at ``path`` if there is one, else a newly trained one saved there.
 
     ``path=None`` trains one without saving (smoke runs on data subsets must not leave
-    a weak classifier behind for real runs). Returns (params, test accuracy).
+    a weak classifier behind for real runs). ``checkpoint_dir``: see ``train_classifier``.
+    Returns (params, test accuracy).
     """
     like = make_model().init(jax.random.key(0))[0]
     folder = None if path is None else pathlib.Path(path).absolute()
@@ -109,7 +118,8 @@ def load_or_train(path: str | os.PathLike | None, splits: Mapping[str, data_lib.
         params = checkpoint.restore(folder / "checkpoint", {"params": like})["params"]
         info = json.loads((folder / "classifier.json").read_text())
         return params, float(info["test_accuracy"])
-    params = train_classifier(data_lib.device_dataset(splits["train"]), key, epochs, progress=progress)
+    params = train_classifier(data_lib.device_dataset(splits["train"]), key, epochs, progress=progress,
+                              checkpoint_dir=checkpoint_dir)
     accuracy = test_accuracy(params, splits["test"])
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)

@@ -253,6 +253,17 @@ def shuffled_batches(key: jax.Array, num_examples: int, batch_size: int, drop_la
     return list(full) + ([] if rest is None else [rest])
 
 
+def check_split(images: np.ndarray, labels: np.ndarray, num_classes: int = 10) -> None:
+    """Raises a one-line ValueError unless images are uint8 (N, 28, 28) and labels integers (N,) in [0, num_classes)."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise ValueError(f"images must be uint8 of shape (N, 28, 28), got {images.dtype} {images.shape}")
+    if labels.shape != images.shape[:1] or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integers of shape ({images.shape[0]},), got {labels.dtype} {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must be in [0, {num_classes}), got values in [{labels.min()}, {labels.max()}]")
+
+
 def device_dataset(split: Split, limit: int | None = None) -> dict[str, jax.Array]:
     """A split as device arrays: {"image": uint8 (N, 28, 28), "label": int32 (N,)}.
 
@@ -260,6 +271,7 @@ def device_dataset(split: Split, limit: int | None = None) -> dict[str, jax.Arra
     ``limit`` keeps the first ``limit`` examples (quick runs, tests).
     """
     images, labels = split.images[:limit], split.labels[:limit]
+    check_split(images, labels)
     return {"image": jnp.asarray(images), "label": jnp.asarray(labels, dtype=jnp.int32)}
 
 
@@ -269,6 +281,9 @@ def gather_batch(dataset: dict[str, jax.Array], indices: jax.Array) -> dict[str,
     uint8 images are scaled to [0, 1]; float images (e.g. already noisy) pass as they are.
     """
     images = dataset["image"][indices]
+    if images.shape[1:] not in ((28, 28), (28, 28, 1)):
+        raise ValueError(f"dataset['image'] must be (N, 28, 28) uint8 or (N, 28, 28[, 1]) float, got "
+                         f"{images.dtype} {dataset['image'].shape}")
     if images.dtype == jnp.uint8:
         images = to_float_nhwc(images)
     elif images.ndim == 3:

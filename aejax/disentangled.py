@@ -125,7 +125,7 @@ class DisentangledConfig:
 
 def make_modules(config: DisentangledConfig) -> tuple[Encoder, Decoder, MLP]:
     style_outputs = config.latent_dim * (2 if config.style_kl_weight else 1)
-    return (Encoder(config.num_classes + style_outputs), Decoder(num_classes=config.num_classes),
+    return (Encoder(config.num_classes + style_outputs), Decoder(num_classes=config.num_classes, latent_dim=config.latent_dim),
             MLP((*config.adversary_hidden, config.num_classes)))
 
 

@@ -211,6 +211,24 @@ def _dense(features: int, in_features: int) -> nn.Dense:
     return nn.Dense(features, kernel_init=_torch_uniform(in_features), bias_init=_torch_uniform(in_features))
 
 
+IMAGE_SHAPE = (28, 28, 1)
+
+
+def check_images(x: jax.Array, name: str = "images") -> None:
+    """Raises a one-line ValueError unless ``x`` is a float batch (B, 28, 28, 1)."""
+    if x.ndim != 4 or tuple(x.shape[1:]) != IMAGE_SHAPE or not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"{name} must be float of shape (B, 28, 28, 1) in [0, 1], got {x.dtype} {tuple(x.shape)}"
+                         + (" (add the channel axis: x[..., None])" if tuple(x.shape[1:]) == (28, 28) else "")
+                         + (" (scale uint8 images: data.to_float_nhwc)" if x.dtype == jnp.uint8 else ""))
+
+
+def check_latents(z: jax.Array, latent_dim: int | None, name: str = "latents") -> None:
+    """Raises a one-line ValueError unless ``z`` is float (B, latent_dim) (any width if ``latent_dim`` is None)."""
+    wanted = f"(B, {'D' if latent_dim is None else latent_dim})"
+    if z.ndim != 2 or (latent_dim is not None and z.shape[1] != latent_dim) or not jnp.issubdtype(z.dtype, jnp.floating):
+        raise ValueError(f"{name} must be float of shape {wanted}, got {z.dtype} {tuple(z.shape)}")
+
+
 class Encoder(nn.Module):
     """(B, 28, 28, 1) -> (B, latent_dim).
 
@@ -224,6 +242,7 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        check_images(x)
         in_features = x.shape[-1]
         for features in self.hidden:
             x = _conv(features, 3, 2, 1, in_features, self.conv_impl)(x)
@@ -250,9 +269,11 @@ class Decoder(nn.Module):
     conv_transpose_impl: str = "subpixel"  # or "lax": the same function, see ConvTranspose2x
     conv_impl: ConvImpl = "auto"  # how the subpixel 2x2 convolutions run, see conv2d
     num_classes: int = 0  # > 0: conditional on integer labels (B,)
+    latent_dim: int | None = None  # checked against the latents' width when given
 
     @nn.compact
     def __call__(self, z: jax.Array, train: bool, labels: jax.Array | None = None) -> jax.Array:
+        check_latents(z, self.latent_dim)
         z = condition_on_labels(z, labels, self.num_classes)
         x = _dense(512, z.shape[-1])(z).reshape(z.shape[0], 1, 1, 512)
         for features in self.hidden:
@@ -351,6 +372,7 @@ class Classifier(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        check_images(x)
         in_features = x.shape[-1]
         for features in (32, 64):
             x = nn.relu(_conv(features, 3, 1, 1, in_features)(x))

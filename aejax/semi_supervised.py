@@ -101,7 +101,7 @@ def gather(dataset: Mapping[str, jax.Array], indices: jax.Array) -> dict[str, ja
 
 
 def make_modules(config: SemiSupervisedConfig) -> tuple[Encoder, Decoder, Discriminator, Discriminator]:
-    return (Encoder(config.num_classes + config.latent_dim), Decoder(num_classes=config.num_classes),
+    return (Encoder(config.num_classes + config.latent_dim), Decoder(num_classes=config.num_classes, latent_dim=config.latent_dim),
             Discriminator(config.discriminator_hidden, batch_norm=False),
             Discriminator(config.discriminator_hidden, batch_norm=False))
 

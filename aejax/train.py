@@ -245,6 +245,24 @@ class History(NamedTuple):
     seconds: float = 0.0  # wall time of ``train``, summed over the processes of a resumed run
 
 
+def check_dataset(dataset: Mapping[str, jax.Array]) -> int:
+    """The number of examples N of ``dataset``; a one-line ValueError unless it has integer labels (N,)
+    and its other per-example arrays ("image", "points") have N rows too (a custom ``gather`` may
+    read further arrays of any length, e.g. a labelled subset)."""
+    if "label" not in dataset:
+        raise ValueError(f"dataset needs a 'label' array of shape (N,), has {sorted(dataset)}")
+    labels = dataset["label"]
+    if labels.ndim != 1 or not jnp.issubdtype(labels.dtype, jnp.integer):
+        raise ValueError(f"dataset['label'] must be integers of shape (N,), got {labels.dtype} {labels.shape}")
+    lengths = {name: (array.shape[0] if array.ndim else None) for name, array in dataset.items()
+               if name in ("label", "image", "points")}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"dataset arrays must all have N rows, got {lengths}")
+    if not lengths["label"]:
+        raise ValueError("dataset is empty")
+    return int(labels.shape[0])
+
+
 def _raise_if_nonfinite(rows: Mapping[str, np.ndarray], first_step: int, epoch: int, saved: str) -> None:
     """Raises ``NonFiniteLossError`` naming the first step (of rows (S,)) with a non-finite metric."""
     bad = np.stack([~np.isfinite(v) for v in rows.values()], axis=1)
@@ -319,7 +337,7 @@ def train(
         raise ValueError(f"checkpoint_every must be positive, got {checkpoint_every}")
     if nonfinite not in NONFINITE_POLICIES:
         raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
-    num_examples = int(dataset["label"].shape[0])
+    num_examples = check_dataset(dataset)
     if drop_last and num_examples < batch_size:
         raise ValueError(f"drop_last with batch_size {batch_size} > {num_examples} examples leaves no batch")
     skip = nonfinite == "skip"

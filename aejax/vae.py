@@ -71,7 +71,7 @@ def kld_weight_at(config: VAEConfig, step: jax.Array) -> jax.Array:
 
 def make_modules(config: VAEConfig) -> tuple[Encoder, Decoder]:
     """The encoder (2 * latent_dim outputs: mu, log_var) and the (conditional when num_classes) decoder."""
-    return Encoder(2 * config.latent_dim), Decoder(num_classes=config.num_classes)
+    return Encoder(2 * config.latent_dim), Decoder(num_classes=config.num_classes, latent_dim=config.latent_dim)
 
 
 def _decoder_kwargs(config: VAEConfig, labels: jax.Array | None) -> dict:

@@ -52,6 +52,6 @@ def make_loss(config: WAEConfig, encoder: Encoder, decoder: Decoder):
 def make_model(config: WAEConfig) -> Model:
     """The plain autoencoder's modules and encode/decode with the WAE loss as its one phase."""
     base = autoencoder.make_model(autoencoder.AEConfig(latent_dim=config.latent_dim))
-    phase = Phase("wae", make_loss(config, Encoder(config.latent_dim), Decoder()),
+    phase = Phase("wae", make_loss(config, Encoder(config.latent_dim), Decoder(latent_dim=config.latent_dim)),
                   torch_adam(config.learning_rate, config.weight_decay), ("encoder", "decoder"))
     return base._replace(phases=(phase,))

@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> dict:
     splits = common.load_data(args)
     with common.output(args) as out:
         _, accuracy = classifier.load_or_train(out, splits, jax.random.key(args.seed), epochs=args.epochs,
-                                               progress=not args.no_progress)
+                                               progress=not args.no_progress,
+                                               checkpoint_dir=out / common.TRAIN_STATE)
         metrics = {"test_accuracy": accuracy}
         common.write_metrics(out, metrics, args)
     return metrics

@@ -34,6 +34,26 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def open_fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {text}")
+    return value
+
+
 def non_negative_float(text: str) -> float:
     try:
         value = float(text)
@@ -84,11 +104,16 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
             args.epochs = 1
         args.train_limit = min(args.train_limit or QUICK_TRAIN_EXAMPLES, QUICK_TRAIN_EXAMPLES)
         args.test_limit = min(args.test_limit or QUICK_TEST_EXAMPLES, QUICK_TEST_EXAMPLES)
-    out = args.out.absolute()
-    existing = next(p for p in out.parents if p.exists())  # staging is made beside ``out``
-    if (out.exists() and not out.is_dir()) or not existing.is_dir() or not os.access(existing, os.W_OK):
-        parser.error(f"output folder {args.out} is not writable")
+    check_writable(parser, args.out)
     return args
+
+
+def check_writable(parser: argparse.ArgumentParser, out: pathlib.Path) -> None:
+    """A usage error (exit 2) unless ``out`` is, or can be made, a writable folder."""
+    absolute = out.absolute()
+    existing = next(p for p in (absolute, *absolute.parents) if p.exists())  # staging is made beside ``out``
+    if (absolute.exists() and not absolute.is_dir()) or not existing.is_dir() or not os.access(existing, os.W_OK):
+        parser.error(f"output folder {out} is not writable")
 
 
 def load_data(args: argparse.Namespace) -> dict[str, data.Split]:

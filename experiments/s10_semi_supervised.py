@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="labelled training images, a multiple of 10 (balanced); 0: unsupervised clustering")
     parser.add_argument("--label-seed", type=int, default=0, help="seed choosing the labelled subset")
     parser.add_argument("--clusters", type=common.positive_int, default=16, help="categories of the clustering variant")
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam rate of the autoencoder and supervised phases")
-    parser.add_argument("--adversarial-learning-rate", type=float, default=1e-4,
+    parser.add_argument("--learning-rate", type=common.positive_float, default=1e-3, help="Adam rate of the autoencoder and supervised phases")
+    parser.add_argument("--adversarial-learning-rate", type=common.positive_float, default=1e-4,
                         help="Adam rate of the discriminators and the generator")
     args = common.parse(parser, argv)
     if args.labels < 0 or args.labels % 10:

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = common.make_parser(__doc__.split("\n")[0], out="runs/s11_wae", epochs=5, latent_dim=8)
     parser.add_argument("--mmd-weight", type=common.non_negative_float, default=10 / 784,
                         help="weight of the MMD next to the pixel-mean BCE (the paper's lambda = 10 per image)")
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--learning-rate", type=common.positive_float, default=1e-3, help="Adam learning rate")
     args = common.parse(parser, argv)
     splits = common.load_data(args)
     model = wae.make_model(wae.WAEConfig(latent_dim=args.latent_dim, learning_rate=args.learning_rate,

@@ -20,7 +20,7 @@ SHOWN = 6  # the lecture shows 6 random test digits
 
 def main(argv: list[str] | None = None) -> dict:
     parser = common.make_parser(__doc__.split("\n")[0], out="runs/s1_pca", epochs=None, latent_dim=None)
-    parser.add_argument("--variance", type=float, default=0.90, help="share of variance PCA keeps")
+    parser.add_argument("--variance", type=common.open_fraction, default=0.90, help="share of variance PCA keeps")
     args = common.parse(parser, argv)
     if not 0 < args.variance < 1:
         parser.error(f"--variance must be in (0, 1), got {args.variance}")

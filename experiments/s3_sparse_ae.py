@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sparsity", choices=[c for c in autoencoder.SPARSITY_CHOICES if c != "none"], default="l1",
                         help="sparsity penalty")
     parser.add_argument("--beta", type=common.non_negative_float, default=0.01, help="weight of the sparsity penalty")
-    parser.add_argument("--target", type=float, default=0.1, help="target activation rate of the KL penalties")
+    parser.add_argument("--target", type=common.open_fraction, default=0.1, help="target activation rate of the KL penalties")
     args = common.parse(parser, argv)
     side = math.isqrt(args.latent_dim)
     if side * side != args.latent_dim:

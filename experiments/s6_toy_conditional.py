@@ -11,21 +11,30 @@ grey) for both models and metrics.json with their test MSE.
 
 from __future__ import annotations
 
+import pathlib
+
 import jax
 import numpy as np
 
-from aejax import evaluation, plots, toy
+from aejax import checkpoint, evaluation, plots, toy
 from aejax import train as train_lib
 from experiments import common
 
 
-def fit_toy(config: toy.ToyConfig, splits: dict, key: jax.Array) -> tuple[train_lib.Model, train_lib.TrainState, int]:
-    """Trains one toy model to the lecture's stop rule; returns it, its state and the epochs run."""
+CHECKPOINT_EVERY = 500  # full-batch epochs are single steps: checkpoint every 500 of them
+
+
+def fit_toy(config: toy.ToyConfig, splits: dict, key: jax.Array, checkpoint_dir: pathlib.Path,
+            ) -> tuple[train_lib.Model, train_lib.TrainState, int]:
+    """Trains one toy model to the lecture's stop rule (resuming from ``checkpoint_dir``); returns it, its state and the epochs run."""
     model = toy.make_model(config, splits["test"])
     state = train_lib.create_train_state(model, key)
-    state, history = train_lib.train(model, state, splits["train"], epochs=config.max_epochs,
-                                     batch_size=int(splits["train"]["label"].shape[0]), progress=False,
-                                     log_epochs=False, should_stop=toy.should_stop(config), gather=train_lib.take_batch)
+    with checkpoint.TrainingCheckpoints(checkpoint_dir) as checkpoints:
+        state, history = train_lib.train(model, state, splits["train"], epochs=config.max_epochs,
+                                         batch_size=int(splits["train"]["label"].shape[0]), progress=False,
+                                         log_epochs=False, should_stop=toy.should_stop(config),
+                                         gather=train_lib.take_batch, checkpoints=checkpoints,
+                                         checkpoint_every=CHECKPOINT_EVERY)
     return model, state, len(history.epochs)
 
 
@@ -43,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
     with common.output(args) as out:
         for name, conditional, key in (("plain", False, model_keys[0]), ("conditional", True, model_keys[1])):
             config = toy.ToyConfig(conditional=conditional, max_epochs=args.max_epochs)
-            model, state, epochs = fit_toy(config, splits, key)
+            model, state, epochs = fit_toy(config, splits, key, out / common.TRAIN_STATE / name)
             codes = model.encode(state.params, state.batch_stats, splits["test"]["points"], test_labels)
             restored = np.asarray(model.decode(state.params, state.batch_stats, codes, test_labels))
             reconstructions[f"{name} autoencoder"] = restored

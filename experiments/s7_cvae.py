@@ -51,7 +51,7 @@ def style_transfer_accuracy(model, state, classifier_params, key, test_set, imag
 
 def main(argv: list[str] | None = None) -> dict:
     parser = common.make_parser(__doc__.split("\n")[0], out="runs/s7_cvae", epochs=5, latent_dim=2)
-    parser.add_argument("--learning-rate", type=float, default=1e-2, help="Adam learning rate (the notebook's 1e-2)")
+    parser.add_argument("--learning-rate", type=common.positive_float, default=1e-2, help="Adam learning rate (the notebook's 1e-2)")
     parser.add_argument("--kld-weight", type=common.non_negative_float, default=0.005, help="weight of the KL term")
     parser.add_argument("--samples-per-label", type=common.positive_int, default=1000,
                         help="prior samples decoded per label for the generation accuracy")

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="weight of the generator (encoder-fools-discriminator) loss")
     parser.add_argument("--prior-samples-per-code", type=common.positive_int, default=20,
                         help="prior samples the discriminator sees per code (the lecture: 20 uniform, 10 boxes)")
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate of all three optimizers")
+    parser.add_argument("--learning-rate", type=common.positive_float, default=1e-3, help="Adam learning rate of all three optimizers")
     args = common.parse(parser, argv)
     splits = common.load_data(args)
     prior = priors.PRIORS[args.prior]()

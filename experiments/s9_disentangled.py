@@ -42,8 +42,8 @@ def label_swap(model: train_lib.Model, state: train_lib.TrainState, styles: np.n
 def main(argv: list[str] | None = None) -> dict:
     parser = common.make_parser(__doc__.split("\n")[0], out="runs/s9_disentangled", epochs=10, latent_dim=8,
                                 batch_size=128)
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="Adam learning rate of the autoencoder and confusion phases")
-    parser.add_argument("--adversary-learning-rate", type=float, default=1e-3, help="Adam learning rate of the label adversary")
+    parser.add_argument("--learning-rate", type=common.positive_float, default=1e-3, help="Adam learning rate of the autoencoder and confusion phases")
+    parser.add_argument("--adversary-learning-rate", type=common.positive_float, default=1e-3, help="Adam learning rate of the label adversary")
     parser.add_argument("--confusion-weight", type=common.non_negative_float, default=0.1,
                         help="weight of the encoder's penalty when the adversary reads the label from z")
     parser.add_argument("--class-mean-weight", type=common.non_negative_float, default=0.0,
