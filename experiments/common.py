@@ -135,6 +135,12 @@ def _staging_folder(out: pathlib.Path) -> pathlib.Path:
     return out.with_name(f".{out.name}.partial")
 
 
+def _holds_checkpoint(staging: pathlib.Path) -> bool:
+    """Whether a training checkpoint (a step folder under ``train_state``, maybe one level down) was saved."""
+    root = staging / TRAIN_STATE
+    return any(p.is_dir() and p.name.isdigit() for p in [*root.glob("*"), *root.glob("*/*")]) if root.is_dir() else False
+
+
 def _clear(folder: pathlib.Path, keep: set[str]) -> None:
     for entry in folder.iterdir():
         if entry.name not in keep:
@@ -165,7 +171,7 @@ def staged_output(out: pathlib.Path, settings: dict[str, Any] | None = None, res
     try:
         settings = None if settings is None else {k: v for k, v in settings.items() if k not in RESUMABLE_SETTING_CHANGES}
         settings_file = staging / "run_settings.json"
-        resumable = (staging / TRAIN_STATE).is_dir() and settings_file.is_file()
+        resumable = _holds_checkpoint(staging) and settings_file.is_file()
         if resumable and not restart and settings is not None:
             previous = json.loads(settings_file.read_text())
             changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
@@ -180,7 +186,7 @@ def staged_output(out: pathlib.Path, settings: dict[str, Any] | None = None, res
         try:
             yield staging
         except BaseException:
-            if (staging / TRAIN_STATE).is_dir():
+            if _holds_checkpoint(staging):
                 print(f"partial run kept in {staging}: run the same command to resume it", file=sys.stderr)
             else:
                 shutil.rmtree(staging, ignore_errors=True)
