@@ -154,8 +154,9 @@ def test_nonfinite_skip_drops_those_updates_and_counts_them():
 
 # --- the experiment scripts: killed mid-run, resumed by the same command --------------------------
 
-RUN = ["experiments.s4_interpolation", "--no-progress", "--train-limit", "640", "--test-limit", "64",
-       "--epochs", "3", "--batch-size", "32", "--chunk-steps", "2", "--checkpoint-every", "4", "--latent-dim", "4"]
+# single steps (one compiled program: the test pays three compilations), checkpoints every 4 steps
+RUN = ["experiments.s4_interpolation", "--no-progress", "--train-limit", "640", "--test-limit", "64", "--gif-frames", "4",
+       "--epochs", "3", "--batch-size", "32", "--chunk-steps", "1", "--checkpoint-every", "4", "--latent-dim", "4"]
 
 
 def _command(mnist_dir, out):

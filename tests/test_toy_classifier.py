@@ -552,7 +552,8 @@ def test_load_or_train_without_path_saves_nothing(trained_classifier, small_mnis
     _, params, accuracy = trained_classifier
     calls = []
 
-    def fake_training(train_set, key, epochs=5, batch_size=128, progress=False):
+    def fake_training(train_set, key, epochs=5, batch_size=128, progress=False, checkpoint_dir=None):
+        assert checkpoint_dir is None  # nothing on disk, not even training checkpoints
         calls.append(int(train_set["label"].shape[0]))
         return params
 
