@@ -160,6 +160,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default=None, help="comma-separated experiment names (see --list); default: all")
     parser.add_argument("--list", action="store_true", help="list the experiments and exit")
     parser.add_argument("--force", action="store_true", help="rerun experiments already completed with the same flags")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: write the report from the runs already in --out (any that have metrics.json)")
+    parser.add_argument("--no-html", action="store_true", help="write REPORT.md only (the HTML inlines every figure)")
     parser.add_argument("--data-dir", type=pathlib.Path, default=None, help="folder with the four MNIST IDX files")
     parser.add_argument("--seed", type=int, default=42, help="seed of every experiment")
     parser.add_argument("--train-limit", type=common.positive_int, default=None, help="first N training images only")
@@ -266,6 +269,7 @@ class ReportEntry:
     numbers: list[tuple[str, str]]  # (label, formatted value)
     figures: list[str]  # paths relative to the report
     wall_seconds: float | None
+    wall_label: str  # "wall time" (measured by the runner) or "training time" (the script's own)
     device: str | None
     error: str | None = None
 
@@ -279,16 +283,20 @@ def collect(out: pathlib.Path, manifest: dict[str, Any], args: argparse.Namespac
         metrics_path = folder / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
         status = "not run" if info is None else info["status"]
-        if status == "not run" and metrics:
-            status = "done"  # completed outside this runner
-        command = "python -m experiments." + experiment.module + " " + " ".join(
-            info["argv"] if info else experiment_argv(experiment, args))
+        outside = status == "not run" and bool(metrics)  # completed, but not by this runner
+        if outside:
+            status = "done"
+            command = "run outside the runner: its settings are in metrics.json"
+        else:
+            command = "python -m experiments." + experiment.module + " " + " ".join(
+                info["argv"] if info else experiment_argv(experiment, args))
+        wall, wall_label = ((metrics.get("train_seconds"), "training time") if outside
+                            else (None if info is None else info.get("wall_seconds"), "wall time"))
         entries.append(ReportEntry(
             experiment, status, command.strip(),
             [(label, _format(_lookup(metrics, key), spec)) for label, key, spec in experiment.headline] if metrics else [],
             [f"{experiment.name}/{f}" for f in experiment.figures if (folder / f).is_file()],
-            None if info is None else info.get("wall_seconds"), metrics.get("device"),
-            None if info is None else info.get("error")))
+            wall, wall_label, metrics.get("device"), None if info is None else info.get("error")))
     return entries
 
 
@@ -299,7 +307,7 @@ def _cell(text: str) -> str:
 def render_markdown(entries: list[ReportEntry], header: dict[str, str]) -> str:
     lines = ["# aejax reproduces the autoencoder lecture", ""]
     lines += [f"- {k}: {v}" for k, v in header.items()] + [""]
-    lines += ["| experiment | status | headline | wall time |", "|---|---|---|---|"]
+    lines += ["| experiment | status | headline | time |", "|---|---|---|---|"]
     for e in entries:
         first = "; ".join(f"{label} {value}" for label, value in e.numbers[:2])
         wall = "" if e.wall_seconds is None else f"{e.wall_seconds:.0f} s"
@@ -309,13 +317,13 @@ def render_markdown(entries: list[ReportEntry], header: dict[str, str]) -> str:
         if e.experiment.section != section:
             section = e.experiment.section
             lines += ["", f"## {section}"]
-        lines += ["", f"### {e.experiment.name}", "", f"**Lecture:** {e.experiment.claim}", "",
-                  f"`{e.command}`", ""]
+        command = f"`{e.command}`" if e.command.startswith("python") else f"*{e.command}*"
+        lines += ["", f"### {e.experiment.name}", "", f"**Lecture:** {e.experiment.claim}", "", command, ""]
         if e.status != "done":
             lines += [f"**{e.status}**" + (f": {e.error}" if e.error else ""), ""]
         if e.numbers:
             lines += ["| measured | value |", "|---|---|"] + [f"| {_cell(label)} | {value} |" for label, value in e.numbers]
-            lines += [f"| wall time | {'n/a' if e.wall_seconds is None else f'{e.wall_seconds:.0f} s'} |",
+            lines += [f"| {e.wall_label} | {'n/a' if e.wall_seconds is None else f'{e.wall_seconds:.0f} s'} |",
                       f"| device | {e.device or 'n/a'} |", ""]
         lines += [f"![{e.experiment.name}: {pathlib.Path(f).stem}]({f})" for f in e.figures]
     return "\n".join(lines) + "\n"
@@ -341,7 +349,7 @@ def render_html(entries: list[ReportEntry], header: dict[str, str], out: pathlib
             parts.append(f"<p class='failed'><b>{esc(e.status)}</b>{': ' + esc(e.error) if e.error else ''}</p>")
         if e.numbers:
             wall = "n/a" if e.wall_seconds is None else f"{e.wall_seconds:.0f} s"
-            rows = [*e.numbers, ("wall time", wall), ("device", e.device or "n/a")]
+            rows = [*e.numbers, (e.wall_label, wall), ("device", e.device or "n/a")]
             parts.append("<table>" + "".join(f"<tr><td>{esc(a)}</td><td>{esc(b)}</td></tr>" for a, b in rows) + "</table>")
         for figure in e.figures:
             if figure.endswith(".png"):
@@ -358,16 +366,21 @@ def write_report(out: pathlib.Path, manifest: dict[str, Any], args: argparse.Nam
     entries = collect(out, manifest, args)
     import jax  # late: ``--help`` and usage errors need no JAX
 
+    mode = ("quick (data subsets, 1 epoch: checks the pipeline, not the lecture's numbers)" if args.quick
+            else "full (the lecture's epochs and data)")
     header = {
-        "mode": "quick (data subsets, 1 epoch: checks the pipeline, not the lecture's numbers)" if args.quick
-        else "full (the lecture's epochs and data)",
+        "mode": f"report of the runs found in {args.out}" if args.report_only else mode,
         "command": " ".join(["python -m experiments.reproduce", *args.command_line]),
-        "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind} (host {platform.node()})",
+        "device": (f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind} (host {platform.node()})"
+                   if not args.report_only else "each run's own (below)"),
         "written": datetime.datetime.now().isoformat(timespec="seconds"),
-        "total wall time": f"{sum(e.wall_seconds or 0 for e in entries):.0f} s",
+        "total time": f"{sum(e.wall_seconds or 0 for e in entries):.0f} s (the runner's wall time, else the "
+                      f"scripts' training time)",
         "complete": f"{sum(e.status == 'done' for e in entries)} of {len(entries)} experiments",
     }
-    for name, text in (("REPORT.md", render_markdown(entries, header)), ("REPORT.html", render_html(entries, header, out))):
+    pages = [("REPORT.md", render_markdown(entries, header))]
+    pages += [] if args.no_html else [("REPORT.html", render_html(entries, header, out))]
+    for name, text in pages:
         temporary = out / f".{name}.{os.getpid()}"
         temporary.write_text(text)
         os.replace(temporary, out / name)
@@ -380,7 +393,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for e in EXPERIMENTS:
             print(f"{e.name:28s} {e.section}: python -m experiments.{e.module} {' '.join(e.flags)}")
         return {}
-    manifest = run_all(args)
+    manifest = _read_manifest(args.out) if args.report_only else run_all(args)
     report = write_report(args.out, manifest, args)
     failed = [name for name, entry in manifest.items() if entry["status"] != "done"
               and (args.only is None or name in args.only)]

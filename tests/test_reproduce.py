@@ -49,6 +49,14 @@ def test_quick_subset_runs_reports_and_then_skips_what_is_complete(mnist_dir, tm
     assert (out / "s1_pca" / "metrics.json").stat().st_mtime_ns == before
     assert again["failed"] == ["s10_ssl_1000"]  # a failed one is tried again
 
+    # runs made by the scripts themselves, without the runner's manifest, are reported too
+    (out / "reproduce.json").unlink()
+    (out / "REPORT.html").unlink()
+    reproduce.main(["--report-only", "--no-html", "--out", str(out)])
+    report = (out / "REPORT.md").read_text()
+    assert "*run outside the runner: its settings are in metrics.json*" in report
+    assert f"| test MSE | {pca['test_mse']:.4f} |" in report and not (out / "REPORT.html").exists()
+
 
 def test_changed_flags_rerun_an_experiment(mnist_dir, tmp_path):
     out = tmp_path / "reproduce"
