@@ -34,34 +34,26 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
+def _float_argument(text: str, is_valid: Callable[[float], bool], wanted: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not np.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    if not is_valid(value):
+        raise argparse.ArgumentTypeError(f"expected {wanted}, got {text}")
     return value
+
+
+def positive_float(text: str) -> float:
+    return _float_argument(text, lambda v: bool(np.isfinite(v)) and v > 0, "a finite number > 0")
 
 
 def open_fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {text}")
-    return value
+    return _float_argument(text, lambda v: 0 < v < 1, "a number strictly between 0 and 1")
 
 
 def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not np.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
+    return _float_argument(text, lambda v: bool(np.isfinite(v)) and v >= 0, "a finite number >= 0")
 
 
 def make_parser(description: str, *, out: str, epochs: int | None, latent_dim: int | None,
