@@ -346,8 +346,9 @@ def train(
     layout = {"num_examples": num_examples, "batch_size": batch_size, "chunk_steps": chunk_steps, "drop_last": drop_last}
     started = time.perf_counter()
     history, start_epoch, resume, finished, earlier_seconds = History([]), 1, None, False, 0.0
-    if checkpoints is not None and checkpoints.latest_step() is not None:
-        state, saved_progress = checkpoints.restore(state)
+    last_saved = None if checkpoints is None else checkpoints.latest_step()  # the step of the latest checkpoint
+    if last_saved is not None:
+        state, saved_progress = checkpoints.restore(state, last_saved)
         if saved_progress["layout"] != layout:
             raise ValueError(f"the checkpoints in {checkpoints.directory} come from a run with {saved_progress['layout']}, "
                              f"not {layout}; resume with the same settings or use another folder")
@@ -357,7 +358,6 @@ def train(
         resume = saved_progress if saved_progress["items_done"] else None
     state, dataset = _place(mesh, state, PartitionSpec()), _place(mesh, dataset, PartitionSpec())
     global_step = int(state.step)
-    last_saved = global_step if checkpoints is not None and checkpoints.latest_step() is not None else None
 
     def save(epoch: int, items_done: int, shuffle_key: jax.Array | None, totals: dict, steps_done: int,
              finished: bool = False) -> None:
