@@ -8,6 +8,7 @@ variance updated with the unbiased one (flax's own BatchNorm uses the biased one
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
@@ -91,34 +92,59 @@ def patch_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
     return jnp.dot(patches, kernel.reshape(kh * kw * c, f))
 
 
-def row_patch_conv(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, int]]) -> jax.Array:
-    """A stride-1 NHWC/HWIO convolution for large kernels: im2col over rows only.
+def _shift_sum(taps: jax.Array, out_h: int, out_w: int, kw: int) -> jax.Array:
+    """(T, B, Hp, Wp, F) per-tap partial outputs -> (B, out_h, out_w, F): tap t = i*kw + j shifted by (i, j), summed."""
+    return sum(taps[t, :, t // kw:t // kw + out_h, t % kw:t % kw + out_w] for t in range(taps.shape[0]))
 
-    Stacking kh*kw shifted copies would copy the input kh*kw times (49 for the decoder's
-    7x7 output layer); here the kh row shifts are stacked, one matmul maps them to kw*F
-    partial outputs per column, and the kw column shifts of those are summed.
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
+def shift_sum(taps: jax.Array, out_h: int, out_w: int, kw: int) -> jax.Array:
+    """``_shift_sum`` with a hand-written gradient: autodiff would pad each tap's slice back to
+    the full (T, B, Hp, Wp, F) shape and add T of those (T = 49: 49x the memory traffic);
+    the gradient is just the output gradient padded to each tap's offset, stacked."""
+    return _shift_sum(taps, out_h, out_w, kw)
+
+
+def _shift_sum_fwd(taps, out_h, out_w, kw):
+    return _shift_sum(taps, out_h, out_w, kw), taps.shape
+
+
+def _shift_sum_bwd(out_h, out_w, kw, shape, grad):
+    num_taps, _, hp, wp, _ = shape
+    return (jnp.stack([jnp.pad(grad, ((0, 0), (t // kw, hp - out_h - t // kw), (t % kw, wp - out_w - t % kw), (0, 0)))
+                       for t in range(num_taps)]),)
+
+
+shift_sum.defvjp(_shift_sum_fwd, _shift_sum_bwd)
+
+
+def tap_conv(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, int]]) -> jax.Array:
+    """A stride-1 NHWC/HWIO convolution for large kernels with few outputs: matmul first, then shift.
+
+    im2col would copy the input kh*kw times (49 for the decoder's 7x7 output layer); here
+    one matmul maps every input pixel to its kh*kw*F per-tap contributions (T, B, Hp, Wp, F),
+    and ``shift_sum`` adds each tap's shifted window. With F = 1 that array is smaller
+    than the input's 32 channels.
     """
     kh, kw, c, f = kernel.shape
     (pt, pb), (pl, pr) = padding
     x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    out_h, out_w = x.shape[1] - kh + 1, x.shape[2] - kw + 1
-    rows = jnp.concatenate([x[:, i:i + out_h] for i in range(kh)], axis=-1)  # (B, H', Wp, kh*C)
-    per_column = jnp.dot(rows, kernel.transpose(0, 2, 1, 3).reshape(kh * c, kw * f))  # (B, H', Wp, kw*F)
-    per_column = per_column.reshape(*per_column.shape[:3], kw, f)
-    return sum(per_column[:, :, j:j + out_w, j] for j in range(kw))
+    taps = jnp.einsum("bhwc,tcf->tbhwf", x, kernel.reshape(kh * kw, c, f))
+    return shift_sum(taps, x.shape[1] - kh + 1, x.shape[2] - kw + 1, kw)
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Sequence[tuple[int, int]],
            impl: ConvImpl = "auto") -> jax.Array:
     """NHWC/HWIO convolution by the chosen implementation (see ``resolve_conv_impl``).
 
-    "patches" is ``patch_conv``, or ``row_patch_conv`` for stride-1 kernels of 25+ taps.
+    "patches" is ``patch_conv``, or ``tap_conv`` for stride-1 kernels of 25+ taps and no
+    more outputs than inputs (the decoder's 7x7 layer: 32 -> 1).
     XLA:CPU runs its own convolutions very slowly inside loops (``lax.scan``: 3.3 s per
     batch of 512 for the decoder's 7x7 layer), matmuls not.
     """
     if resolve_conv_impl(impl) == "patches":
-        if kernel.shape[0] * kernel.shape[1] >= 25 and tuple(strides) == (1, 1):
-            return row_patch_conv(x, kernel, padding)
+        if kernel.shape[0] * kernel.shape[1] >= 25 and tuple(strides) == (1, 1) and kernel.shape[3] <= kernel.shape[2]:
+            return tap_conv(x, kernel, padding)
         return patch_conv(x, kernel, strides, padding)
     return jax.lax.conv_general_dilated(x, kernel, tuple(strides), tuple(padding),
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))

@@ -472,3 +472,44 @@ def map_over_split(fn: Callable[[int, jax.Array], tuple[jax.Array, ...]], datase
     parts = [fn(number, jnp.arange(start, min(start + batch_size, num_examples)))
              for number, start in enumerate(range(0, num_examples, batch_size))]
     return tuple(np.concatenate([np.asarray(part[i]) for part in parts]) for i in range(len(parts[0])))
+
+
+def recompute_batch_stats(
+    phase: Phase,
+    params: Params,
+    batch_stats: BatchStats,
+    dataset: Mapping[str, jax.Array],
+    batch_size: int,
+    key: jax.Array,
+    momentum: float = 0.1,
+    gather: GatherFn = data_lib.gather_batch,
+) -> BatchStats:
+    """BatchNorm statistics of the final weights ("precise BN"): the running ones, recomputed.
+
+    The running statistics are an exponential average over the weights of the last few
+    hundred steps; where training moves the weights fast (an adversarially trained
+    encoder) eval mode then normalises by statistics of weights that no longer exist.
+    Here ``phase``'s loss runs over the split's consecutive full batches (B = ``batch_size``)
+    with every running statistic set to zero, so each batch's update is ``momentum`` times
+    its own statistic (``modules.BatchNorm``: mean and unbiased variance); their average
+    over the batches replaces the statistics of the modules ``phase`` trains. The
+    others are returned as they were. Deterministic for a given ``key``.
+    """
+    num_examples = int(dataset["label"].shape[0])
+    num_batches = num_examples // batch_size
+    if num_batches == 0:
+        raise ValueError(f"need at least one full batch of {batch_size}, the split has {num_examples} examples")
+    names = tuple(name for name in phase.trainable if name in batch_stats and jax.tree.leaves(batch_stats[name]))
+    zeros = {**batch_stats, **{name: jax.tree.map(jnp.zeros_like, batch_stats[name]) for name in names}}
+
+    @jax.jit
+    def batch_update(params, dataset, indices, key):
+        _, aux = phase.loss_fn(params, zeros, gather(dataset, indices), key)
+        return {name: aux[0][name] for name in names}
+
+    total = None
+    for number in range(num_batches):
+        update = batch_update(params, dataset, jnp.arange(number * batch_size, (number + 1) * batch_size),
+                              jax.random.fold_in(key, number))
+        total = update if total is None else jax.tree.map(jnp.add, total, update)
+    return {**batch_stats, **jax.tree.map(lambda t: t / (num_batches * momentum), total)}

@@ -50,7 +50,8 @@ def _exp(name, module, flags, section, claim, headline, figures, uses_classifier
 RECON = (("test BCE", "test_bce", ".4f"), ("test MSE", "test_mse", ".4f"))
 ELBO = (("test negative ELBO (nats)", "test_negative_elbo_nats", ".1f"), ("IWAE NLL (nats)", "iwae_nll_nats", ".1f"))
 PRIOR_MATCH = (("test codes inside the prior's support", "prior_match.inside_support", ".1%"),
-               ("discriminator balanced accuracy (0.5 = chance)", "prior_match.discriminator_accuracy", ".3f"))
+               ("discriminator balanced accuracy (0.5 = chance)", "prior_match.discriminator_accuracy", ".3f"),
+               ("test codes inside, encoder statistics recomputed", "prior_match_recomputed_bn.inside_support", ".1%"))
 S10_FIGURES = ("error_by_epoch.png", "style_transfer.png")
 
 EXPERIMENTS: tuple[Experiment, ...] = (

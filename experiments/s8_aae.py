@@ -11,6 +11,8 @@ discriminator. Figures: prior samples; test codes after every epoch (frames and 
 GIF); the final test codes; images decoded on a 50x50 grid over the codes' bounding
 box. metrics.json: the share of test codes inside the prior's support and the final
 discriminator's balanced accuracy on test codes vs prior samples (both eval mode),
+as trained (running statistics) and with the encoder's BatchNorm statistics recomputed
+for its final weights (``prior_match_recomputed_bn``, figure latent_final_recomputed_bn.png),
 test reconstruction BCE/MSE.
 """
 
@@ -73,8 +75,18 @@ def main(argv: list[str] | None = None) -> dict:
         plots.plot_image_grid(common.decode_on_grid(model, state, low, high, GRID_STEPS), out / "grid.png",
                               title=f"decoded over the codes' box [{low[0]:.1f}, {high[0]:.1f}] x "
                                     f"[{low[1]:.1f}, {high[1]:.1f}] (rows z[0], columns z[1])")
+        # eval mode with the encoder's statistics recomputed for its final weights (see
+        # train.recompute_batch_stats): the running averages lag an adversarially moving encoder
+        train_set = data.device_dataset(splits["train"])
+        precise_stats = train_lib.recompute_batch_stats(model.phases[0], state.params, state.batch_stats, train_set,
+                                                        min(args.batch_size, len(splits["train"].labels)), keys[2])
+        precise_codes = train_lib.evaluate(model, state.params, precise_stats, test_set)["latents"]
+        plots.plot_latent_scatter(precise_codes, labels, out / "latent_final_recomputed_bn.png",
+                                  title="test codes, encoder statistics recomputed for the final weights")
         metrics = {
             "prior_match": aae.prior_match(config, state.params, state.batch_stats, codes, prior, keys[2]),
+            "prior_match_recomputed_bn": aae.prior_match(config, state.params, precise_stats, precise_codes,
+                                                         prior, keys[2]),
             **common.reconstruction_metrics(result),
             "train_history": history.epochs,
             "train_seconds": seconds,

@@ -334,14 +334,16 @@ def test_conv_transpose_matches_torch(height, width, conv_impl):
         _assert_close(g_x, _nhwc(tx.grad), atol=1e-4)
 
 
-@pytest.mark.parametrize("kernel,stride,padding,size", [
-    (3, 2, ((1, 1), (1, 1)), (28, 28)), (3, 2, ((1, 1), (1, 1)), (7, 7)), (1, 1, ((0, 0), (0, 0)), (2, 2)),
-    (2, 1, ((0, 1), (0, 1)), (4, 3)), (7, 1, ((1, 1), (1, 1)), (12, 12)), (3, 1, ((2, 0), (0, 1)), (5, 6)),
+@pytest.mark.parametrize("kernel,stride,padding,size,features", [
+    (3, 2, ((1, 1), (1, 1)), (28, 28), 5), (3, 2, ((1, 1), (1, 1)), (7, 7), 5), (1, 1, ((0, 0), (0, 0)), (2, 2), 5),
+    (2, 1, ((0, 1), (0, 1)), (4, 3), 5), (7, 1, ((1, 1), (1, 1)), (12, 12), 5), (3, 1, ((2, 0), (0, 1)), (5, 6), 5),
+    # tap_conv (25+ taps, no more outputs than inputs): the decoder's 7x7 layer, and uneven padding
+    (7, 1, ((1, 1), (1, 1)), (12, 12), 1), (5, 1, ((2, 0), (1, 3)), (9, 7), 3),
 ])
-def test_patch_conv_equals_lax_conv(kernel, stride, padding, size):
+def test_patch_conv_equals_lax_conv(kernel, stride, padding, size, features):
     rng = np.random.default_rng(kernel * 100 + size[0])
     x = jnp.asarray(rng.normal(size=(3, *size, 4)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(kernel, kernel, 4, 5)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, 4, features)), jnp.float32)
 
     def loss(impl):
         def f(x, w):

@@ -181,3 +181,31 @@ def test_map_over_split_concatenates_batches_and_rejects_empty_splits():
         train_lib.map_over_split(fn, {"label": jnp.zeros((0,))}, batch_size=3)
     with pytest.raises(ValueError, match="positive batch_size"):
         train_lib.map_over_split(fn, dataset, batch_size=0)
+
+
+def test_recompute_batch_stats_averages_each_full_batch_statistic():
+    """Precise BN: the mean of the full batches' means and unbiased variances, for the phase's modules only."""
+    from aejax.modules import BatchNorm
+
+    norm = BatchNorm()
+
+    def loss_fn(params, batch_stats, batch, key, step=None):
+        features = batch["image"].reshape(batch["image"].shape[0], -1)[:, 400:405]  # (B, 5), varied pixels
+        y, updated = norm.apply({"params": params["net"], "batch_stats": batch_stats["net"]}, features, True,
+                                mutable=["batch_stats"])
+        return jnp.mean(y), ({**batch_stats, "net": updated["batch_stats"]}, {})
+
+    phase = train_lib.Phase("fit", loss_fn, optax.sgd(0.1), ("net",))
+    dataset = _dataset(100)
+    variables = norm.init(jax.random.key(0), jnp.zeros((2, 5)), False)
+    stale = {"mean": jnp.full((5,), 7.0), "var": jnp.full((5,), 3.0)}
+    other = {"mean": jnp.arange(3.0)}
+    result = train_lib.recompute_batch_stats(phase, {"net": variables["params"]}, {"net": stale, "other": other},
+                                             dataset, batch_size=32, key=jax.random.key(1))
+    pixels = np.asarray(dataset["image"], np.float64).reshape(100, -1)[:, 400:405] / 255.0
+    batches = [pixels[i * 32:(i + 1) * 32] for i in range(3)]  # the last 4 examples make no full batch
+    np.testing.assert_allclose(result["net"]["mean"], np.mean([b.mean(0) for b in batches], 0), rtol=1e-5)
+    np.testing.assert_allclose(result["net"]["var"], np.mean([b.var(0, ddof=1) for b in batches], 0), rtol=1e-4)
+    chex.assert_trees_all_equal(result["other"], other)
+    with pytest.raises(ValueError, match="full batch of 128"):
+        train_lib.recompute_batch_stats(phase, {"net": variables["params"]}, {"net": stale}, dataset, 128, jax.random.key(1))
