@@ -47,7 +47,11 @@ DISCRIMINATOR_LOSSES = typing.get_args(DiscriminatorLoss)
 @dataclasses.dataclass(frozen=True)
 class AAEConfig:
     latent_dim: int = 2
-    learning_rate: float = 1e-3  # all three optimizers
+    learning_rate: float = 1e-3  # all three optimizers, unless one of the two below is set
+    # Adam normalises each phase's step, so generator_weight hardly weakens the generator
+    # phase; a smaller generator rate does (two time scales, encoder-fooling vs discriminator).
+    generator_learning_rate: float | None = None
+    discriminator_learning_rate: float | None = None
     weight_decay: float = 1e-6  # PyTorch-style coupled L2, all three
     generator_weight: float = 0.01
     prior_samples_per_code: int = 20  # the lecture: 20 (uniform run), 10 (ten-box run)
@@ -58,8 +62,9 @@ class AAEConfig:
         if self.latent_dim <= 0 or self.prior_samples_per_code <= 0:
             raise ValueError(f"latent_dim and prior_samples_per_code must be positive, got "
                              f"{self.latent_dim} and {self.prior_samples_per_code}")
-        if self.learning_rate <= 0 or self.weight_decay < 0 or self.generator_weight < 0:
-            raise ValueError("learning_rate must be > 0; weight_decay and generator_weight >= 0")
+        rates = (self.learning_rate, self.generator_learning_rate, self.discriminator_learning_rate)
+        if any(rate is not None and rate <= 0 for rate in rates) or self.weight_decay < 0 or self.generator_weight < 0:
+            raise ValueError("learning rates must be > 0; weight_decay and generator_weight >= 0")
         if self.discriminator_norm not in DISCRIMINATOR_NORMS:
             raise ValueError(f"discriminator_norm must be one of {DISCRIMINATOR_NORMS}, got {self.discriminator_norm!r}")
         if self.discriminator_loss not in DISCRIMINATOR_LOSSES:
@@ -153,13 +158,13 @@ def make_model(config: AAEConfig, prior: Sampler) -> Model:
         del labels
         return apply_inference(decoder, module_variables(params, batch_stats, "decoder"), latents, train)
 
-    def optimizer():
-        return torch_adam(config.learning_rate, config.weight_decay)
+    def optimizer(rate=None):
+        return torch_adam(config.learning_rate if rate is None else rate, config.weight_decay)
 
     phases = (
         Phase("autoencoder", autoencoder_loss, optimizer(), ("encoder", "decoder")),
-        Phase("generator", generator_loss, optimizer(), ("encoder",)),
-        Phase("discriminator", discriminator_loss, optimizer(), ("discriminator",)),
+        Phase("generator", generator_loss, optimizer(config.generator_learning_rate), ("encoder",)),
+        Phase("discriminator", discriminator_loss, optimizer(config.discriminator_learning_rate), ("discriminator",)),
     )
     return Model(init=init, phases=phases, encode=encode, decode=decode)
 

@@ -44,10 +44,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--prior-samples-per-code", type=common.positive_int, default=20,
                         help="prior samples the discriminator sees per code (the lecture: 20 uniform, 10 boxes)")
     parser.add_argument("--learning-rate", type=common.positive_float, default=1e-3, help="Adam learning rate of all three optimizers")
+    parser.add_argument("--generator-learning-rate", type=common.positive_float, default=None,
+                        help="the generator phase's own rate (default: --learning-rate)")
+    parser.add_argument("--discriminator-learning-rate", type=common.positive_float, default=None,
+                        help="the discriminator's own rate (default: --learning-rate)")
     args = common.parse(parser, argv)
     splits = common.load_data(args)
     prior = priors.PRIORS[args.prior]()
-    config = aae.AAEConfig(learning_rate=args.learning_rate, generator_weight=args.generator_weight,
+    config = aae.AAEConfig(learning_rate=args.learning_rate, generator_learning_rate=args.generator_learning_rate,
+                           discriminator_learning_rate=args.discriminator_learning_rate,
+                           generator_weight=args.generator_weight,
                            prior_samples_per_code=args.prior_samples_per_code,
                            discriminator_norm=args.discriminator_norm, discriminator_loss=args.discriminator_loss)
     model = aae.make_model(config, prior)

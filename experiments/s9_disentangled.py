@@ -8,7 +8,9 @@ test digits coloured by label. metrics.json: label-head test accuracy; the label
 i.e. how well a fresh probe predicts the digit from the test styles z (logistic
 regression and 10-NN, fitted on half the test set, scored on the other half; chance is
 about 10%); the adversary's own test accuracy; style-transfer accuracy (each test
-digit's z decoded with every label, scored by the evaluation classifier).
+digit's z decoded with every label, scored by the evaluation classifier); under
+``recomputed_bn`` the label head and the leak again with the encoder's BatchNorm
+statistics recomputed for its final weights.
 """
 
 from __future__ import annotations
@@ -74,10 +76,21 @@ def main(argv: list[str] | None = None) -> dict:
         transfer = min(args.transfer_images, len(labels))
         swapped = label_swap(model, state, styles[:transfer], config.num_classes)
         wanted = np.tile(np.arange(config.num_classes), transfer)
+        # the same probes on the styles of the final weights: the encoder's running BatchNorm
+        # statistics lag its adversarial updates (see train.recompute_batch_stats)
+        precise_stats = train_lib.recompute_batch_stats(
+            model.phases[0], state.params, state.batch_stats, data.device_dataset(splits["train"]),
+            min(args.batch_size, len(splits["train"].labels)), keys[1])
+        precise_styles, precise_predicted = styles_and_labels(model, state.replace(batch_stats=precise_stats), test_set)
         metrics = {
             "label_head_test_accuracy": float(np.mean(predicted == labels)),
             "label_leak_logistic": evaluation.probe_accuracy(styles, labels, "logistic"),
             "label_leak_knn": evaluation.probe_accuracy(styles, labels, "knn"),
+            "recomputed_bn": {
+                "label_head_test_accuracy": float(np.mean(precise_predicted == labels)),
+                "label_leak_logistic": evaluation.probe_accuracy(precise_styles, labels, "logistic"),
+                "label_leak_knn": evaluation.probe_accuracy(precise_styles, labels, "knn"),
+            },
             "majority_class_share": float(np.bincount(labels).max() / len(labels)),
             "adversary_test_accuracy": float(np.mean(np.asarray(adversary(state.params, styles)) == labels)),
             "style_transfer_accuracy": classifier.accuracy_by_label(

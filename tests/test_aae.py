@@ -517,6 +517,7 @@ def test_make_model_checks_the_prior_dimension_against_latent_dim():
 @pytest.mark.parametrize("kwargs", [
     {"discriminator_norm": "layer"}, {"discriminator_norm": "batch"}, {"latent_dim": 0},
     {"prior_samples_per_code": 0}, {"learning_rate": 0.0}, {"generator_weight": -1.0},
+    {"generator_learning_rate": 0.0}, {"discriminator_learning_rate": -1e-3},
 ])
 def test_aae_config_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):
@@ -947,3 +948,16 @@ def test_class_mean_share():
     np.testing.assert_allclose(disentangled.class_mean_share(z, labels, 3), between / np.var(np.asarray(z)), rtol=1e-5)
     # and the encoder gets a gradient from it
     assert float(jnp.abs(jax.grad(lambda z: disentangled.class_mean_share(z, labels, 3))(by_class + 0.1 * z)).sum()) > 0
+
+
+@pytest.mark.parametrize("rates", [{}, {"generator_learning_rate": 1e-4}, {"discriminator_learning_rate": 3e-3},
+                                   {"generator_learning_rate": 2e-5, "discriminator_learning_rate": 5e-4}])
+def test_each_phase_steps_at_its_own_learning_rate(rates):
+    """Adam's first step on a constant gradient is -rate per parameter: the rate each phase's optimizer holds."""
+    model = aae.make_model(aae.AAEConfig(weight_decay=0.0, **rates), priors.uniform_box())
+    wanted = {"autoencoder": 1e-3, "generator": rates.get("generator_learning_rate", 1e-3),
+              "discriminator": rates.get("discriminator_learning_rate", 1e-3)}
+    params = {"w": jnp.ones((3,))}
+    for phase in model.phases:
+        updates, _ = phase.optimizer.update({"w": jnp.full((3,), 0.7)}, phase.optimizer.init(params), params)
+        np.testing.assert_allclose(updates["w"], -wanted[phase.name], rtol=1e-5)

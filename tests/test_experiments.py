@@ -117,6 +117,7 @@ def test_adversarial_quick_runs_write_figures_and_metrics(script, flags, files, 
     if script is s9_disentangled:
         assert len(metrics["style_transfer_accuracy"]["per_label"]) == 10
         assert 0 <= metrics["label_leak_logistic"] <= 1 and metrics["label_head_test_accuracy"] == returned["label_head_test_accuracy"]
+        assert set(metrics["recomputed_bn"]) == {"label_head_test_accuracy", "label_leak_logistic", "label_leak_knn"}
     if "test_error" in metrics:
         labels = mnist["train"].labels[metrics["labelled_indices"]]
         assert len(labels) == 100 and set(np.bincount(labels)) == {10}  # balanced, from the train split
