@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from aejax import checkpoint as checkpoint_lib
 from aejax import data as data_lib
+from aejax.modules import BatchNorm
 
 Params = Mapping[str, Any]  # {module name: flax params}
 BatchStats = Mapping[str, Any]  # {module name: flax batch_stats}
@@ -481,7 +482,7 @@ def recompute_batch_stats(
     dataset: Mapping[str, jax.Array],
     batch_size: int,
     key: jax.Array,
-    momentum: float = 0.1,
+    momentum: float = BatchNorm.momentum,
     gather: GatherFn = data_lib.gather_batch,
 ) -> BatchStats:
     """BatchNorm statistics of the final weights ("precise BN"): the running ones, recomputed.

@@ -226,6 +226,15 @@ def fit(model: train_lib.Model, splits: dict[str, data.Split], args: argparse.Na
     return state, history, history.seconds
 
 
+def recomputed_batch_stats(model: train_lib.Model, state: train_lib.TrainState, splits: dict[str, data.Split],
+                           args: argparse.Namespace, key: jax.Array) -> train_lib.BatchStats:
+    """``state``'s BatchNorm statistics recomputed for its final weights over the train split,
+    through the model's first phase (``train.recompute_batch_stats``), in batches of the run's size."""
+    batch_size = min(args.batch_size, len(splits["train"].labels))
+    return train_lib.recompute_batch_stats(model.phases[0], state.params, state.batch_stats,
+                                           data.device_dataset(splits["train"]), batch_size, key)
+
+
 def noisy_test_set(split: data.Split, key: jax.Array, std: float = NOISE_STD) -> tuple[np.ndarray, dict[str, jax.Array]]:
     """Clean images (N, 28, 28, 1) and an ``evaluate``-ready set of their noisy copies."""
     clean = data.to_float_nhwc(split.images)

@@ -83,9 +83,7 @@ def main(argv: list[str] | None = None) -> dict:
                                     f"[{low[1]:.1f}, {high[1]:.1f}] (rows z[0], columns z[1])")
         # eval mode with the encoder's statistics recomputed for its final weights (see
         # train.recompute_batch_stats): the running averages lag an adversarially moving encoder
-        train_set = data.device_dataset(splits["train"])
-        precise_stats = train_lib.recompute_batch_stats(model.phases[0], state.params, state.batch_stats, train_set,
-                                                        min(args.batch_size, len(splits["train"].labels)), keys[2])
+        precise_stats = common.recomputed_batch_stats(model, state, splits, args, keys[2])
         precise_codes = train_lib.evaluate(model, state.params, precise_stats, test_set)["latents"]
         plots.plot_latent_scatter(precise_codes, labels, out / "latent_final_recomputed_bn.png",
                                   title="test codes, encoder statistics recomputed for the final weights")

@@ -78,9 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
         wanted = np.tile(np.arange(config.num_classes), transfer)
         # the same probes on the styles of the final weights: the encoder's running BatchNorm
         # statistics lag its adversarial updates (see train.recompute_batch_stats)
-        precise_stats = train_lib.recompute_batch_stats(
-            model.phases[0], state.params, state.batch_stats, data.device_dataset(splits["train"]),
-            min(args.batch_size, len(splits["train"].labels)), keys[1])
+        precise_stats = common.recomputed_batch_stats(model, state, splits, args, keys[1])
         precise_styles, precise_predicted = styles_and_labels(model, state.replace(batch_stats=precise_stats), test_set)
         metrics = {
             "label_head_test_accuracy": float(np.mean(predicted == labels)),
