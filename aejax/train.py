@@ -503,14 +503,14 @@ def recompute_batch_stats(
     names = tuple(name for name in phase.trainable if name in batch_stats and jax.tree.leaves(batch_stats[name]))
     zeros = {**batch_stats, **{name: jax.tree.map(jnp.zeros_like, batch_stats[name]) for name in names}}
 
-    @jax.jit
-    def batch_update(params, dataset, indices, key):
+    @jax.jit  # the statistics as an argument, not closed over: no model-sized constants in the program
+    def batch_update(params, zeros, dataset, indices, key):
         _, aux = phase.loss_fn(params, zeros, gather(dataset, indices), key)
         return {name: aux[0][name] for name in names}
 
     total = None
     for number in range(num_batches):
-        update = batch_update(params, dataset, jnp.arange(number * batch_size, (number + 1) * batch_size),
+        update = batch_update(params, zeros, dataset, jnp.arange(number * batch_size, (number + 1) * batch_size),
                               jax.random.fold_in(key, number))
         total = update if total is None else jax.tree.map(jnp.add, total, update)
     return {**batch_stats, **jax.tree.map(lambda t: t / (num_batches * momentum), total)}

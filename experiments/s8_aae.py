@@ -48,14 +48,19 @@ def main(argv: list[str] | None = None) -> dict:
                         help="the generator phase's own rate (default: --learning-rate)")
     parser.add_argument("--discriminator-learning-rate", type=common.positive_float, default=None,
                         help="the discriminator's own rate (default: --learning-rate)")
+    parser.add_argument("--gradient-penalty", type=common.non_negative_float, default=0.0,
+                        help="R1 weight gamma on prior samples (needs --discriminator-norm none); 0: none, the lecture")
     args = common.parse(parser, argv)
+    if args.gradient_penalty > 0 and args.discriminator_norm != "none":
+        parser.error("--gradient-penalty needs --discriminator-norm none")
     splits = common.load_data(args)
     prior = priors.PRIORS[args.prior]()
     config = aae.AAEConfig(learning_rate=args.learning_rate, generator_learning_rate=args.generator_learning_rate,
                            discriminator_learning_rate=args.discriminator_learning_rate,
                            generator_weight=args.generator_weight,
                            prior_samples_per_code=args.prior_samples_per_code,
-                           discriminator_norm=args.discriminator_norm, discriminator_loss=args.discriminator_loss)
+                           discriminator_norm=args.discriminator_norm, discriminator_loss=args.discriminator_loss,
+                           gradient_penalty=args.gradient_penalty)
     model = aae.make_model(config, prior)
     keys = jax.random.split(jax.random.key(args.seed), 3)
     test_set = data.device_dataset(splits["test"])

@@ -8,6 +8,7 @@ Kept small for a shared CPU: batches of 4 images, one initialisation per model v
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -518,6 +519,9 @@ def test_make_model_checks_the_prior_dimension_against_latent_dim():
     {"discriminator_norm": "layer"}, {"discriminator_norm": "batch"}, {"latent_dim": 0},
     {"prior_samples_per_code": 0}, {"learning_rate": 0.0}, {"generator_weight": -1.0},
     {"generator_learning_rate": 0.0}, {"discriminator_learning_rate": -1e-3},
+    {"gradient_penalty": -1.0, "discriminator_norm": "none"},
+    {"gradient_penalty": 1.0},  # the lecture's BatchNorm couples the samples: no per-sample gradient
+    {"gradient_penalty": 1.0, "discriminator_norm": "batch_joint"},
 ])
 def test_aae_config_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):
@@ -620,6 +624,59 @@ def test_discriminator_norm_none_has_no_batch_statistics():
         out = net(torch.from_numpy(np.concatenate([codes, samples])))
     targets = torch.cat([torch.zeros(B, 1), torch.ones(len(samples), 1)])
     np.testing.assert_allclose(float(loss), float(torch.nn.functional.binary_cross_entropy(out, targets)), rtol=1e-5)
+
+
+def test_r1_penalty_is_each_samples_squared_logit_gradient():
+    z = jnp.asarray(_codes(6, seed=8))
+    w = jnp.asarray([[3.0], [-4.0]])
+    np.testing.assert_allclose(aae.r1_penalty(lambda x: x @ w, z), np.full(6, 25.0), rtol=1e-6)
+    # a non-linear logit: sum of squares has gradient 2z, squared norm 4 |z|^2
+    np.testing.assert_allclose(aae.r1_penalty(lambda x: jnp.sum(x * x, -1, keepdims=True), z),
+                               4 * np.sum(np.square(np.asarray(z)), -1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_discriminator_gradient_penalty_matches_torch_double_backward(balanced):
+    """Loss and parameter gradients of BCE + gamma/2 * mean ||grad_z D(z)||^2 over the first
+    B prior samples, against PyTorch's create_graph double backward."""
+    per_code, gamma = 3, 2.5
+    config = aae.AAEConfig(discriminator_norm="none", prior_samples_per_code=per_code, gradient_penalty=gamma,
+                           discriminator_loss="balanced" if balanced else "pooled")
+    model = aae.make_model(config, user_prior)
+    net = _torch_discriminator(batch_norm=False, seed=9)
+    params, _ = _discriminator_to_flax(net)
+    codes, key = _codes(B, seed=6, shift=0.5), jax.random.key(13)
+    samples = np.array(user_prior(key, B * per_code))
+
+    def loss_fn(p):
+        loss, (_, metrics) = model.phases[2].loss_fn({"discriminator": p}, {"discriminator": {}},
+                                                     {"codes": jnp.asarray(codes)}, key, 0)
+        return loss, metrics
+
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    logit_net = tnn.Sequential(*list(net)[:-1])  # the Sigmoid left to a logits BCE, as aejax does
+    code_logits = logit_net(torch.from_numpy(codes))
+    prior_in = torch.from_numpy(samples).requires_grad_(True)
+    prior_logits = logit_net(prior_in)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    if balanced:
+        t_bce = 0.5 * (bce(code_logits, torch.zeros_like(code_logits)) + bce(prior_logits, torch.ones_like(prior_logits)))
+    else:
+        t_bce = bce(torch.cat([code_logits, prior_logits]), torch.cat([torch.zeros(B, 1), torch.ones(B * per_code, 1)]))
+    (z_grad,) = torch.autograd.grad(prior_logits[:B].sum(), prior_in, create_graph=True)
+    r1 = z_grad[:B].pow(2).sum(1).mean()
+    (t_bce + 0.5 * gamma * r1).backward()
+    assert r1.item() > 1e-3  # the penalty is not vanishing, so the comparison means something
+    np.testing.assert_allclose(float(metrics["r1"]), r1.item(), rtol=1e-4)
+    np.testing.assert_allclose(float(loss), (t_bce + 0.5 * gamma * r1).item(), rtol=1e-5)
+    for i, layer in enumerate(m for m in net if isinstance(m, tnn.Linear)):
+        np.testing.assert_allclose(grads[f"Dense_{i}"]["kernel"], _np(layer.weight.grad).T, atol=1e-6, rtol=1e-4)
+        np.testing.assert_allclose(grads[f"Dense_{i}"]["bias"], _np(layer.bias.grad), atol=1e-6, rtol=1e-4)
+    # the first layer's gradient differs from the BCE's alone: the penalty reaches the weights
+    bce_only = aae.make_model(dataclasses.replace(config, gradient_penalty=0.0), user_prior)
+    grads_bce = jax.grad(lambda p: bce_only.phases[2].loss_fn({"discriminator": p}, {"discriminator": {}},
+                                                             {"codes": jnp.asarray(codes)}, key, 0)[0])(params)
+    assert np.max(np.abs(grads["Dense_0"]["kernel"] - grads_bce["Dense_0"]["kernel"])) > 1e-4
 
 
 # ================================================================== priors

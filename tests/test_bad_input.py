@@ -152,6 +152,7 @@ def _one_error_line(stderr):
     (["experiments.s2_conv_ae", "--checkpoint-every", "0"], "positive integer"),
     (["experiments.s2_conv_ae", "--on-nonfinite", "ignore"], "invalid choice"),
     (["experiments.s8_aae", "--prior", "cauchy"], "invalid choice"),
+    (["experiments.s8_aae", "--gradient-penalty", "1"], "--gradient-penalty needs --discriminator-norm none"),
 ])
 def test_bad_cli_values_are_usage_errors(args, message, tmp_path):
     result = _run([*args, "--out", str(tmp_path / "o")])

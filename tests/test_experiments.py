@@ -83,7 +83,7 @@ def test_variational_quick_runs_write_figures_and_metrics(script, mnist_dir, tmp
 
 # Adversarial-family scripts: (script, extra flags, files, metrics), on 768 / 256 images.
 ADVERSARIAL = [
-    (s8_aae, ["--prior", "boxes", "--batch-size", "128", "--discriminator-norm", "none"],
+    (s8_aae, ["--prior", "boxes", "--batch-size", "128", "--discriminator-norm", "none", "--gradient-penalty", "1"],
      {"prior_samples.png", "latent_epochs.gif", "latent_final.png", "latent_final_recomputed_bn.png", "grid.png",
       "frames", "checkpoint"},
      {"prior_match", "prior_match_recomputed_bn", "test_bce", "test_mse"}),
@@ -114,6 +114,7 @@ def test_adversarial_quick_runs_write_figures_and_metrics(script, flags, files, 
         assert match["discriminator_accuracy"] == pytest.approx(0.5 * (match["codes_called_codes"] + match["prior_called_prior"]))
         # the recomputed encoder statistics move the codes (the trained running ones lag)
         assert metrics["prior_match_recomputed_bn"]["code_min"] != match["code_min"]
+        assert metrics["train_history"][0]["discriminator/r1"] > 0  # the R1 penalty was on
     if script is s9_disentangled:
         assert len(metrics["style_transfer_accuracy"]["per_label"]) == 10
         assert 0 <= metrics["label_leak_logistic"] <= 1 and metrics["label_head_test_accuracy"] == returned["label_head_test_accuracy"]
