@@ -25,6 +25,13 @@ al.'s (2018) R1 term to the discriminator phase: ``gamma / 2 * E ||grad_z D(z)||
 prior samples. Unregularised, the code/prior game oscillates instead of settling (the
 10-epoch runs in the README); R1 makes the discriminator flat on the prior's support,
 the equilibrium at which the codes have matched it.
+
+``generator_optimizer="shared"`` drops the generator's own Adam: its term joins the
+autoencoder loss, ``BCE + generator_weight * BCE(D(z), 1)``, under one Adam, and the
+discriminator judges that phase's codes (before its update). With a separate Adam the
+generator's step has the learning rate's size whatever ``generator_weight`` is, and
+where the discriminator is flat its noise becomes a random walk of the encoder; shared,
+the weight sets the term's share of the step. Two phases, two optimizers.
 """
 
 from __future__ import annotations
@@ -48,6 +55,10 @@ DISCRIMINATOR_NORMS = typing.get_args(DiscriminatorNorm)
 # "balanced": the mean of the two classes' BCEs, so codes weigh as much as prior samples.
 DiscriminatorLoss = Literal["pooled", "balanced"]
 DISCRIMINATOR_LOSSES = typing.get_args(DiscriminatorLoss)
+# "separate": the lecture's third Adam for the generator phase; "shared": the generator term
+# is part of the autoencoder loss, under the autoencoder's Adam.
+GeneratorOptimizer = Literal["separate", "shared"]
+GENERATOR_OPTIMIZERS = typing.get_args(GeneratorOptimizer)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +75,7 @@ class AAEConfig:
     discriminator_norm: DiscriminatorNorm = "batch_separate"
     discriminator_loss: DiscriminatorLoss = "pooled"
     gradient_penalty: float = 0.0  # R1 weight gamma on prior samples; 0: none (the lecture)
+    generator_optimizer: GeneratorOptimizer = "separate"
 
     def __post_init__(self):
         if self.latent_dim <= 0 or self.prior_samples_per_code <= 0:
@@ -76,6 +88,10 @@ class AAEConfig:
             raise ValueError(f"discriminator_norm must be one of {DISCRIMINATOR_NORMS}, got {self.discriminator_norm!r}")
         if self.discriminator_loss not in DISCRIMINATOR_LOSSES:
             raise ValueError(f"discriminator_loss must be one of {DISCRIMINATOR_LOSSES}, got {self.discriminator_loss!r}")
+        if self.generator_optimizer not in GENERATOR_OPTIMIZERS:
+            raise ValueError(f"generator_optimizer must be one of {GENERATOR_OPTIMIZERS}, got {self.generator_optimizer!r}")
+        if self.generator_optimizer == "shared" and self.generator_learning_rate is not None:
+            raise ValueError("generator_learning_rate needs generator_optimizer='separate' (shared: the autoencoder's rate)")
         if self.gradient_penalty < 0:
             raise ValueError(f"gradient_penalty must be >= 0, got {self.gradient_penalty}")
         if self.gradient_penalty > 0 and self.discriminator_norm != "none":
@@ -126,6 +142,7 @@ def make_model(config: AAEConfig, prior: Sampler) -> Model:
     _check_prior(prior, config.latent_dim)
     encoder, decoder, discriminator = make_modules(config)
     joint = config.discriminator_norm == "batch_joint"
+    shared = config.generator_optimizer == "shared"
 
     def init(key):
         key, disc_key = jax.random.split(key)
@@ -134,17 +151,8 @@ def make_model(config: AAEConfig, prior: Sampler) -> Model:
         return ({**params, "discriminator": disc["params"]},
                 {**batch_stats, "discriminator": disc.get("batch_stats", {})})
 
-    def autoencoder_loss(params, batch_stats, batch, key, step=None):
-        del key, step
-        images = batch["image"]
-        codes, encoder_stats = apply_training(encoder, module_variables(params, batch_stats, "encoder"), images)
-        logits, decoder_stats = apply_training(decoder, module_variables(params, batch_stats, "decoder"), codes)
-        bce = jnp.mean(losses.binary_cross_entropy_with_logits(logits, images))
-        return bce, ({**batch_stats, "encoder": encoder_stats, "decoder": decoder_stats}, {"bce": bce})
-
-    def generator_loss(params, batch_stats, batch, key, step=None):
-        del step
-        codes, encoder_stats = apply_training(encoder, module_variables(params, batch_stats, "encoder"), batch["image"])
+    def generator_term(params, batch_stats, codes, key):
+        """generator_weight * BCE(D(codes), 1), the discriminator's updated statistics, metrics."""
         disc_vars = module_variables(params, batch_stats, "discriminator")
         if joint:  # the codes are normalised together with prior samples, as in the discriminator phase
             samples = prior(key, codes.shape[0] * config.prior_samples_per_code)
@@ -153,12 +161,30 @@ def make_model(config: AAEConfig, prior: Sampler) -> Model:
         else:
             logits, disc_stats = apply_training(discriminator, disc_vars, codes)
         loss = config.generator_weight * jnp.mean(adversarial_bce(logits, 1.0))
-        metrics = {"codes_called_prior": jnp.mean(logits > 0)}
+        return loss, disc_stats, {"codes_called_prior": jnp.mean(logits > 0)}
+
+    def autoencoder_loss(params, batch_stats, batch, key, step=None):
+        del step
+        images = batch["image"]
+        codes, encoder_stats = apply_training(encoder, module_variables(params, batch_stats, "encoder"), images)
+        logits, decoder_stats = apply_training(decoder, module_variables(params, batch_stats, "decoder"), codes)
+        bce = jnp.mean(losses.binary_cross_entropy_with_logits(logits, images))
+        new_stats = {**batch_stats, "encoder": encoder_stats, "decoder": decoder_stats}
+        if not shared:
+            return bce, (new_stats, {"bce": bce})
+        generator, disc_stats, metrics = generator_term(params, batch_stats, codes, key)
+        metrics = {"bce": bce, "generator": generator, **metrics}
+        return bce + generator, ({**new_stats, "discriminator": disc_stats}, metrics, {"codes": codes})
+
+    def generator_loss(params, batch_stats, batch, key, step=None):
+        del step
+        codes, encoder_stats = apply_training(encoder, module_variables(params, batch_stats, "encoder"), batch["image"])
+        loss, disc_stats, metrics = generator_term(params, batch_stats, codes, key)
         return loss, ({**batch_stats, "encoder": encoder_stats, "discriminator": disc_stats}, metrics, {"codes": codes})
 
     def discriminator_loss(params, batch_stats, batch, key, step=None):
         del step
-        codes = batch["codes"]  # the generator phase's codes, gradient stopped
+        codes = batch["codes"]  # the generator's codes (the autoencoder phase's if shared), gradient stopped
         samples = prior(key, codes.shape[0] * config.prior_samples_per_code)
         disc_vars = module_variables(params, batch_stats, "discriminator")
         if config.discriminator_norm == "batch_separate":  # the lecture: two train-mode calls
@@ -191,9 +217,11 @@ def make_model(config: AAEConfig, prior: Sampler) -> Model:
     def optimizer(rate=None):
         return torch_adam(config.learning_rate if rate is None else rate, config.weight_decay)
 
+    generator_phases = () if shared else (
+        Phase("generator", generator_loss, optimizer(config.generator_learning_rate), ("encoder",)),)
     phases = (
         Phase("autoencoder", autoencoder_loss, optimizer(), ("encoder", "decoder")),
-        Phase("generator", generator_loss, optimizer(config.generator_learning_rate), ("encoder",)),
+        *generator_phases,
         Phase("discriminator", discriminator_loss, optimizer(config.discriminator_learning_rate), ("discriminator",)),
     )
     return Model(init=init, phases=phases, encode=encode, decode=decode)

@@ -48,11 +48,16 @@ def main(argv: list[str] | None = None) -> dict:
                         help="the generator phase's own rate (default: --learning-rate)")
     parser.add_argument("--discriminator-learning-rate", type=common.positive_float, default=None,
                         help="the discriminator's own rate (default: --learning-rate)")
+    parser.add_argument("--generator-optimizer", choices=aae.GENERATOR_OPTIMIZERS, default="separate",
+                        help="separate: the lecture's third Adam for the generator; shared: the generator term "
+                             "joins the autoencoder loss under its Adam")
     parser.add_argument("--gradient-penalty", type=common.non_negative_float, default=0.0,
                         help="R1 weight gamma on prior samples (needs --discriminator-norm none); 0: none, the lecture")
     args = common.parse(parser, argv)
     if args.gradient_penalty > 0 and args.discriminator_norm != "none":
         parser.error("--gradient-penalty needs --discriminator-norm none")
+    if args.generator_optimizer == "shared" and args.generator_learning_rate is not None:
+        parser.error("--generator-learning-rate needs --generator-optimizer separate")
     splits = common.load_data(args)
     prior = priors.PRIORS[args.prior]()
     config = aae.AAEConfig(learning_rate=args.learning_rate, generator_learning_rate=args.generator_learning_rate,
@@ -60,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
                            generator_weight=args.generator_weight,
                            prior_samples_per_code=args.prior_samples_per_code,
                            discriminator_norm=args.discriminator_norm, discriminator_loss=args.discriminator_loss,
-                           gradient_penalty=args.gradient_penalty)
+                           gradient_penalty=args.gradient_penalty, generator_optimizer=args.generator_optimizer)
     model = aae.make_model(config, prior)
     keys = jax.random.split(jax.random.key(args.seed), 3)
     test_set = data.device_dataset(splits["test"])

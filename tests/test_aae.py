@@ -430,6 +430,38 @@ def test_full_aae_step_discriminator_judges_codes_from_before_the_generator_upda
     assert _max_abs_diff(full.batch_stats["discriminator"], stats_after) > 1e-5
 
 
+def test_shared_generator_optimizer_adds_the_generator_term_to_the_autoencoder_phase(aae_setup, aae_batch):
+    """Two phases: the autoencoder loss is the separate model's autoencoder + generator losses at the
+    same parameters; one Adam moves encoder and decoder; the discriminator judges that phase's codes."""
+    separate = aae.make_model(aae.AAEConfig(discriminator_norm="none"), user_prior)
+    shared = aae.make_model(aae.AAEConfig(discriminator_norm="none", generator_optimizer="shared"), user_prior)
+    assert [phase.name for phase in shared.phases] == ["autoencoder", "discriminator"]
+    s0 = _state_without_compiling_init(shared, 1)
+    assert set(s0.opt_states) == {"autoencoder", "discriminator"}
+    key = jax.random.key(4)
+
+    def loss(model, index):
+        return model.phases[index].loss_fn(s0.params, s0.batch_stats, aae_batch, key, s0.step)
+
+    total, (_, metrics, carry) = jax.jit(lambda: loss(shared, 0))()
+    bce, generator = jax.jit(lambda: (loss(separate, 0)[0], loss(separate, 1)[0]))()
+    assert float(generator) > 1e-4
+    np.testing.assert_allclose(float(total), float(bce + generator), rtol=1e-6)
+    np.testing.assert_allclose(float(metrics["generator"]), float(generator), rtol=1e-6)
+    codes0 = aae_setup[2](s0.params, s0.batch_stats, aae_batch["image"], train=True)
+    chex.assert_trees_all_close(carry["codes"], codes0, atol=1e-6)
+
+    after_ae = _phase_runner(shared, 0, 1)(s0, aae_batch)[0]
+    _assert_phase_changed_only(s0, after_ae, "autoencoder", ("encoder", "decoder"))
+    full, full_metrics = _phase_runner(shared, 0, 2)(s0, aae_batch)
+    disc_key = jax.random.fold_in(jax.random.split(s0.key)[1], 1)  # apply_phases' key for phase index 1
+    by_hand = shared.phases[1].loss_fn(after_ae.params, after_ae.batch_stats, {**aae_batch, "codes": codes0}, disc_key, s0.step)[0]
+    np.testing.assert_allclose(float(full_metrics["discriminator/loss"]), float(by_hand), rtol=1e-5)
+    codes1 = aae_setup[2](after_ae.params, after_ae.batch_stats, aae_batch["image"], train=True)
+    with_new_codes = shared.phases[1].loss_fn(after_ae.params, after_ae.batch_stats, {**aae_batch, "codes": codes1}, disc_key, s0.step)[0]
+    assert abs(float(with_new_codes) - float(by_hand)) > 1e-6  # the codes of the updated encoder differ
+
+
 def test_apply_phases_carry_joins_later_batches_without_gradient():
     """A hand-made two-phase model: phase 1 carries its output h, phase 2 reads batch["h"]."""
     first_layer, second_layer = nn.Dense(3), nn.Dense(1)
@@ -522,6 +554,7 @@ def test_make_model_checks_the_prior_dimension_against_latent_dim():
     {"gradient_penalty": -1.0, "discriminator_norm": "none"},
     {"gradient_penalty": 1.0},  # the lecture's BatchNorm couples the samples: no per-sample gradient
     {"gradient_penalty": 1.0, "discriminator_norm": "batch_joint"},
+    {"generator_optimizer": "adam"}, {"generator_optimizer": "shared", "generator_learning_rate": 1e-4},
 ])
 def test_aae_config_rejects_bad_values(kwargs):
     with pytest.raises(ValueError):
