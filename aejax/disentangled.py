@@ -60,6 +60,31 @@ def class_mean_share(z: jax.Array, labels: jax.Array, num_classes: int) -> jax.A
     return between / (jnp.sum(jnp.var(z, axis=0)) + 1e-8)
 
 
+KERNEL_BANDWIDTHS = (0.25, 0.5, 1.0)  # of the standardised style, per coordinate
+
+
+def label_dependence(z: jax.Array, labels: jax.Array, num_classes: int,
+                     bandwidths: tuple[float, ...] = KERNEL_BANDWIDTHS) -> jax.Array:
+    """Kernel dependence of the style z (B, D) on integer ``labels`` (B,): CKA in [0, 1].
+
+    Centred kernel alignment of a Gaussian kernel on the standardised z (the sum of one
+    per bandwidth; squared distances divided by D) with the same-label kernel. Unlike
+    ``class_mean_share`` (the linear kernel's view), it is large whenever the classes'
+    distributions of z differ, equal means or not: the non-linear leak a k-NN probe reads.
+    Independent z and labels give O(1/B).
+    """
+    standardized = standardize(z)
+    squared = jnp.sum(jnp.square(standardized[:, None, :] - standardized[None, :, :]), axis=-1) / z.shape[1]
+    style_kernel = sum(jnp.exp(-squared / (2.0 * bw ** 2)) for bw in bandwidths)
+    one_hot = jax.nn.one_hot(labels, num_classes, dtype=z.dtype)
+
+    def centre(kernel):
+        return kernel - jnp.mean(kernel, axis=0) - jnp.mean(kernel, axis=1, keepdims=True) + jnp.mean(kernel)
+
+    k, l = centre(style_kernel), centre(one_hot @ one_hot.T)
+    return jnp.sum(k * l) / jnp.sqrt(jnp.sum(k * k) * jnp.sum(l * l) + 1e-12)
+
+
 def label_style_functions(encoder: Encoder, decoder: Decoder, num_classes: int,
                           style_mean: Callable[[jax.Array], jax.Array] = lambda style: style):
     """``classify``, ``encode``, ``decode`` of a model whose encoder gives label logits + style.
@@ -112,12 +137,16 @@ class DisentangledConfig:
     # variance that the class means explain (``class_mean_share``): a closed-form linear
     # adversary that the encoder cannot dodge by moving the label information around.
     class_mean_weight: float = 0.0
+    # > 0: the confusion phase also penalises ``label_dependence`` (kernel CKA of the style
+    # with the labels): the non-linear counterpart of class_mean_weight, also closed-form.
+    kernel_dependence_weight: float = 0.0
 
     def __post_init__(self):
         if self.latent_dim <= 0 or self.num_classes <= 1:
             raise ValueError(f"need latent_dim > 0 and num_classes > 1, got {self.latent_dim} and {self.num_classes}")
         if min(self.learning_rate, self.adversary_learning_rate) <= 0 or min(self.weight_decay, self.label_weight, self.confusion_weight,
-                                                                                          self.style_kl_weight, self.class_mean_weight) < 0:
+                                                                                          self.style_kl_weight, self.class_mean_weight,
+                                                                                          self.kernel_dependence_weight) < 0:
             raise ValueError("learning_rate must be > 0; weight_decay and the loss weights >= 0")
         if self.decoder_label not in ("predicted", "true"):
             raise ValueError(f"decoder_label must be 'predicted' or 'true', got {self.decoder_label!r}")
@@ -174,7 +203,11 @@ def make_model(config: DisentangledConfig) -> Model:
         share = class_mean_share(z, batch["label"], config.num_classes)
         if config.class_mean_weight:
             loss = loss + config.class_mean_weight * share
-        return loss, ({**batch_stats, "encoder": encoder_stats}, {"class_mean_share": share}, {"style": z})
+        metrics = {"class_mean_share": share}
+        if config.kernel_dependence_weight:
+            metrics["label_dependence"] = label_dependence(z, batch["label"], config.num_classes)
+            loss = loss + config.kernel_dependence_weight * metrics["label_dependence"]
+        return loss, ({**batch_stats, "encoder": encoder_stats}, metrics, {"style": z})
 
     def adversary_loss(params, batch_stats, batch, key, step=None):
         del key, step

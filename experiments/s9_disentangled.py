@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="weight of the encoder's penalty when the adversary reads the label from z")
     parser.add_argument("--class-mean-weight", type=common.non_negative_float, default=0.0,
                         help="> 0: also penalise the share of the style's variance explained by the class means")
+    parser.add_argument("--kernel-dependence-weight", type=common.non_negative_float, default=0.0,
+                        help="> 0: also penalise the kernel (Gaussian, CKA) dependence of the style on the label")
     parser.add_argument("--style-kl-weight", type=common.non_negative_float, default=0.0,
                         help="> 0: variational style pulled to N(0, I) by this weight times its KL (0.005: the lecture's VAE weight)")
     parser.add_argument("--decoder-label", choices=("predicted", "true"), default="predicted",
@@ -62,7 +64,8 @@ def main(argv: list[str] | None = None) -> dict:
     config = disentangled.DisentangledConfig(latent_dim=args.latent_dim, learning_rate=args.learning_rate,
                                              adversary_learning_rate=args.adversary_learning_rate,
                                              confusion_weight=args.confusion_weight, style_kl_weight=args.style_kl_weight,
-                                             decoder_label=args.decoder_label, class_mean_weight=args.class_mean_weight)
+                                             decoder_label=args.decoder_label, class_mean_weight=args.class_mean_weight,
+                                             kernel_dependence_weight=args.kernel_dependence_weight)
     model = disentangled.make_model(config)
     keys = jax.random.split(jax.random.key(args.seed), 2)
     test_set = data.device_dataset(splits["test"])

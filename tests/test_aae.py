@@ -1023,6 +1023,35 @@ def test_discriminator_loss_option_is_validated():
         aae.AAEConfig(discriminator_loss="hinge")
 
 
+def _cka_by_hand(z: np.ndarray, labels: np.ndarray, bandwidths=disentangled.KERNEL_BANDWIDTHS) -> float:
+    """tr(K H L H) / sqrt(tr(K H K H) tr(L H L H)), H the centring matrix, in float64."""
+    z = (z - z.mean(0)) / np.sqrt(z.var(0) + 1e-5)
+    n, d = z.shape
+    squared = np.array([[np.sum((z[i] - z[j]) ** 2) / d for j in range(n)] for i in range(n)])
+    k = sum(np.exp(-squared / (2 * bw * bw)) for bw in bandwidths)
+    l = (labels[:, None] == labels[None, :]).astype(np.float64)
+    h = np.eye(n) - 1.0 / n
+    return float(np.trace(k @ h @ l @ h) / np.sqrt(np.trace(k @ h @ k @ h) * np.trace(l @ h @ l @ h)))
+
+
+def test_label_dependence_reads_what_class_means_miss():
+    rng = np.random.default_rng(0)
+    n = 300
+    labels = rng.integers(0, 3, n)
+    angle = rng.uniform(0, 2 * np.pi, n)
+    # every class centred at 0, but on circles of radius 1, 2, 3: no linear leak, a plain non-linear one
+    rings = ((labels[:, None] + 1.0) * np.stack([np.cos(angle), np.sin(angle)], 1)).astype(np.float32)
+    independent = rng.normal(size=(n, 2)).astype(np.float32)
+    dependence = lambda z: float(disentangled.label_dependence(jnp.asarray(z), jnp.asarray(labels), 3))
+    assert float(disentangled.class_mean_share(jnp.asarray(rings), jnp.asarray(labels), 3)) < 0.02
+    assert dependence(rings) > 0.2 > 0.05 > dependence(independent)  # the noise floor: O(1/n)
+    np.testing.assert_allclose(dependence(rings), _cka_by_hand(rings.astype(np.float64), labels), rtol=1e-4)
+    np.testing.assert_allclose(dependence(independent), _cka_by_hand(independent.astype(np.float64), labels), rtol=1e-3)
+    np.testing.assert_allclose(dependence(3.0 * rings + 1.0), dependence(rings), rtol=1e-4)  # scale and shift do not hide it
+    grad = jax.grad(lambda z: disentangled.label_dependence(z, jnp.asarray(labels), 3))(jnp.asarray(rings))
+    assert np.all(np.isfinite(grad)) and float(jnp.abs(grad).sum()) > 0
+
+
 def test_class_mean_share():
     labels = jnp.array([0, 0, 1, 1, 2, 2])
     # class means all equal: nothing linearly readable
