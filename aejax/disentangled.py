@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -85,6 +86,47 @@ def label_dependence(z: jax.Array, labels: jax.Array, num_classes: int,
     return jnp.sum(k * l) / jnp.sqrt(jnp.sum(k * k) * jnp.sum(l * l) + 1e-12)
 
 
+class ClassStandardize(nn.Module):
+    """Standardises the style z (B, D) per class: BatchNorm with class-conditional statistics.
+
+    Train mode: each class's mean and (biased) variance over the batch items of that class
+    (``labels`` (B,), the true labels), and the running (C, D) statistics updated with
+    PyTorch's momentum where the class is present (so ``train.recompute_batch_stats``
+    averages them as it does BatchNorm's). Eval mode: the running statistics of ``labels``,
+    which the model takes from its label head, never from the true labels. A shared
+    affine (scale, bias (D,)) follows, as in BatchNorm. Every class's style then has the
+    same mean and per-coordinate variance, so a linear probe has nothing left to read; the
+    decoder loses nothing, as it is given the label.
+    """
+
+    num_classes: int
+    momentum: float = 0.1
+    epsilon: float = 1e-5
+
+    @nn.compact
+    def __call__(self, z: jax.Array, train: bool, labels: jax.Array) -> jax.Array:
+        features = z.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+        shape = (self.num_classes, features)
+        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros(shape, jnp.float32))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones(shape, jnp.float32))
+        one_hot = jax.nn.one_hot(labels, self.num_classes, dtype=z.dtype)  # (B, C)
+        if train:
+            counts = jnp.sum(one_hot, axis=0)[:, None]  # (C, 1)
+            class_mean = (one_hot.T @ z) / jnp.maximum(counts, 1.0)
+            class_var = (one_hot.T @ jnp.square(z - one_hot @ class_mean)) / jnp.maximum(counts, 1.0)
+            if not self.is_initializing():
+                present = (counts > 0).astype(z.dtype)
+                unbiased = class_var * counts / jnp.maximum(counts - 1.0, 1.0)
+                ra_mean.value = ra_mean.value + self.momentum * present * (class_mean - ra_mean.value)
+                ra_var.value = ra_var.value + self.momentum * present * (unbiased - ra_var.value)
+        else:
+            class_mean, class_var = ra_mean.value, ra_var.value
+        mean, var = one_hot @ class_mean, one_hot @ class_var  # (B, D): each item's class statistics
+        return (z - mean) * jax.lax.rsqrt(var + self.epsilon) * scale + bias
+
+
 def label_style_functions(encoder: Encoder, decoder: Decoder, num_classes: int,
                           style_mean: Callable[[jax.Array], jax.Array] = lambda style: style):
     """``classify``, ``encode``, ``decode`` of a model whose encoder gives label logits + style.
@@ -140,6 +182,10 @@ class DisentangledConfig:
     # > 0: the confusion phase also penalises ``label_dependence`` (kernel CKA of the style
     # with the labels): the non-linear counterpart of class_mean_weight, also closed-form.
     kernel_dependence_weight: float = 0.0
+    # "class": the style passes through ``ClassStandardize`` (per-class mean and variance
+    # removed; true labels in training, the label head's in eval): the linear leak is
+    # removed by construction rather than penalised. "none": the lecture's style.
+    style_normalization: str = "none"
 
     def __post_init__(self):
         if self.latent_dim <= 0 or self.num_classes <= 1:
@@ -150,6 +196,10 @@ class DisentangledConfig:
             raise ValueError("learning_rate must be > 0; weight_decay and the loss weights >= 0")
         if self.decoder_label not in ("predicted", "true"):
             raise ValueError(f"decoder_label must be 'predicted' or 'true', got {self.decoder_label!r}")
+        if self.style_normalization not in ("none", "class"):
+            raise ValueError(f"style_normalization must be 'none' or 'class', got {self.style_normalization!r}")
+        if self.style_normalization == "class" and self.style_kl_weight:
+            raise ValueError("style_normalization='class' needs a deterministic style (style_kl_weight=0)")
 
 
 def make_modules(config: DisentangledConfig) -> tuple[Encoder, Decoder, MLP]:
@@ -162,27 +212,38 @@ def make_model(config: DisentangledConfig) -> Model:
     """``encode`` gives the style z (B, latent_dim); ``decode(z, labels)`` takes integer labels
     (B,) or label probabilities (B, num_classes); ``classify`` gives the label logits."""
     encoder, decoder, adversary = make_modules(config)
+    normalizer = ClassStandardize(config.num_classes) if config.style_normalization == "class" else None
+    modules = ("encoder", "decoder") + (("style_norm",) if normalizer else ())
 
     def init(key):
         key, adversary_key = jax.random.split(key)
         params, batch_stats = init_encoder_decoder(key, encoder, decoder, config.latent_dim)
         params["label_adversary"] = adversary.init(adversary_key, jnp.zeros((1, config.latent_dim)))["params"]
         batch_stats["label_adversary"] = {}
+        if normalizer:
+            variables = normalizer.init(key, jnp.zeros((1, config.latent_dim)), False, labels=jnp.zeros((1,), jnp.int32))
+            params["style_norm"], batch_stats["style_norm"] = variables["params"], variables["batch_stats"]
         return params, batch_stats
 
     def style_moments(style):
         """(mu, log_var) of a variational style, (style, None) of a deterministic one."""
         return vae.split_moments(style) if config.style_kl_weight else (style, None)
 
-    def encoder_outputs(params, batch_stats, images):
-        out, stats = apply_training(encoder, module_variables(params, batch_stats, "encoder"), images)
+    def encoder_outputs(params, batch_stats, batch):
+        """Label logits, style (mu, log_var) and the updated statistics (train mode)."""
+        out, encoder_stats = apply_training(encoder, module_variables(params, batch_stats, "encoder"), batch["image"])
         label_logits, style = split_label_style(out, config.num_classes)
-        return label_logits, *style_moments(style), stats
+        mu, log_var = style_moments(style)
+        stats = {**batch_stats, "encoder": encoder_stats}
+        if normalizer:
+            mu, stats["style_norm"] = apply_training(normalizer, module_variables(params, batch_stats, "style_norm"), mu,
+                                                     labels=batch["label"])
+        return label_logits, mu, log_var, stats
 
     def autoencoder_loss(params, batch_stats, batch, key, step=None):
         del step
         images = batch["image"]
-        label_logits, mu, log_var, encoder_stats = encoder_outputs(params, batch_stats, images)
+        label_logits, mu, log_var, stats = encoder_outputs(params, batch_stats, batch)
         z = mu if log_var is None else vae.reparametrize(key, mu, log_var)
         labels = jax.nn.softmax(label_logits) if config.decoder_label == "predicted" else batch["label"]
         logits, decoder_stats = apply_training(decoder, module_variables(params, batch_stats, "decoder"), z, labels=labels)
@@ -193,11 +254,13 @@ def make_model(config: DisentangledConfig) -> Model:
         if log_var is not None:
             metrics["style_kl"] = jnp.mean(losses.gaussian_kl_to_standard_normal(mu, log_var))
             loss = loss + config.style_kl_weight * metrics["style_kl"]
-        return loss, ({**batch_stats, "encoder": encoder_stats, "decoder": decoder_stats}, metrics)
+        return loss, ({**stats, "decoder": decoder_stats}, metrics)
 
     def confusion_loss(params, batch_stats, batch, key, step=None):
         del key, step
-        _, z, _, encoder_stats = encoder_outputs(params, batch_stats, batch["image"])  # z: the style (mean)
+        _, z, _, stats = encoder_outputs(params, batch_stats, batch)  # z: the style (mean)
+        # the running statistics move once per step, in the autoencoder phase
+        stats = {**stats, "style_norm": batch_stats["style_norm"]} if normalizer else stats
         predicted = adversary.apply({"params": params["label_adversary"]}, standardize(z))
         loss = config.confusion_weight * jnp.mean(uniform_cross_entropy(predicted))
         share = class_mean_share(z, batch["label"], config.num_classes)
@@ -207,7 +270,7 @@ def make_model(config: DisentangledConfig) -> Model:
         if config.kernel_dependence_weight:
             metrics["label_dependence"] = label_dependence(z, batch["label"], config.num_classes)
             loss = loss + config.kernel_dependence_weight * metrics["label_dependence"]
-        return loss, ({**batch_stats, "encoder": encoder_stats}, metrics, {"style": z})
+        return loss, (stats, metrics, {"style": z})
 
     def adversary_loss(params, batch_stats, batch, key, step=None):
         del key, step
@@ -217,10 +280,20 @@ def make_model(config: DisentangledConfig) -> Model:
 
     classify, encode, decode = label_style_functions(encoder, decoder, config.num_classes,
                                                      lambda style: style_moments(style)[0])
+    if normalizer:
+        raw_style = encode
+
+        def encode(params, batch_stats, images, labels=None, train=False):
+            """The standardised style, with the label head's classes: the true labels are
+            ignored, so the style stays a function of the image alone."""
+            del labels
+            predicted = jnp.argmax(classify(params, batch_stats, images, train), axis=-1)
+            return apply_inference(normalizer, module_variables(params, batch_stats, "style_norm"),
+                                   raw_style(params, batch_stats, images, train=train), train, labels=predicted)
 
     optimizer = torch_adam(config.learning_rate, config.weight_decay)
     phases = (
-        Phase("autoencoder", autoencoder_loss, optimizer, ("encoder", "decoder")),
+        Phase("autoencoder", autoencoder_loss, optimizer, modules),
         Phase("confusion", confusion_loss, optimizer, ("encoder",)),
         Phase("label_adversary", adversary_loss, torch_adam(config.adversary_learning_rate, config.weight_decay),
               ("label_adversary",)),

@@ -56,16 +56,21 @@ def main(argv: list[str] | None = None) -> dict:
                         help="> 0: variational style pulled to N(0, I) by this weight times its KL (0.005: the lecture's VAE weight)")
     parser.add_argument("--decoder-label", choices=("predicted", "true"), default="predicted",
                         help="what the decoder reads in training: the label head's softmax or the true label")
+    parser.add_argument("--style-normalization", choices=("none", "class"), default="none",
+                        help="'class': standardise the style per class (true labels in training, the label head's in eval)")
     parser.add_argument("--transfer-images", type=common.positive_int, default=1000,
                         help="test images whose style is decoded with every label and scored")
     common.add_classifier_flag(parser)
     args = common.parse(parser, argv)
+    if args.style_normalization == "class" and args.style_kl_weight:
+        parser.error("--style-normalization class needs a deterministic style (--style-kl-weight 0)")
     splits = common.load_data(args)
     config = disentangled.DisentangledConfig(latent_dim=args.latent_dim, learning_rate=args.learning_rate,
                                              adversary_learning_rate=args.adversary_learning_rate,
                                              confusion_weight=args.confusion_weight, style_kl_weight=args.style_kl_weight,
                                              decoder_label=args.decoder_label, class_mean_weight=args.class_mean_weight,
-                                             kernel_dependence_weight=args.kernel_dependence_weight)
+                                             kernel_dependence_weight=args.kernel_dependence_weight,
+                                             style_normalization=args.style_normalization)
     model = disentangled.make_model(config)
     keys = jax.random.split(jax.random.key(args.seed), 2)
     test_set = data.device_dataset(splits["test"])

@@ -1080,3 +1080,88 @@ def test_each_phase_steps_at_its_own_learning_rate(rates):
     for phase in model.phases:
         updates, _ = phase.optimizer.update({"w": jnp.full((3,), 0.7)}, phase.optimizer.init(params), params)
         np.testing.assert_allclose(updates["w"], -wanted[phase.name], rtol=1e-5)
+
+
+# ------------------------------------------------------------------ class-conditional style normalisation
+
+def test_class_standardize_is_torch_batch_norm_per_class():
+    """Train mode: each class's items go through their own BatchNorm (PyTorch's, no affine);
+    the running statistics of a class move only when it is in the batch. Eval mode: the
+    running statistics of each item's class."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], [7, 5, 9])  # class 3 absent
+    z = (rng.normal(size=(21, 3)) * np.array([1.0, 3.0, 0.5])[labels % 3, None] + labels[:, None] * 2.0).astype(np.float32)
+    module = disentangled.ClassStandardize(num_classes=4)
+    variables = module.init(jax.random.key(0), jnp.zeros((1, 3)), False, labels=jnp.zeros((1,), jnp.int32))
+    out, stats = apply_training(module, variables, jnp.asarray(z), labels=jnp.asarray(labels))
+    for c in range(3):
+        bn = tnn.BatchNorm1d(3, affine=False, momentum=0.1)
+        expected = bn(torch.from_numpy(z[labels == c]))
+        np.testing.assert_allclose(np.asarray(out)[labels == c], _np(expected), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(stats["mean"][c]), _np(bn.running_mean), atol=1e-6)
+        np.testing.assert_allclose(np.asarray(stats["var"][c]), _np(bn.running_var), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(stats["mean"][3]), 0.0)  # absent: unchanged
+    np.testing.assert_array_equal(np.asarray(stats["var"][3]), 1.0)
+    mean, var = rng.normal(size=(4, 3)).astype(np.float32), rng.uniform(0.5, 2.0, (4, 3)).astype(np.float32)
+    eval_labels = np.array([3, 0, 3, 1])
+    got = module.apply({"params": variables["params"], "batch_stats": {"mean": mean, "var": var}}, jnp.asarray(z[:4]), False,
+                       labels=jnp.asarray(eval_labels))
+    np.testing.assert_allclose(np.asarray(got), (z[:4] - mean[eval_labels]) / np.sqrt(var[eval_labels] + 1e-5), rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def class_norm_setup(mnist):
+    config = dataclasses.replace(DIS_CONFIG, style_normalization="class")
+    model = disentangled.make_model(config)
+    test = mnist["test"]
+    dataset = {"image": jnp.asarray(test.images[:40]), "label": jnp.asarray(test.labels[:40], jnp.int32)}
+    state = _state_without_compiling_init(model, 2)
+    state = _phase_runner(model, 0, 3)(state, data.gather_batch(dataset, jnp.arange(20)))[0]
+    return config, model, state, dataset
+
+
+def test_class_normalized_style_reads_the_label_head_not_the_true_labels(class_norm_setup):
+    config, model, state, dataset = class_norm_setup
+    images = data.gather_batch(dataset, jnp.arange(20))["image"]
+    styles = model.encode(state.params, state.batch_stats, images, labels=jnp.zeros((20,), jnp.int32))
+    chex.assert_shape(styles, (20, STYLE_DIM))
+    np.testing.assert_array_equal(np.asarray(styles), np.asarray(model.encode(state.params, state.batch_stats, images)))
+    predicted = jnp.argmax(model.classify(state.params, state.batch_stats, images), -1)
+    encoder = disentangled.make_modules(config)[0]
+    raw = disentangled.split_label_style(encoder.apply(
+        {"params": state.params["encoder"], "batch_stats": state.batch_stats["encoder"]}, images, False), NUM_CLASSES)[1]
+    stats = state.batch_stats["style_norm"]
+    expected = (raw - stats["mean"][predicted]) / jnp.sqrt(stats["var"][predicted] + 1e-5) * state.params["style_norm"]["scale"] \
+        + state.params["style_norm"]["bias"]
+    np.testing.assert_allclose(np.asarray(styles), np.asarray(expected), rtol=1e-4, atol=1e-5)
+    # the running statistics move in the autoencoder phase only, not again in the confusion phase
+    batch = data.gather_batch(dataset, jnp.arange(20, 40))
+    after_autoencoder = _phase_runner(model, 0, 1)(state, batch)[0].batch_stats["style_norm"]
+    after_confusion = _phase_runner(model, 0, 2)(state, batch)[0].batch_stats["style_norm"]
+    assert _max_abs_diff(after_autoencoder, stats) > 1e-4
+    assert _max_abs_diff(after_autoencoder, after_confusion) == 0.0
+
+
+def test_recompute_batch_stats_averages_the_class_statistics(class_norm_setup):
+    config, model, state, dataset = class_norm_setup
+    recomputed = train_lib.recompute_batch_stats(model.phases[0], state.params, state.batch_stats, dataset, 20,
+                                                 jax.random.key(0))
+    encoder = disentangled.make_modules(config)[0]
+    sums, counts = np.zeros((NUM_CLASSES, STYLE_DIM)), np.zeros(NUM_CLASSES)
+    for start in (0, 20):  # each batch's class means, as in train mode
+        batch = data.gather_batch(dataset, jnp.arange(start, start + 20))
+        out, _ = apply_training(encoder, {"params": state.params["encoder"], "batch_stats": state.batch_stats["encoder"]},
+                                batch["image"])
+        raw, labels = np.asarray(disentangled.split_label_style(out, NUM_CLASSES)[1]), np.asarray(batch["label"])
+        for c in np.unique(labels):
+            sums[c] += raw[labels == c].mean(axis=0)
+    np.testing.assert_allclose(np.asarray(recomputed["style_norm"]["mean"]), sums / 2, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"style_normalization": "whiten"}, "style_normalization must be"),
+    ({"style_normalization": "class", "style_kl_weight": 0.005}, "deterministic style"),
+])
+def test_disentangled_config_rejects_bad_style_normalization(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        disentangled.DisentangledConfig(**kwargs)

@@ -155,6 +155,8 @@ def _one_error_line(stderr):
     (["experiments.s8_aae", "--gradient-penalty", "1"], "--gradient-penalty needs --discriminator-norm none"),
     (["experiments.s8_aae", "--generator-optimizer", "shared", "--generator-learning-rate", "1e-4"],
      "--generator-learning-rate needs --generator-optimizer separate"),
+    (["experiments.s9_disentangled", "--style-normalization", "class", "--style-kl-weight", "0.005"],
+     "--style-normalization class needs a deterministic style"),
 ])
 def test_bad_cli_values_are_usage_errors(args, message, tmp_path):
     result = _run([*args, "--out", str(tmp_path / "o")])

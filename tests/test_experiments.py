@@ -87,7 +87,7 @@ ADVERSARIAL = [
      {"prior_samples.png", "latent_epochs.gif", "latent_final.png", "latent_final_recomputed_bn.png", "grid.png",
       "frames", "checkpoint"},
      {"prior_match", "prior_match_recomputed_bn", "test_bce", "test_mse"}),
-    (s9_disentangled, [], {"style_transfer.png", "style_by_label.png", "checkpoint"},
+    (s9_disentangled, ["--style-normalization", "class"], {"style_transfer.png", "style_by_label.png", "checkpoint"},
      {"label_head_test_accuracy", "label_leak_logistic", "label_leak_knn", "adversary_test_accuracy",
       "style_transfer_accuracy"}),
     (s10_semi_supervised, ["--labels", "100"], {"error_by_epoch.png", "style_transfer.png", "checkpoint"},
