@@ -245,7 +245,7 @@ def markdown(report: dict[str, Any]) -> str:
     peak = report["peak_flops"]
     lines = [f"# Training speed: aejax vs the lecture's PyTorch ({report['device']})", "",
              f"Command: `{report['command']}`. jax {report['versions']['jax']}, torch {report['versions']['torch']}, "
-             f"{report['host']}. Nominal peak: "
+             f"{report['host']}, XLA_FLAGS `{report.get('xla_flags') or '(none)'}`. Nominal peak: "
              + (f"{peak / 1e9:.0f} GFLOP/s ({report['peak_source']})" if peak else "unknown") + ".",
              "Each row: median over interleaved rounds; speed-up = aejax images/s over the other's.", "",
              "| family | batch | impl | images/s | step ms | compile s | memory MB | GFLOP/s | % peak | aejax speed-up |",
@@ -313,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"device": device_name(), "host": host_name(),
               "command": "python -m benchmarks.train_speed " + " ".join(sys.argv[1:] if argv is None else argv),
               "versions": {"jax": jax.__version__, "torch": torch.__version__},
+              "xla_flags": os.environ.get("XLA_FLAGS", ""),  # they change XLA:CPU's speed (README, Speed)
               "peak_flops": peak, "peak_source": peak_source, "results": []}
     for family in args.families:
         for batch_size in args.batch_sizes:

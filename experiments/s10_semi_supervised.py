@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--learning-rate", type=common.positive_float, default=1e-3, help="Adam rate of the autoencoder and supervised phases")
     parser.add_argument("--adversarial-learning-rate", type=common.positive_float, default=1e-4,
                         help="Adam rate of the discriminators and the generator")
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                        help="'cosine': every rate decays to 1%% of itself over the run's training steps")
     args = common.parse(parser, argv)
     if args.labels < 0 or args.labels % 10:
         parser.error(f"--labels must be 0 or a positive multiple of 10, got {args.labels}")
@@ -52,7 +54,8 @@ def main(argv: list[str] | None = None) -> dict:
     config = semi_supervised.SemiSupervisedConfig(
         latent_dim=args.latent_dim, num_classes=10 if supervised else args.clusters,
         learning_rate=args.learning_rate, adversarial_learning_rate=args.adversarial_learning_rate,
-        semi_supervised=supervised)
+        semi_supervised=supervised,
+        decay_steps=args.epochs * -(-len(splits["train"].labels) // args.batch_size) if args.lr_schedule == "cosine" else 0)
     labelled = (semi_supervised.balanced_subset(splits["train"].labels, args.labels // 10, jax.random.key(args.label_seed))
                 if supervised else None)
     model = semi_supervised.make_model(config)

@@ -1,6 +1,7 @@
 """The speed benchmark's quick run: both implementations timed, results written whole, bad flags refused."""
 
 import json
+import os
 
 import pytest
 
@@ -23,6 +24,8 @@ def test_quick_benchmark_writes_a_side_by_side_table(tmp_path, mnist_dir, capsys
         impls["aejax"]["images_per_s"] / impls["torch_eager"]["images_per_s"])
     table = json_file.with_suffix(".md").read_text()
     assert "| ae | 64 | aejax |" in table and "| ae | 64 | torch_eager |" in table
+    assert report["xla_flags"] == os.environ.get("XLA_FLAGS", "")  # recorded: they change XLA:CPU's speed
+    assert f"XLA_FLAGS `{report['xla_flags'] or '(none)'}`" in table
     assert not list(tmp_path.glob("*.partial"))
     assert "torch_eager" in capsys.readouterr().out
 

@@ -90,7 +90,7 @@ ADVERSARIAL = [
     (s9_disentangled, ["--style-normalization", "class"], {"style_transfer.png", "style_by_label.png", "checkpoint"},
      {"label_head_test_accuracy", "label_leak_logistic", "label_leak_knn", "adversary_test_accuracy",
       "style_transfer_accuracy"}),
-    (s10_semi_supervised, ["--labels", "100"], {"error_by_epoch.png", "style_transfer.png", "checkpoint"},
+    (s10_semi_supervised, ["--labels", "100", "--lr-schedule", "cosine"], {"error_by_epoch.png", "style_transfer.png", "checkpoint"},
      {"test_error", "test_error_by_epoch", "labelled_indices"}),
     (s10_semi_supervised, ["--labels", "0", "--clusters", "16"], {"clusters.png", "error_by_epoch.png"},
      {"clustering_error", "clustering_error_by_epoch", "cluster_to_label"}),

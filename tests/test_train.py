@@ -101,6 +101,30 @@ def test_torch_adam_weight_decay_is_coupled_l2():
     assert not np.allclose(adamw, expected)
 
 
+def test_torch_adam_with_a_schedule_matches_torch_lambda_lr():
+    """A schedule of the update count gives torch's Adam under LambdaLR (stepped after each update)."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    start, grads = rng.normal(size=5).astype(np.float32), rng.normal(size=(6, 5)).astype(np.float32)
+    schedule = optax.cosine_decay_schedule(0.1, 4, alpha=0.01)
+    opt = train_lib.torch_adam(schedule, weight_decay=0.01)
+    params, state = jnp.asarray(start), None
+    state = opt.init(params)
+    weight = torch.nn.Parameter(torch.from_numpy(start.copy()))
+    torch_opt = torch.optim.Adam([weight], lr=0.1, weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(torch_opt, lambda count: float(schedule(count)) / 0.1)
+    for g in grads:
+        updates, state = opt.update(jnp.asarray(g), state, params)
+        params = optax.apply_updates(params, updates)
+        weight.grad = torch.from_numpy(g.copy())
+        torch_opt.step()
+        scheduler.step()
+    np.testing.assert_allclose(np.asarray(params), weight.detach().numpy(), rtol=1e-5, atol=1e-6)
+    constant = train_lib.torch_adam(0.1, weight_decay=0.01)  # the float form: no schedule counter in its state
+    assert len(jax.tree.leaves(constant.init(params))) < len(jax.tree.leaves(state))
+
+
 def test_evaluate_returns_inputs_latents_reconstructions_labels():
     model, dataset = _small_model(), _dataset(70)
     state = train_lib.create_train_state(model, jax.random.key(0))
