@@ -74,10 +74,12 @@ def test_two_adam_steps_match_pytorch(mnist, conv_impl):
             # Adam's first steps are lr * g / (|g| + eps): where |g| is near eps, float
             # noise in g moves the step by up to lr (the skipped biases, and a few kernel
             # entries); a BatchNorm's running mean inherits its conv bias's difference.
-            # So up to 1% of entries (at least one per array) may differ, by no more than
+            # Which entries those are depends on XLA's reduction order, so on the thread
+            # count (on one core 3 of the decoder's 256 BatchNorm biases; on two, within 2).
+            # So up to 2% of entries (at least three per array) may differ, by no more than
             # the steps taken; the rest must agree.
             close = error <= 5e-6 + 1e-4 * np.abs(np.asarray(want))
-            allowed = max(1, close.size // 100)
+            allowed = max(3, close.size // 50)
             assert (~close).sum() <= allowed, f"{group} {keys}: {(~close).sum()} of {close.size} differ"
             assert error.max() <= 2 * LR * STEPS, f"{group} {keys}: max error {error.max():.3g}"
             compared += 1
