@@ -281,15 +281,14 @@ def make_model(config: DisentangledConfig) -> Model:
     classify, encode, decode = label_style_functions(encoder, decoder, config.num_classes,
                                                      lambda style: style_moments(style)[0])
     if normalizer:
-        raw_style = encode
-
         def encode(params, batch_stats, images, labels=None, train=False):
-            """The standardised style, with the label head's classes: the true labels are
-            ignored, so the style stays a function of the image alone."""
+            """The standardised style, with the label head's classes (one encoder pass): the
+            true labels are ignored, so the style stays a function of the image alone."""
             del labels
-            predicted = jnp.argmax(classify(params, batch_stats, images, train), axis=-1)
-            return apply_inference(normalizer, module_variables(params, batch_stats, "style_norm"),
-                                   raw_style(params, batch_stats, images, train=train), train, labels=predicted)
+            out = apply_inference(encoder, module_variables(params, batch_stats, "encoder"), images, train)
+            label_logits, style = split_label_style(out, config.num_classes)
+            return apply_inference(normalizer, module_variables(params, batch_stats, "style_norm"), style, train,
+                                   labels=jnp.argmax(label_logits, axis=-1))
 
     optimizer = torch_adam(config.learning_rate, config.weight_decay)
     phases = (

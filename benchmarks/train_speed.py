@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"device": device_name(), "host": host_name(),
               "command": "python -m benchmarks.train_speed " + " ".join(sys.argv[1:] if argv is None else argv),
               "versions": {"jax": jax.__version__, "torch": torch.__version__},
-              "xla_flags": os.environ.get("XLA_FLAGS", ""),  # they change XLA:CPU's speed (README, Speed)
+              "xla_flags": os.environ.get("XLA_FLAGS", ""),  # flags change XLA:CPU's speed: part of the setting
               "peak_flops": peak, "peak_source": peak_source, "results": []}
     for family in args.families:
         for batch_size in args.batch_sizes:

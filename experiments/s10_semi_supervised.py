@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
         latent_dim=args.latent_dim, num_classes=10 if supervised else args.clusters,
         learning_rate=args.learning_rate, adversarial_learning_rate=args.adversarial_learning_rate,
         semi_supervised=supervised,
+        # the run's steps: ceil(N / B) per epoch, as train.train keeps the short last batch
         decay_steps=args.epochs * -(-len(splits["train"].labels) // args.batch_size) if args.lr_schedule == "cosine" else 0)
     labelled = (semi_supervised.balanced_subset(splits["train"].labels, args.labels // 10, jax.random.key(args.label_seed))
                 if supervised else None)
