@@ -1147,7 +1147,7 @@ def test_recompute_batch_stats_averages_the_class_statistics(class_norm_setup):
     recomputed = train_lib.recompute_batch_stats(model.phases[0], state.params, state.batch_stats, dataset, 20,
                                                  jax.random.key(0))
     encoder = disentangled.make_modules(config)[0]
-    sums, counts = np.zeros((NUM_CLASSES, STYLE_DIM)), np.zeros(NUM_CLASSES)
+    sums = np.zeros((NUM_CLASSES, STYLE_DIM))
     for start in (0, 20):  # each batch's class means, as in train mode
         batch = data.gather_batch(dataset, jnp.arange(start, start + 20))
         out, _ = apply_training(encoder, {"params": state.params["encoder"], "batch_stats": state.batch_stats["encoder"]},

@@ -109,7 +109,7 @@ def test_torch_adam_with_a_schedule_matches_torch_lambda_lr():
     start, grads = rng.normal(size=5).astype(np.float32), rng.normal(size=(6, 5)).astype(np.float32)
     schedule = optax.cosine_decay_schedule(0.1, 4, alpha=0.01)
     opt = train_lib.torch_adam(schedule, weight_decay=0.01)
-    params, state = jnp.asarray(start), None
+    params = jnp.asarray(start)
     state = opt.init(params)
     weight = torch.nn.Parameter(torch.from_numpy(start.copy()))
     torch_opt = torch.optim.Adam([weight], lr=0.1, weight_decay=0.01)
