@@ -32,6 +32,15 @@ discriminator judges that phase's codes (before its update). With a separate Ada
 generator's step has the learning rate's size whatever ``generator_weight`` is, and
 where the discriminator is flat its noise becomes a random walk of the encoder; shared,
 the weight sets the term's share of the step. Two phases, two optimizers.
+
+``label_conditioning`` (Makhzani et al. 2015, section 2.3) feeds the discriminator the
+one-hot label beside each code, and beside each prior sample the one-hot index of the
+mixture component it came from: class k is matched to component k (the ten boxes' box k,
+the circle's Gaussian k). Without labels the encoder, a continuous map of a connected
+data manifold, must tear it into ten disjoint boxes and leaves codes in the gaps; with
+them each class only has to fill one box. It uses every training label (the paper's
+extra "unlabelled" slot is not implemented) and needs a mixture prior
+(``priors.Prior.sample_components``).
 """
 
 from __future__ import annotations
@@ -76,6 +85,8 @@ class AAEConfig:
     discriminator_loss: DiscriminatorLoss = "pooled"
     gradient_penalty: float = 0.0  # R1 weight gamma on prior samples; 0: none (the lecture)
     generator_optimizer: GeneratorOptimizer = "separate"
+    label_conditioning: bool = False  # the discriminator sees (code, one-hot label); a mixture prior
+    num_classes: int = 10  # labels 0..num_classes-1, one per prior component (label_conditioning only)
 
     def __post_init__(self):
         if self.latent_dim <= 0 or self.prior_samples_per_code <= 0:
@@ -97,6 +108,12 @@ class AAEConfig:
         if self.gradient_penalty > 0 and self.discriminator_norm != "none":
             # with BatchNorm a sample's logit depends on its whole batch: no per-sample gradient
             raise ValueError("gradient_penalty needs discriminator_norm='none' (BatchNorm couples the samples' logits)")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
+
+    @property
+    def discriminator_input_dim(self) -> int:
+        return self.latent_dim + (self.num_classes if self.label_conditioning else 0)
 
 
 def adversarial_bce(logits: jax.Array, target: float) -> jax.Array:
@@ -131,15 +148,38 @@ def make_modules(config: AAEConfig) -> tuple[Encoder, Decoder, Discriminator]:
     return Encoder(config.latent_dim), Decoder(latent_dim=config.latent_dim), Discriminator(batch_norm=config.discriminator_norm != "none")
 
 
-def _check_prior(prior: Sampler, latent_dim: int) -> None:
+def _check_prior(prior: Sampler, config: AAEConfig) -> None:
     shape = jax.eval_shape(lambda key: prior(key, 3), jax.random.key(0)).shape
-    if shape != (3, latent_dim):
-        raise ValueError(f"prior(key, n) must return (n, {latent_dim}) codes, got shape {shape} for n=3")
+    if shape != (3, config.latent_dim):
+        raise ValueError(f"prior(key, n) must return (n, {config.latent_dim}) codes, got shape {shape} for n=3")
+    if config.label_conditioning and (getattr(prior, "sample_components", None) is None
+                                      or prior.num_components != config.num_classes):
+        raise ValueError(f"label_conditioning needs a mixture prior with {config.num_classes} components "
+                         f"(priors.Prior.sample_components), got {getattr(prior, 'name', prior)!r}")
+
+
+def discriminator_inputs(config: AAEConfig, codes: jax.Array, labels: jax.Array | None) -> jax.Array:
+    """The discriminator's input (N, discriminator_input_dim): codes (N, latent_dim), with
+    one-hot ``labels`` (N,) beside them under ``label_conditioning`` (else labels are ignored)."""
+    if not config.label_conditioning:
+        return codes
+    if labels is None:
+        raise ValueError("a label-conditioned discriminator needs the labels (N,) of the codes")
+    return jnp.concatenate([codes, jax.nn.one_hot(labels, config.num_classes, dtype=codes.dtype)], axis=1)
+
+
+def prior_samples(config: AAEConfig, prior: Sampler, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array | None]:
+    """n prior samples (n, latent_dim) and, under ``label_conditioning``, their components (n,)
+    (equally many of each, as the lecture's box sampler); else None."""
+    if not config.label_conditioning:
+        return prior(key, n), None
+    components = jnp.arange(n) % config.num_classes
+    return prior.sample_components(key, components), components
 
 
 def make_model(config: AAEConfig, prior: Sampler) -> Model:
     """The AAE for the generic loop; params/batch_stats hold encoder, decoder, discriminator."""
-    _check_prior(prior, config.latent_dim)
+    _check_prior(prior, config)
     encoder, decoder, discriminator = make_modules(config)
     joint = config.discriminator_norm == "batch_joint"
     shared = config.generator_optimizer == "shared"
@@ -147,19 +187,21 @@ def make_model(config: AAEConfig, prior: Sampler) -> Model:
     def init(key):
         key, disc_key = jax.random.split(key)
         params, batch_stats = init_encoder_decoder(key, encoder, decoder, config.latent_dim)
-        disc = discriminator.init(disc_key, jnp.zeros((1, config.latent_dim)), False)
+        disc = discriminator.init(disc_key, jnp.zeros((1, config.discriminator_input_dim)), False)
         return ({**params, "discriminator": disc["params"]},
                 {**batch_stats, "discriminator": disc.get("batch_stats", {})})
 
-    def generator_term(params, batch_stats, codes, key):
+    def generator_term(params, batch_stats, codes, labels, key):
         """generator_weight * BCE(D(codes), 1), the discriminator's updated statistics, metrics."""
         disc_vars = module_variables(params, batch_stats, "discriminator")
+        inputs = discriminator_inputs(config, codes, labels)
         if joint:  # the codes are normalised together with prior samples, as in the discriminator phase
-            samples = prior(key, codes.shape[0] * config.prior_samples_per_code)
-            logits, disc_stats = apply_training(discriminator, disc_vars, jnp.concatenate([codes, samples]))
+            samples, components = prior_samples(config, prior, key, codes.shape[0] * config.prior_samples_per_code)
+            both = jnp.concatenate([inputs, discriminator_inputs(config, samples, components)])
+            logits, disc_stats = apply_training(discriminator, disc_vars, both)
             logits = logits[: codes.shape[0]]
         else:
-            logits, disc_stats = apply_training(discriminator, disc_vars, codes)
+            logits, disc_stats = apply_training(discriminator, disc_vars, inputs)
         loss = config.generator_weight * jnp.mean(adversarial_bce(logits, 1.0))
         return loss, disc_stats, {"codes_called_prior": jnp.mean(logits > 0)}
 
@@ -172,27 +214,29 @@ def make_model(config: AAEConfig, prior: Sampler) -> Model:
         new_stats = {**batch_stats, "encoder": encoder_stats, "decoder": decoder_stats}
         if not shared:
             return bce, (new_stats, {"bce": bce})
-        generator, disc_stats, metrics = generator_term(params, batch_stats, codes, key)
+        generator, disc_stats, metrics = generator_term(params, batch_stats, codes, batch.get("label"), key)
         metrics = {"bce": bce, "generator": generator, **metrics}
         return bce + generator, ({**new_stats, "discriminator": disc_stats}, metrics, {"codes": codes})
 
     def generator_loss(params, batch_stats, batch, key, step=None):
         del step
         codes, encoder_stats = apply_training(encoder, module_variables(params, batch_stats, "encoder"), batch["image"])
-        loss, disc_stats, metrics = generator_term(params, batch_stats, codes, key)
+        loss, disc_stats, metrics = generator_term(params, batch_stats, codes, batch.get("label"), key)
         return loss, ({**batch_stats, "encoder": encoder_stats, "discriminator": disc_stats}, metrics, {"codes": codes})
 
     def discriminator_loss(params, batch_stats, batch, key, step=None):
         del step
         codes = batch["codes"]  # the generator's codes (the autoencoder phase's if shared), gradient stopped
-        samples = prior(key, codes.shape[0] * config.prior_samples_per_code)
+        samples, components = prior_samples(config, prior, key, codes.shape[0] * config.prior_samples_per_code)
+        code_inputs = discriminator_inputs(config, codes, batch.get("label"))
+        sample_inputs = discriminator_inputs(config, samples, components)
         disc_vars = module_variables(params, batch_stats, "discriminator")
         if config.discriminator_norm == "batch_separate":  # the lecture: two train-mode calls
-            code_logits, disc_stats = apply_training(discriminator, disc_vars, codes)
+            code_logits, disc_stats = apply_training(discriminator, disc_vars, code_inputs)
             prior_logits, disc_stats = apply_training(
-                discriminator, {"params": params["discriminator"], "batch_stats": disc_stats}, samples)
+                discriminator, {"params": params["discriminator"], "batch_stats": disc_stats}, sample_inputs)
         else:
-            both, disc_stats = apply_training(discriminator, disc_vars, jnp.concatenate([codes, samples]))
+            both, disc_stats = apply_training(discriminator, disc_vars, jnp.concatenate([code_inputs, sample_inputs]))
             code_logits, prior_logits = both[: codes.shape[0]], both[codes.shape[0]:]
         loss = discriminator_bce(code_logits, prior_logits, config.discriminator_loss == "balanced")
         accuracy = 0.5 * (jnp.mean(code_logits < 0) + jnp.mean(prior_logits > 0))
@@ -200,8 +244,12 @@ def make_model(config: AAEConfig, prior: Sampler) -> Model:
         if config.gradient_penalty > 0:
             # on as many prior samples as codes: an unbiased estimate of the expectation at a
             # fraction of the cost of the double backward over all of them
-            squared_norms = r1_penalty(lambda z: discriminator.apply({"params": params["discriminator"]}, z, True),
-                                       samples[: codes.shape[0]])
+            n = codes.shape[0]
+            squared_norms = r1_penalty(
+                lambda z: discriminator.apply({"params": params["discriminator"]},
+                                              discriminator_inputs(config, z, None if components is None else components[:n]),
+                                              True),
+                samples[:n])
             metrics["r1"] = jnp.mean(squared_norms)
             loss = loss + 0.5 * config.gradient_penalty * metrics["r1"]
         return loss, ({**batch_stats, "discriminator": disc_stats}, metrics)
@@ -228,31 +276,43 @@ def make_model(config: AAEConfig, prior: Sampler) -> Model:
 
 
 def discriminator_logits(config: AAEConfig, params: Params, batch_stats: BatchStats, codes: jax.Array,
-                         train: bool = False) -> jax.Array:
-    """The discriminator's logits (N, 1) for codes (N, latent_dim); eval mode unless ``train``."""
+                         train: bool = False, labels: jax.Array | None = None) -> jax.Array:
+    """The discriminator's logits (N, 1) for codes (N, latent_dim) (and their labels (N,) if
+    label-conditioned); eval mode unless ``train``."""
     _, _, discriminator = make_modules(config)
-    return apply_inference(discriminator, module_variables(params, batch_stats, "discriminator"), codes, train)
+    return apply_inference(discriminator, module_variables(params, batch_stats, "discriminator"),
+                           discriminator_inputs(config, codes, labels), train)
 
 
 def prior_match(config: AAEConfig, params: Params, batch_stats: BatchStats, codes: np.ndarray | jax.Array,
-                prior: Prior, key: jax.Array) -> dict[str, Any]:
+                prior: Prior, key: jax.Array, labels: np.ndarray | jax.Array | None = None) -> dict[str, Any]:
     """How well codes (N, latent_dim) match the prior.
 
     ``inside_support``: share of codes inside the prior's support. The discriminator (eval
     mode, running statistics) then judges the codes and as many prior samples:
     ``discriminator_accuracy`` is its balanced accuracy (0.5 is chance: it cannot tell
-    codes from prior samples), with the two halves beside it.
+    codes from prior samples), with the two halves beside it. Label-conditioned models
+    need the codes' ``labels`` (N,) and also report ``inside_own_component``: the share of
+    codes inside the component of their own label.
     """
     codes = jnp.asarray(codes, jnp.float32)
     if codes.ndim != 2 or codes.shape[1] != config.latent_dim:
         raise ValueError(f"codes must have shape (N, {config.latent_dim}), got {codes.shape}")
-    samples = prior(key, codes.shape[0])
-    code_logits = discriminator_logits(config, params, batch_stats, codes)
-    prior_logits = discriminator_logits(config, params, batch_stats, samples)
+    if labels is not None:
+        labels = jnp.asarray(labels, jnp.int32)
+        if labels.shape != codes.shape[:1]:
+            raise ValueError(f"labels must have shape ({codes.shape[0]},), got {labels.shape}")
+    samples, components = prior_samples(config, prior, key, codes.shape[0])
+    code_logits = discriminator_logits(config, params, batch_stats, codes, labels=labels)
+    prior_logits = discriminator_logits(config, params, batch_stats, samples, labels=components)
     codes_right, prior_right = float(jnp.mean(code_logits < 0)), float(jnp.mean(prior_logits > 0))
+    own = {}
+    if config.label_conditioning:
+        own["inside_own_component"] = float(jnp.mean(prior.component_contains(codes, labels)))
     return {
         "prior": prior.name,
         "inside_support": float(jnp.mean(prior.contains(codes))),
+        **own,
         "discriminator_accuracy": 0.5 * (codes_right + prior_right),
         "codes_called_codes": codes_right,
         "prior_called_prior": prior_right,

@@ -230,6 +230,23 @@ def add_gaussian_noise(key: jax.Array, images: jax.Array, std: float) -> jax.Arr
     return images + std * jax.random.normal(key, images.shape, images.dtype)
 
 
+def random_shift(key: jax.Array, images: jax.Array, max_shift: int) -> jax.Array:
+    """Each image (B, H, W, C) translated by its own random (dy, dx) in [-max_shift, max_shift]^2,
+    the uncovered border filled with zeros (MNIST's background); same shape and dtype."""
+    if images.ndim != 4:
+        raise ValueError(f"images must be (B, H, W, C), got shape {images.shape}")
+    if max_shift < 0:
+        raise ValueError(f"max_shift must be >= 0, got {max_shift}")
+    if max_shift == 0:
+        return images
+    height, width, channels = images.shape[1:]
+    padded = jnp.pad(images, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)))
+    # window start o in [0, 2 max_shift] moves the content by max_shift - o
+    starts = jax.random.randint(key, (images.shape[0], 2), 0, 2 * max_shift + 1)
+    crop = lambda image, start: jax.lax.dynamic_slice(image, (start[0], start[1], 0), (height, width, channels))
+    return jax.vmap(crop)(padded, starts)
+
+
 def epoch_indices(key: jax.Array, num_examples: int, batch_size: int, drop_last: bool = False,
                   ) -> tuple[jax.Array, jax.Array | None]:
     """One shuffled epoch: full batches (F, batch_size) and the shorter last batch (r,) or None.

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 
 Sampler = Callable[[jax.Array, int], jax.Array]  # (key, n) -> (n, D) float32
+# (key, components (n,) int) -> (n, D): one sample from each given mixture component
+ComponentSampler = Callable[[jax.Array, jax.Array], jax.Array]
 
 # The lecture's ten boxes (section 8): a 3x3 grid of 0.8 x 0.8 boxes and one below,
 # each as (x_min, x_max, y_min, y_max).
@@ -31,13 +33,19 @@ class Prior:
 
     ``sample(key, n)`` -> (n, dim) float32; ``contains(z (N, dim))`` -> (N,) bool: inside
     the support (for unbounded priors, the region holding 99% of the mass, as documented
-    by each constructor).
+    by each constructor). Mixtures also give ``num_components`` and
+    ``sample_components(key, components (n,) int)`` -> (n, dim), one sample of each named
+    component, and ``component_contains(z (N, dim), components (N,))`` -> (N,) bool:
+    inside that component's support (the label-conditioned AAE maps class k to component k).
     """
 
     name: str
     dim: int
     sample: Sampler
     contains: Callable[[jax.Array], jax.Array]
+    num_components: int = 0  # 0: not a mixture
+    sample_components: ComponentSampler | None = None
+    component_contains: Callable[[jax.Array, jax.Array], jax.Array] | None = None
 
     def __call__(self, key: jax.Array, n: int) -> jax.Array:
         return self.sample(key, n)
@@ -77,16 +85,24 @@ def uniform_boxes(boxes: Sequence[tuple[float, float, float, float]] = LECTURE_B
     low = jnp.asarray(bounds[:, [0, 2]])
     high = jnp.asarray(bounds[:, [1, 3]])
 
-    def sample(key, n):
-        which = jnp.arange(n) % len(bounds)
-        unit = jax.random.uniform(key, (n, 2), jnp.float32)
+    def sample_components(key, which):
+        unit = jax.random.uniform(key, (which.shape[0], 2), jnp.float32)
         return low[which] + unit * (high[which] - low[which])
 
-    def contains(z):
-        z = _check_codes(z, 2)[:, None, :]
-        return jnp.any(jnp.all((z >= low) & (z <= high), axis=-1), axis=1)
+    def sample(key, n):
+        return sample_components(key, jnp.arange(n) % len(bounds))
 
-    return Prior(f"{len(bounds)} uniform boxes", 2, sample, contains)
+    def inside_each(z):  # (N, num_boxes) bool
+        z = _check_codes(z, 2)[:, None, :]
+        return jnp.all((z >= low) & (z <= high), axis=-1)
+
+    def contains(z):
+        return jnp.any(inside_each(z), axis=1)
+
+    def component_contains(z, which):
+        return jnp.take_along_axis(inside_each(z), jnp.asarray(which)[:, None], axis=1)[:, 0]
+
+    return Prior(f"{len(bounds)} uniform boxes", 2, sample, contains, len(bounds), sample_components, component_contains)
 
 
 def _chi2_99(dim: int) -> float:
@@ -120,15 +136,23 @@ def gaussian_mixture(num_components: int = 10, radius: float = 4.0, std: float =
     means = jnp.asarray(np.stack([radius * np.cos(angles), radius * np.sin(angles)], 1), jnp.float32)
     radius2 = _chi2_99(2) * std**2
 
+    def sample_components(key, which):
+        return means[which] + std * jax.random.normal(key, (which.shape[0], 2), jnp.float32)
+
     def sample(key, n):
-        which = jnp.arange(n) % num_components
-        return means[which] + std * jax.random.normal(key, (n, 2), jnp.float32)
+        return sample_components(key, jnp.arange(n) % num_components)
+
+    def squared_distances(z):  # (N, num_components)
+        return jnp.sum(jnp.square(_check_codes(z, 2)[:, None, :] - means), axis=-1)
 
     def contains(z):
-        distance2 = jnp.sum(jnp.square(_check_codes(z, 2)[:, None, :] - means), axis=-1)
-        return jnp.min(distance2, axis=1) <= radius2
+        return jnp.min(squared_distances(z), axis=1) <= radius2
 
-    return Prior(f"{num_components} Gaussians on a circle", 2, sample, contains)
+    def component_contains(z, which):
+        return jnp.take_along_axis(squared_distances(z), jnp.asarray(which)[:, None], axis=1)[:, 0] <= radius2
+
+    return Prior(f"{num_components} Gaussians on a circle", 2, sample, contains, num_components, sample_components,
+                 component_contains)
 
 
 def categorical(num_classes: int = 10) -> Prior:

@@ -14,6 +14,15 @@ styles from N(0, I) samples. One step, in the paper's order:
    (``semi_supervised=True``; without it the label head is an unsupervised clusterer,
    the paper's section 6, with ``num_classes`` clusters).
 
+Two additions beyond the paper, both off by default. ``augment_shift`` (pixels): the
+labelled images of the supervised phase are randomly translated, a fresh shift each
+step, so that 100 labelled images seen every step are not simply memorised.
+``consistency_weight`` adds to the supervised phase a pseudo-label term on the unlabelled
+batch (as FixMatch, Sohn et al. 2020): where the label head is confident
+(max probability >= ``confidence_threshold``) on an image, its argmax becomes the target
+of the cross-entropy on a shifted copy of that image; the mean is over the whole batch,
+so unconfident images add nothing.
+
 Batches come from ``make_dataset`` + ``gather``: every training image as unlabelled
 (their labels are replaced by -1, so no loss can read them) and the labelled subset,
 from which each step draws as many labelled images as the batch has.
@@ -53,6 +62,9 @@ class SemiSupervisedConfig:
     # training steps (the paper lowers its rates late in training; at constant rates the
     # test error swings by a point from epoch to epoch). 0: constant rates.
     decay_steps: int = 0
+    augment_shift: int = 0  # max random translation (pixels) of the labelled images; 0: none (the paper)
+    consistency_weight: float = 0.0  # weight of the pseudo-label term on unlabelled images; 0: none (the paper)
+    confidence_threshold: float = 0.95
 
     def __post_init__(self):
         if self.latent_dim <= 0 or self.num_classes <= 1:
@@ -63,6 +75,10 @@ class SemiSupervisedConfig:
             raise ValueError("weight_decay and the loss weights must be >= 0")
         if self.decay_steps < 0:
             raise ValueError(f"decay_steps must be >= 0, got {self.decay_steps}")
+        if self.augment_shift < 0 or self.consistency_weight < 0 or not 0 < self.confidence_threshold <= 1:
+            raise ValueError("need augment_shift >= 0, consistency_weight >= 0 and 0 < confidence_threshold <= 1")
+        if self.consistency_weight > 0 and not self.semi_supervised:
+            raise ValueError("consistency_weight needs semi_supervised=True (it trains the label head with the labels' phase)")
 
 
 def balanced_subset(labels: np.ndarray, per_class: int, key: jax.Array, num_classes: int = 10) -> np.ndarray:
@@ -164,12 +180,29 @@ def make_model(config: SemiSupervisedConfig) -> Model:
         return loss, ({**batch_stats, "encoder": encoder_stats}, {})
 
     def supervised_loss(params, batch_stats, batch, key, step=None):
-        del key, step
-        label_logits, _, encoder_stats = encoder_outputs(params, batch_stats, batch["labelled_image"])
+        del step
+        labelled_key, unlabelled_key = jax.random.split(key)
+        images = data_lib.random_shift(labelled_key, batch["labelled_image"], config.augment_shift)
         labels = batch["labelled_label"]
+        num_labelled = images.shape[0]
+        if config.consistency_weight > 0:
+            # targets from the clean images (train-mode statistics, as every other pass of the step)
+            clean_logits = jax.lax.stop_gradient(encoder_outputs(params, batch_stats, batch["image"])[0])
+            probs = jax.nn.softmax(clean_logits)
+            confident = jnp.max(probs, -1) >= config.confidence_threshold
+            shifted = data_lib.random_shift(unlabelled_key, batch["image"], max(config.augment_shift, 1))
+            images = jnp.concatenate([images, shifted])  # one pass: one set of batch statistics
+        all_logits, _, encoder_stats = encoder_outputs(params, batch_stats, images)
+        label_logits = all_logits[:num_labelled]
         ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(label_logits, labels))
         metrics = {"accuracy": jnp.mean(jnp.argmax(label_logits, -1) == labels)}
-        return config.supervised_weight * ce, ({**batch_stats, "encoder": encoder_stats}, metrics)
+        loss = config.supervised_weight * ce
+        if config.consistency_weight > 0:
+            pseudo = optax.softmax_cross_entropy_with_integer_labels(all_logits[num_labelled:], jnp.argmax(probs, -1))
+            consistency = jnp.mean(jnp.where(confident, pseudo, 0.0))
+            metrics.update(consistency=consistency, confident_share=jnp.mean(confident))
+            loss = loss + config.consistency_weight * consistency
+        return loss, ({**batch_stats, "encoder": encoder_stats}, metrics)
 
     classify, encode, decode = label_style_functions(encoder, decoder, config.num_classes)
 

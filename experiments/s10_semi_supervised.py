@@ -46,15 +46,28 @@ def main(argv: list[str] | None = None) -> dict:
                         help="Adam rate of the discriminators and the generator")
     parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
                         help="'cosine': every rate decays to 1%% of itself over the run's training steps")
+    parser.add_argument("--augment-shift", type=int, default=0,
+                        help="max random translation (pixels) of the labelled images; 0: none (the paper)")
+    parser.add_argument("--consistency-weight", type=common.non_negative_float, default=0.0,
+                        help="weight of the pseudo-label term on confident unlabelled images; 0: none (the paper)")
+    parser.add_argument("--confidence-threshold", type=common.positive_float, default=0.95,
+                        help="label-head probability above which an unlabelled image gets a pseudo-label (<= 1)")
     args = common.parse(parser, argv)
     if args.labels < 0 or args.labels % 10:
         parser.error(f"--labels must be 0 or a positive multiple of 10, got {args.labels}")
+    if not 0 <= args.augment_shift <= 13:
+        parser.error(f"--augment-shift must be 0..13 pixels, got {args.augment_shift}")
+    if args.confidence_threshold > 1:
+        parser.error(f"--confidence-threshold must be in (0, 1], got {args.confidence_threshold}")
+    if args.consistency_weight > 0 and args.labels == 0:
+        parser.error("--consistency-weight needs labels (--labels > 0)")
     splits = common.load_data(args)
     supervised = args.labels > 0
     config = semi_supervised.SemiSupervisedConfig(
         latent_dim=args.latent_dim, num_classes=10 if supervised else args.clusters,
         learning_rate=args.learning_rate, adversarial_learning_rate=args.adversarial_learning_rate,
-        semi_supervised=supervised,
+        semi_supervised=supervised, augment_shift=args.augment_shift,
+        consistency_weight=args.consistency_weight, confidence_threshold=args.confidence_threshold,
         # the run's steps: ceil(N / B) per epoch, as train.train keeps the short last batch
         decay_steps=args.epochs * -(-len(splits["train"].labels) // args.batch_size) if args.lr_schedule == "cosine" else 0)
     labelled = (semi_supervised.balanced_subset(splits["train"].labels, args.labels // 10, jax.random.key(args.label_seed))

@@ -7,7 +7,10 @@ The lecture's two runs:
     python -m experiments.s8_aae --prior boxes --batch-size 128 --prior-samples-per-code 10 --out runs/s8_aae_boxes
 
 and each with ``--discriminator-norm none`` (or ``batch_joint``), the corrected
-discriminator. Figures: prior samples; test codes after every epoch (frames and a
+discriminator. ``--label-conditioning`` (mixture priors: boxes, mixture) gives the
+discriminator each code's one-hot label and each prior sample's component, so digit k
+fills box k (Makhzani et al. 2015, section 2.3); metrics.json then also reports the
+share of test codes inside their own label's box (``inside_own_component``). Figures: prior samples; test codes after every epoch (frames and a
 GIF); the final test codes; images decoded on a 50x50 grid over the codes' bounding
 box. metrics.json: the share of test codes inside the prior's support and the final
 discriminator's balanced accuracy on test codes vs prior samples (both eval mode),
@@ -53,7 +56,12 @@ def main(argv: list[str] | None = None) -> dict:
                              "joins the autoencoder loss under its Adam")
     parser.add_argument("--gradient-penalty", type=common.non_negative_float, default=0.0,
                         help="R1 weight gamma on prior samples (needs --discriminator-norm none); 0: none, the lecture")
+    parser.add_argument("--label-conditioning", action="store_true",
+                        help="the discriminator sees each code's one-hot label (prior: its component); "
+                             "needs a mixture prior with 10 components (boxes, mixture)")
     args = common.parse(parser, argv)
+    if args.label_conditioning and args.prior not in ("boxes", "mixture"):
+        parser.error(f"--label-conditioning needs a mixture prior (boxes or mixture), got --prior {args.prior}")
     if args.gradient_penalty > 0 and args.discriminator_norm != "none":
         parser.error("--gradient-penalty needs --discriminator-norm none")
     if args.generator_optimizer == "shared" and args.generator_learning_rate is not None:
@@ -65,7 +73,8 @@ def main(argv: list[str] | None = None) -> dict:
                            generator_weight=args.generator_weight,
                            prior_samples_per_code=args.prior_samples_per_code,
                            discriminator_norm=args.discriminator_norm, discriminator_loss=args.discriminator_loss,
-                           gradient_penalty=args.gradient_penalty, generator_optimizer=args.generator_optimizer)
+                           gradient_penalty=args.gradient_penalty, generator_optimizer=args.generator_optimizer,
+                           label_conditioning=args.label_conditioning)
     model = aae.make_model(config, prior)
     keys = jax.random.split(jax.random.key(args.seed), 3)
     test_set = data.device_dataset(splits["test"])
@@ -98,9 +107,9 @@ def main(argv: list[str] | None = None) -> dict:
         plots.plot_latent_scatter(precise_codes, labels, out / "latent_final_recomputed_bn.png",
                                   title="test codes, encoder statistics recomputed for the final weights")
         metrics = {
-            "prior_match": aae.prior_match(config, state.params, state.batch_stats, codes, prior, keys[2]),
+            "prior_match": aae.prior_match(config, state.params, state.batch_stats, codes, prior, keys[2], labels),
             "prior_match_recomputed_bn": aae.prior_match(config, state.params, precise_stats, precise_codes,
-                                                         prior, keys[2]),
+                                                         prior, keys[2], labels),
             **common.reconstruction_metrics(result),
             "train_history": history.epochs,
             "train_seconds": seconds,

@@ -1195,3 +1195,143 @@ def _drop_schedule_count(opt_state):
     """A torch_adam state with a schedule -> the same state as the constant-rate optimizer has it."""
     *adam_parts, _ = opt_state  # chain: (..., scale_by_adam state, scale_by_schedule state)
     return (*adam_parts, optax.EmptyState())
+
+
+# ================================================================== label-conditioned discriminator
+
+@pytest.mark.parametrize("make", [priors.uniform_boxes, priors.gaussian_mixture])
+def test_mixture_priors_sample_the_named_components(make):
+    prior = make()
+    assert prior.num_components == 10
+    components = jax.random.randint(jax.random.key(4), (2000,), 0, 10)
+    z = prior.sample_components(jax.random.key(5), components)
+    chex.assert_shape(z, (2000, 2))
+    # each sample lies in its own component's support (Gaussians: its 99% ball), rarely in a
+    # neighbour's (the circle's neighbouring 99% balls overlap; the boxes are disjoint)
+    own = float(jnp.mean(prior.component_contains(z, components)))
+    other = float(jnp.mean(prior.component_contains(z, (components + 1) % 10)))
+    if make is priors.uniform_boxes:
+        assert own == 1.0 and other == 0.0
+    else:
+        assert 0.98 < own < 0.997 and other < 0.05
+    if make is priors.uniform_boxes:
+        np.testing.assert_array_equal(_box_membership(np.asarray(z)).argmax(1), np.asarray(components))
+    # the unconditioned sampler is the same draw with components 0, 1, ..., 9, 0, ...
+    np.testing.assert_array_equal(prior(jax.random.key(6), 23),
+                                  prior.sample_components(jax.random.key(6), jnp.arange(23) % 10))
+
+
+LABELLED_CONFIG = aae.AAEConfig(discriminator_norm="none", prior_samples_per_code=3, label_conditioning=True)
+
+
+def test_label_conditioned_discriminator_phase_matches_torch_on_code_label_pairs():
+    model = aae.make_model(LABELLED_CONFIG, priors.uniform_boxes())
+    params = jax.eval_shape(model.init, jax.random.key(0))[0]
+    chex.assert_shape(params["discriminator"]["Dense_0"]["kernel"], (2 + 10, 512))
+    net = _torch_discriminator(latent=12, batch_norm=False, seed=8)
+    disc_params, _ = _discriminator_to_flax(net)
+    codes, labels, key = _codes(B, seed=6), jnp.asarray([3, 1, 9, 3]), jax.random.key(13)
+    loss_fn = jax.jit(model.phases[2].loss_fn)
+    loss, _ = loss_fn({"discriminator": disc_params}, {"discriminator": {}},
+                      {"codes": jnp.asarray(codes), "label": labels}, key, 0)
+    samples, components = aae.prior_samples(LABELLED_CONFIG, priors.uniform_boxes(), key, B * 3)
+    np.testing.assert_array_equal(components, np.arange(B * 3) % 10)
+    assert bool(jnp.all(priors.uniform_boxes().component_contains(samples, components)))
+    eye = np.eye(10, dtype=np.float32)
+    inputs = np.concatenate([np.concatenate([codes, eye[np.asarray(labels)]], 1),
+                             np.concatenate([np.asarray(samples), eye[np.asarray(components)]], 1)])
+    with torch.no_grad():
+        out = net(torch.from_numpy(inputs))
+    targets = torch.cat([torch.zeros(B, 1), torch.ones(B * 3, 1)])
+    np.testing.assert_allclose(float(loss), float(torch.nn.functional.binary_cross_entropy(out, targets)), rtol=1e-5)
+    # the labels reach the discriminator: other labels, another loss
+    other, _ = loss_fn({"discriminator": disc_params}, {"discriminator": {}},
+                       {"codes": jnp.asarray(codes), "label": labels + 1}, key, 0)
+    assert abs(float(other) - float(loss)) > 1e-4
+
+
+def test_label_conditioned_generator_phase_updates_encoder_only_and_reads_the_labels(aae_batch):
+    model = aae.make_model(LABELLED_CONFIG, priors.uniform_boxes())
+    state = train_lib.create_train_state(model, jax.random.key(1))
+    step = jax.jit(lambda s, b: train_lib.apply_phases(model.phases[1:2], s, b))
+    batch = {"image": aae_batch["image"], "label": jnp.arange(B) % 10}
+    after, metrics = step(state, batch)
+    _assert_phase_changed_only(state, after, "generator", ("encoder",))
+    _, other = step(state, {**batch, "label": (batch["label"] + 5) % 10})
+    assert abs(float(metrics["loss"]) - float(other["loss"])) > 1e-7
+
+
+def test_label_conditioning_needs_a_mixture_prior_with_one_component_per_class():
+    with pytest.raises(ValueError, match="mixture prior with 10 components"):
+        aae.make_model(LABELLED_CONFIG, priors.uniform_box())
+    with pytest.raises(ValueError, match="mixture prior with 10 components"):
+        aae.make_model(LABELLED_CONFIG, user_prior)
+    with pytest.raises(ValueError, match="mixture prior with 10 components"):
+        aae.make_model(LABELLED_CONFIG, priors.gaussian_mixture(8))
+    aae.make_model(dataclasses.replace(LABELLED_CONFIG, num_classes=8), priors.gaussian_mixture(8))  # accepted
+    with pytest.raises(ValueError, match="needs the labels"):
+        aae.discriminator_inputs(LABELLED_CONFIG, jnp.zeros((3, 2)), None)
+    with pytest.raises(ValueError):
+        aae.AAEConfig(label_conditioning=True, num_classes=1)
+
+
+def test_prior_match_reports_codes_inside_their_own_labels_box():
+    model = aae.make_model(LABELLED_CONFIG, priors.uniform_boxes())
+    params, stats = model.init(jax.random.key(2))
+    prior = priors.uniform_boxes()
+    centres = np.asarray([[(b[0] + b[1]) / 2, (b[2] + b[3]) / 2] for b in priors.LECTURE_BOXES], np.float32)
+    codes = np.concatenate([centres[:4], centres[:4], [[3.0, 3.0], [3.0, 3.0]]])
+    labels = np.asarray([0, 1, 2, 3, 1, 2, 3, 4, 0, 1])  # 4 in their own box, 4 in another's, 2 outside
+    result = aae.prior_match(LABELLED_CONFIG, params, stats, codes, prior, jax.random.key(3), labels)
+    assert result["inside_support"] == pytest.approx(0.8)
+    assert result["inside_own_component"] == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="labels must have shape"):
+        aae.prior_match(LABELLED_CONFIG, params, stats, codes, prior, jax.random.key(3), labels[:3])
+
+
+# ================================================================== semi-supervised: augmentation and pseudo-labels
+
+def test_supervised_phase_with_shifts_and_pseudo_labels_by_hand(semi_batch):
+    shift, weight = 2, 2.0
+    config = dataclasses.replace(SEMI_CONFIG, augment_shift=shift, consistency_weight=weight, confidence_threshold=1e-6)
+    model = semi.make_model(config)
+    s0 = _state_without_compiling_init(model, 3)
+    supervised = model.phases[3]
+    key = jax.random.key(21)
+    loss, (new_stats, metrics) = jax.jit(supervised.loss_fn)(s0.params, s0.batch_stats, semi_batch, key, 0)
+
+    labelled_key, unlabelled_key = jax.random.split(key)
+    images = jnp.concatenate([data.random_shift(labelled_key, semi_batch["labelled_image"], shift),
+                              data.random_shift(unlabelled_key, semi_batch["image"], shift)])
+    classify = jax.jit(model.classify, static_argnames="train")
+    logits = classify(s0.params, s0.batch_stats, images, train=True)  # one pass: one set of batch statistics
+    targets = jnp.argmax(classify(s0.params, s0.batch_stats, semi_batch["image"], train=True), -1)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits[:B], semi_batch["labelled_label"]).mean()
+    pseudo = optax.softmax_cross_entropy_with_integer_labels(logits[B:], targets).mean()
+    assert float(metrics["confident_share"]) == 1.0  # every image above a threshold of 1e-6
+    np.testing.assert_allclose(float(metrics["consistency"]), float(pseudo), rtol=1e-5)
+    np.testing.assert_allclose(float(loss), float(ce + weight * pseudo), rtol=1e-5)
+    # the shifts are drawn from the phase's key: another key, other images, another loss
+    other, _ = jax.jit(supervised.loss_fn)(s0.params, s0.batch_stats, semi_batch, jax.random.key(22), 0)
+    assert abs(float(other) - float(loss)) > 1e-6
+    after, _ = _phase_runner(model, 3, 4)(s0, semi_batch)
+    _assert_phase_changed_only(s0, after, "supervised", ("encoder",))
+
+
+def test_pseudo_labels_only_from_confident_images(semi_batch):
+    config = dataclasses.replace(SEMI_CONFIG, consistency_weight=1.0, confidence_threshold=1.0)
+    model = semi.make_model(config)
+    s0 = _state_without_compiling_init(model, 3)
+    probs = jax.nn.softmax(jax.jit(model.classify, static_argnames="train")(
+        s0.params, s0.batch_stats, semi_batch["image"], train=True))
+    assert float(jnp.max(probs)) < 1.0  # so no image reaches a threshold of 1
+    loss, (_, metrics) = jax.jit(model.phases[3].loss_fn)(s0.params, s0.batch_stats, semi_batch, jax.random.key(0), 0)
+    assert float(metrics["confident_share"]) == 0.0 and float(metrics["consistency"]) == 0.0
+    assert np.isfinite(float(loss))
+
+
+@pytest.mark.parametrize("kwargs", [{"augment_shift": -1}, {"consistency_weight": -1.0}, {"confidence_threshold": 0.0},
+                                    {"confidence_threshold": 1.5}, {"consistency_weight": 1.0, "semi_supervised": False}])
+def test_semi_supervised_config_rejects_bad_augmentation_settings(kwargs):
+    with pytest.raises(ValueError):
+        semi.SemiSupervisedConfig(**kwargs)

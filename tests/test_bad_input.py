@@ -153,10 +153,14 @@ def _one_error_line(stderr):
     (["experiments.s2_conv_ae", "--on-nonfinite", "ignore"], "invalid choice"),
     (["experiments.s8_aae", "--prior", "cauchy"], "invalid choice"),
     (["experiments.s8_aae", "--gradient-penalty", "1"], "--gradient-penalty needs --discriminator-norm none"),
+    (["experiments.s8_aae", "--label-conditioning"], "--label-conditioning needs a mixture prior"),
     (["experiments.s8_aae", "--generator-optimizer", "shared", "--generator-learning-rate", "1e-4"],
      "--generator-learning-rate needs --generator-optimizer separate"),
     (["experiments.s9_disentangled", "--style-normalization", "class", "--style-kl-weight", "0.005"],
      "--style-normalization class needs a deterministic style"),
+    (["experiments.s10_semi_supervised", "--augment-shift", "20"], "--augment-shift must be 0..13 pixels"),
+    (["experiments.s10_semi_supervised", "--labels", "0", "--consistency-weight", "1"],
+     "--consistency-weight needs labels"),
 ])
 def test_bad_cli_values_are_usage_errors(args, message, tmp_path):
     result = _run([*args, "--out", str(tmp_path / "o")])

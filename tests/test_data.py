@@ -445,3 +445,30 @@ def test_gather_batch_float_images_pass_unchanged():
     batch = data.gather_batch({"image": flat, "label": labels}, indices)
     chex.assert_shape(batch["image"], (4, 28, 28, 1))
     chex.assert_trees_all_equal(batch["image"][..., 0], flat[indices])
+
+
+def test_random_shift_translates_each_image_within_the_range_with_zero_fill():
+    rng = np.random.default_rng(0)
+    images = jnp.asarray(rng.uniform(0.1, 1.0, size=(64, 28, 28, 1)), jnp.float32)  # no zeros: every shift is visible
+    max_shift = 2
+    shifted = np.asarray(data.random_shift(jax.random.key(0), images, max_shift))
+    assert shifted.shape == images.shape and shifted.dtype == np.float32
+
+    def translate(image, dy, dx):  # content moved down by dy, right by dx, zeros where uncovered
+        out = np.zeros_like(image)
+        out[max(dy, 0): 28 + min(dy, 0), max(dx, 0): 28 + min(dx, 0)] = image[max(-dy, 0): 28 + min(-dy, 0),
+                                                                               max(-dx, 0): 28 + min(-dx, 0)]
+        return out
+
+    found = []
+    for image, result in zip(np.asarray(images), shifted):
+        matches = [(dy, dx) for dy in range(-max_shift, max_shift + 1) for dx in range(-max_shift, max_shift + 1)
+                   if np.array_equal(translate(image, dy, dx), result)]
+        assert len(matches) == 1
+        found.append(matches[0])
+    assert len(set(found)) > 10  # each image its own shift, from all 25
+    np.testing.assert_array_equal(data.random_shift(jax.random.key(0), images, 0), images)
+    with pytest.raises(ValueError, match="max_shift"):
+        data.random_shift(jax.random.key(0), images, -1)
+    with pytest.raises(ValueError, match="must be \\(B, H, W, C\\)"):
+        data.random_shift(jax.random.key(0), images[..., 0], 2)

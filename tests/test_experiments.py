@@ -83,14 +83,15 @@ def test_variational_quick_runs_write_figures_and_metrics(script, mnist_dir, tmp
 
 # Adversarial-family scripts: (script, extra flags, files, metrics), on 768 / 256 images.
 ADVERSARIAL = [
-    (s8_aae, ["--prior", "boxes", "--batch-size", "128", "--discriminator-norm", "none", "--gradient-penalty", "1"],
+    (s8_aae, ["--prior", "boxes", "--batch-size", "128", "--discriminator-norm", "none", "--gradient-penalty", "1",
+              "--label-conditioning"],
      {"prior_samples.png", "latent_epochs.gif", "latent_final.png", "latent_final_recomputed_bn.png", "grid.png",
       "frames", "checkpoint"},
      {"prior_match", "prior_match_recomputed_bn", "test_bce", "test_mse"}),
     (s9_disentangled, ["--style-normalization", "class"], {"style_transfer.png", "style_by_label.png", "checkpoint"},
      {"label_head_test_accuracy", "label_leak_logistic", "label_leak_knn", "adversary_test_accuracy",
       "style_transfer_accuracy"}),
-    (s10_semi_supervised, ["--labels", "100", "--lr-schedule", "cosine"], {"error_by_epoch.png", "style_transfer.png", "checkpoint"},
+    (s10_semi_supervised, ["--labels", "100", "--lr-schedule", "cosine", "--augment-shift", "2", "--consistency-weight", "1"], {"error_by_epoch.png", "style_transfer.png", "checkpoint"},
      {"test_error", "test_error_by_epoch", "labelled_indices"}),
     (s10_semi_supervised, ["--labels", "0", "--clusters", "16"], {"clusters.png", "error_by_epoch.png"},
      {"clustering_error", "clustering_error_by_epoch", "cluster_to_label"}),
@@ -115,6 +116,8 @@ def test_adversarial_quick_runs_write_figures_and_metrics(script, flags, files, 
         # the recomputed encoder statistics move the codes (the trained running ones lag)
         assert metrics["prior_match_recomputed_bn"]["code_min"] != match["code_min"]
         assert metrics["train_history"][0]["discriminator/r1"] > 0  # the R1 penalty was on
+        # label-conditioned: a code inside its own label's box is inside the support
+        assert 0 <= match["inside_own_component"] <= match["inside_support"]
     if script is s9_disentangled:
         assert len(metrics["style_transfer_accuracy"]["per_label"]) == 10
         assert 0 <= metrics["label_leak_logistic"] <= 1 and metrics["label_head_test_accuracy"] == returned["label_head_test_accuracy"]
@@ -123,6 +126,7 @@ def test_adversarial_quick_runs_write_figures_and_metrics(script, flags, files, 
         labels = mnist["train"].labels[metrics["labelled_indices"]]
         assert len(labels) == 100 and set(np.bincount(labels)) == {10}  # balanced, from the train split
         assert metrics["test_error_by_epoch"][-1] == pytest.approx(metrics["test_error"])
+        assert 0 <= metrics["train_history"][0]["supervised/confident_share"] <= 1  # the pseudo-label term was on
     if "clustering_error" in metrics:
         assert len(metrics["cluster_to_label"]) <= 16 and 0 <= metrics["clustering_error"] < 1
         assert metrics["clustering_error_by_epoch"][-1] == pytest.approx(metrics["clustering_error"])
