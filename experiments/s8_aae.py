@@ -59,9 +59,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--label-conditioning", action="store_true",
                         help="the discriminator sees each code's one-hot label (prior: its component); "
                              "needs a mixture prior with 10 components (boxes, mixture)")
+    parser.add_argument("--standardize-components", action="store_true",
+                        help="with --label-conditioning: the discriminator sees each code and prior sample "
+                             "standardised by its component's mean and std")
     args = common.parse(parser, argv)
     if args.label_conditioning and args.prior not in ("boxes", "mixture"):
         parser.error(f"--label-conditioning needs a mixture prior (boxes or mixture), got --prior {args.prior}")
+    if args.standardize_components and not args.label_conditioning:
+        parser.error("--standardize-components needs --label-conditioning")
     if args.gradient_penalty > 0 and args.discriminator_norm != "none":
         parser.error("--gradient-penalty needs --discriminator-norm none")
     if args.generator_optimizer == "shared" and args.generator_learning_rate is not None:
@@ -74,7 +79,8 @@ def main(argv: list[str] | None = None) -> dict:
                            prior_samples_per_code=args.prior_samples_per_code,
                            discriminator_norm=args.discriminator_norm, discriminator_loss=args.discriminator_loss,
                            gradient_penalty=args.gradient_penalty, generator_optimizer=args.generator_optimizer,
-                           label_conditioning=args.label_conditioning)
+                           label_conditioning=args.label_conditioning,
+                           standardize_components=args.standardize_components)
     model = aae.make_model(config, prior)
     keys = jax.random.split(jax.random.key(args.seed), 3)
     test_set = data.device_dataset(splits["test"])

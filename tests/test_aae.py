@@ -1224,8 +1224,10 @@ def test_mixture_priors_sample_the_named_components(make):
 LABELLED_CONFIG = aae.AAEConfig(discriminator_norm="none", prior_samples_per_code=3, label_conditioning=True)
 
 
-def test_label_conditioned_discriminator_phase_matches_torch_on_code_label_pairs():
-    model = aae.make_model(LABELLED_CONFIG, priors.uniform_boxes())
+@pytest.mark.parametrize("standardize", [False, True])
+def test_label_conditioned_discriminator_phase_matches_torch_on_code_label_pairs(standardize):
+    config = dataclasses.replace(LABELLED_CONFIG, standardize_components=standardize)
+    model = aae.make_model(config, priors.uniform_boxes())
     params = jax.eval_shape(model.init, jax.random.key(0))[0]
     chex.assert_shape(params["discriminator"]["Dense_0"]["kernel"], (2 + 10, 512))
     net = _torch_discriminator(latent=12, batch_norm=False, seed=8)
@@ -1234,16 +1236,23 @@ def test_label_conditioned_discriminator_phase_matches_torch_on_code_label_pairs
     loss_fn = jax.jit(model.phases[2].loss_fn)
     loss, _ = loss_fn({"discriminator": disc_params}, {"discriminator": {}},
                       {"codes": jnp.asarray(codes), "label": labels}, key, 0)
-    samples, components = aae.prior_samples(LABELLED_CONFIG, priors.uniform_boxes(), key, B * 3)
+    samples, components = aae.prior_samples(config, priors.uniform_boxes(), key, B * 3)
     np.testing.assert_array_equal(components, np.arange(B * 3) % 10)
     assert bool(jnp.all(priors.uniform_boxes().component_contains(samples, components)))
     eye = np.eye(10, dtype=np.float32)
-    inputs = np.concatenate([np.concatenate([codes, eye[np.asarray(labels)]], 1),
-                             np.concatenate([np.asarray(samples), eye[np.asarray(components)]], 1)])
+    # standardised: each box's centre to 0 and its sides to sqrt(12), the unit-variance uniform's
+    centres = np.asarray([[(b[0] + b[1]) / 2, (b[2] + b[3]) / 2] for b in priors.LECTURE_BOXES], np.float32)
+    stds = np.asarray([[b[1] - b[0], b[3] - b[2]] for b in priors.LECTURE_BOXES], np.float32) / math.sqrt(12)
+    scale = (lambda z, k: (z - centres[k]) / stds[k]) if standardize else (lambda z, k: z)
+    labels_np, components_np = np.asarray(labels), np.asarray(components)
+    inputs = np.concatenate([np.concatenate([scale(codes, labels_np), eye[labels_np]], 1),
+                             np.concatenate([scale(np.asarray(samples), components_np), eye[components_np]], 1)])
     with torch.no_grad():
         out = net(torch.from_numpy(inputs))
     targets = torch.cat([torch.zeros(B, 1), torch.ones(B * 3, 1)])
-    np.testing.assert_allclose(float(loss), float(torch.nn.functional.binary_cross_entropy(out, targets)), rtol=1e-5)
+    # rtol: the standardisation uses moments estimated from 10,000 samples per box
+    np.testing.assert_allclose(float(loss), float(torch.nn.functional.binary_cross_entropy(out, targets)),
+                               rtol=1e-2 if standardize else 1e-5)
     # the labels reach the discriminator: other labels, another loss
     other, _ = loss_fn({"discriminator": disc_params}, {"discriminator": {}},
                        {"codes": jnp.asarray(codes), "label": labels + 1}, key, 0)
@@ -1273,6 +1282,25 @@ def test_label_conditioning_needs_a_mixture_prior_with_one_component_per_class()
         aae.discriminator_inputs(LABELLED_CONFIG, jnp.zeros((3, 2)), None)
     with pytest.raises(ValueError):
         aae.AAEConfig(label_conditioning=True, num_classes=1)
+    with pytest.raises(ValueError, match="standardize_components needs label_conditioning"):
+        aae.AAEConfig(standardize_components=True)
+
+
+def test_component_moments_of_the_boxes_and_standardised_inputs():
+    prior = priors.uniform_boxes()
+    means, stds = aae.component_moments(prior)
+    chex.assert_shape((means, stds), (10, 2))
+    centres = np.asarray([[(b[0] + b[1]) / 2, (b[2] + b[3]) / 2] for b in priors.LECTURE_BOXES])
+    np.testing.assert_allclose(means, centres, atol=0.01)
+    sides = np.asarray([[b[1] - b[0], b[3] - b[2]] for b in priors.LECTURE_BOXES])  # 0.8, the last box 0.6 high
+    np.testing.assert_allclose(stds, sides / math.sqrt(12), rtol=0.02)  # a uniform of width w: w / sqrt(12)
+    config = dataclasses.replace(LABELLED_CONFIG, standardize_components=True)
+    corners = jnp.asarray([[priors.LECTURE_BOXES[3][1], priors.LECTURE_BOXES[3][3]]], jnp.float32)  # box 3's top right
+    inputs = aae.discriminator_inputs(config, corners, jnp.asarray([3]), (means, stds))
+    np.testing.assert_allclose(inputs[0, :2], [math.sqrt(3)] * 2, rtol=0.02)  # half the side in stds: sqrt(12)/2
+    np.testing.assert_array_equal(inputs[0, 2:], np.eye(10)[3])
+    with pytest.raises(ValueError, match="component moments"):
+        aae.discriminator_inputs(config, corners, jnp.asarray([3]))
 
 
 def test_prior_match_reports_codes_inside_their_own_labels_box():

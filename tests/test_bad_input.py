@@ -154,6 +154,8 @@ def _one_error_line(stderr):
     (["experiments.s8_aae", "--prior", "cauchy"], "invalid choice"),
     (["experiments.s8_aae", "--gradient-penalty", "1"], "--gradient-penalty needs --discriminator-norm none"),
     (["experiments.s8_aae", "--label-conditioning"], "--label-conditioning needs a mixture prior"),
+    (["experiments.s8_aae", "--prior", "boxes", "--standardize-components"],
+     "--standardize-components needs --label-conditioning"),
     (["experiments.s8_aae", "--generator-optimizer", "shared", "--generator-learning-rate", "1e-4"],
      "--generator-learning-rate needs --generator-optimizer separate"),
     (["experiments.s9_disentangled", "--style-normalization", "class", "--style-kl-weight", "0.005"],

@@ -22,49 +22,57 @@ class MLP(nn.Module):
             x = nn.leaky_relu(nn.Dense(s)(x), 0.2)
         return nn.Dense(self.sizes[-1])(x)
 
-def run(prior_name, batch, epochs, loss_kind="pooled", dlr=1e-3, glr=1e-3, r1=0.0, folded=False, per_code=None, seed=0, dsteps=1, gw=0.01):
+def run(prior_name, batch, epochs, loss_kind="pooled", dlr=1e-3, glr=1e-3, r1=0.0, folded=False, per_code=None, seed=0, dsteps=1, gw=0.01, labels=False, dump=None, standardize=False):
     splits = data.load_mnist()
     X = jnp.asarray(splits["train"].images.reshape(-1, 784) / 255.0, jnp.float32)
     Xt = jnp.asarray(splits["test"].images.reshape(-1, 784) / 255.0, jnp.float32)
+    Y, Yt = jnp.asarray(splits["train"].labels, jnp.int32), jnp.asarray(splits["test"].labels, jnp.int32)
+    # labels: the discriminator reads (code, one-hot label); prior samples carry their component (aejax: label_conditioning)
+    cond = (lambda z, y: jnp.concatenate([z, jax.nn.one_hot(y, 10)], 1)) if labels else (lambda z, y: z)
     prior = priors.PRIORS[prior_name]()
+    if standardize:  # labels: each component's codes and samples standardised by that component's mean and std
+        ref = prior.sample_components(jax.random.key(99), jnp.arange(100_000) % 10).reshape(-1, 10, 2)
+        mean, std = ref.mean(0), ref.std(0)
+        cond = lambda z, y: jnp.concatenate([(z - mean[y]) / std[y], jax.nn.one_hot(y, 10)], 1)
     per_code = per_code or (20 if prior_name == "uniform" else 10)
     enc, dec, dis = MLP((512, 256, 2)), MLP((256, 512, 784)), MLP((512, 256, 1))
     k = jax.random.split(jax.random.key(seed), 4)
     p = {"e": enc.init(k[0], X[:1])["params"], "d": dec.init(k[1], jnp.zeros((1, 2)))["params"],
-         "D": dis.init(k[2], jnp.zeros((1, 2)))["params"]}
+         "D": dis.init(k[2], jnp.zeros((1, 12 if labels else 2)))["params"]}
     o_ae, o_g, o_d = torch_adam(1e-3, 1e-6), torch_adam(glr, 1e-6), torch_adam(dlr, 1e-6)
     s = {"ae": o_ae.init({"e": p["e"], "d": p["d"]}), "g": o_g.init(p["e"]), "d": o_d.init(p["D"])}
     bce = lambda lg, t: losses.binary_cross_entropy_with_logits(lg, jnp.full_like(lg, t))
 
-    def adv(pe, pD, x):
-        return gw * jnp.mean(bce(dis.apply({"params": pD}, enc.apply({"params": pe}, x)), 1.0))
+    def adv(pe, pD, x, y):
+        return gw * jnp.mean(bce(dis.apply({"params": pD}, cond(enc.apply({"params": pe}, x), y)), 1.0))
 
     def step(carry, xs):
         p, s = carry
-        x, key = xs
+        x, y, key = xs
         def ae_loss(q):
             l = jnp.mean(losses.binary_cross_entropy_with_logits(dec.apply({"params": q["d"]}, enc.apply({"params": q["e"]}, x)), x))
-            return l + (adv(q["e"], p["D"], x) if folded else 0.0)
+            return l + (adv(q["e"], p["D"], x, y) if folded else 0.0)
         g = jax.grad(ae_loss)({"e": p["e"], "d": p["d"]})
         u, s_ae = o_ae.update(g, s["ae"], {"e": p["e"], "d": p["d"]})
         q = optax.apply_updates({"e": p["e"], "d": p["d"]}, u)
         pe, pd, s_g = q["e"], q["d"], s["g"]
         codes = jax.lax.stop_gradient(enc.apply({"params": pe}, x))
         if not folded:
-            g = jax.grad(adv)(pe, p["D"], x)
+            g = jax.grad(adv)(pe, p["D"], x, y)
             u, s_g = o_g.update(g, s["g"], pe)
             pe = optax.apply_updates(pe, u)
         pD, s_d = p["D"], s["d"]
         for i in range(dsteps):
-            z = prior(jax.random.fold_in(key, i), codes.shape[0] * per_code)
+            comp = jnp.arange(codes.shape[0] * per_code) % 10
+            z = prior.sample_components(jax.random.fold_in(key, i), comp) if labels else prior(jax.random.fold_in(key, i), len(comp))
             def d_loss(pD):
-                lc, lp = dis.apply({"params": pD}, codes), dis.apply({"params": pD}, z)
+                lc, lp = dis.apply({"params": pD}, cond(codes, y)), dis.apply({"params": pD}, cond(z, comp))
                 if loss_kind == "balanced":
                     l = 0.5 * (jnp.mean(bce(lc, 0.)) + jnp.mean(bce(lp, 1.)))
                 else:
                     l = jnp.mean(jnp.concatenate([bce(lc, 0.), bce(lp, 1.)]))
                 if r1:
-                    gz = jax.grad(lambda zz: jnp.sum(dis.apply({"params": pD}, zz)))(z[: codes.shape[0]])
+                    gz = jax.grad(lambda zz: jnp.sum(dis.apply({"params": pD}, cond(zz, comp[: codes.shape[0]]))))(z[: codes.shape[0]])
                     l = l + 0.5 * r1 * jnp.mean(jnp.sum(gz ** 2, -1))
                 return l
             g = jax.grad(d_loss)(pD)
@@ -77,7 +85,7 @@ def run(prior_name, batch, epochs, loss_kind="pooled", dlr=1e-3, glr=1e-3, r1=0.
         n = X.shape[0] // batch
         idx = jax.random.permutation(key, X.shape[0])[: n * batch].reshape(n, batch)
         keys = jax.random.split(jax.random.fold_in(key, 1), n)
-        (p, s), _ = jax.lax.scan(lambda c, xs: step(c, (X[xs[0]], xs[1])), (p, s), (idx, keys))
+        (p, s), _ = jax.lax.scan(lambda c, xs: step(c, (X[xs[0]], Y[xs[0]], xs[1])), (p, s), (idx, keys))
         return p, s
 
     t = time.time()
@@ -85,7 +93,9 @@ def run(prior_name, batch, epochs, loss_kind="pooled", dlr=1e-3, glr=1e-3, r1=0.
     for e in range(epochs):
         p, s = epoch(p, s, jax.random.fold_in(k[3], e))
         codes = enc.apply({"params": p["e"]}, Xt)
-        shares.append(round(float(jnp.mean(prior.contains(codes))), 3))
+        shares.append(round(float(jnp.mean(prior.component_contains(codes, Yt) if labels else prior.contains(codes))), 3))
+    if dump:  # the final test codes and labels, for a closer look
+        np.savez(dump, codes=np.asarray(codes), labels=np.asarray(Yt))
     lo, hi = np.asarray(codes.min(0)), np.asarray(codes.max(0))
     # how evenly the support is used: share of prior-support grid cells (0.25 wide) that hold an inside code
     zs = prior(jax.random.key(5), 20000)
