@@ -20,8 +20,8 @@ step, so that 100 labelled images seen every step are not simply memorised.
 ``consistency_weight`` adds to the supervised phase a pseudo-label term on the unlabelled
 batch (as FixMatch, Sohn et al. 2020): where the label head is confident
 (max probability >= ``confidence_threshold``) on an image, its argmax becomes the target
-of the cross-entropy on a shifted copy of that image; the mean is over the whole batch,
-so unconfident images add nothing.
+of the cross-entropy on a copy of that image shifted by up to ``max(augment_shift, 1)``
+pixels; the mean is over the whole batch, so unconfident images add nothing.
 
 Batches come from ``make_dataset`` + ``gather``: every training image as unlabelled
 (their labels are replaced by -1, so no loss can read them) and the labelled subset,
