@@ -5,7 +5,8 @@ the repository root with AEJAX_DATA_DIR set, one JSON config per call, e.g.
 
     PYTHONPATH=. python docs/results/aae_mlp_proxy/proxy_aae.py '{"prior_name": "boxes", "batch": 128, "epochs": 10, "loss_kind": "balanced", "folded": true}'
 
-Prints the config with: share of test codes inside the support after each epoch, the codes'
+Prints the config with: share of test codes inside the support after each epoch (with
+"labels": inside their own label's box), the codes'
 span, and "cover" (share of the prior's 0.25-wide cells holding an inside code). "folded":
 the generator term in the autoencoder's Adam (aejax: generator_optimizer="shared").
 """
