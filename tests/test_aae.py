@@ -744,6 +744,16 @@ def _box_membership(z: np.ndarray) -> np.ndarray:
     return (x >= boxes[:, 0]) & (x <= boxes[:, 1]) & (y >= boxes[:, 2]) & (y <= boxes[:, 3])
 
 
+def _box_centres() -> np.ndarray:
+    """(10, 2) float32: the centres of LECTURE_BOXES."""
+    return np.asarray([[(b[0] + b[1]) / 2, (b[2] + b[3]) / 2] for b in priors.LECTURE_BOXES], np.float32)
+
+
+def _box_sides() -> np.ndarray:
+    """(10, 2) float32: the widths and heights of LECTURE_BOXES (0.8, the last box 0.6 high)."""
+    return np.asarray([[b[1] - b[0], b[3] - b[2]] for b in priors.LECTURE_BOXES], np.float32)
+
+
 def test_uniform_boxes_samples_each_box_equally():
     assert len(priors.LECTURE_BOXES) == 10
     prior = priors.uniform_boxes()
@@ -762,7 +772,7 @@ def test_uniform_boxes_samples_each_box_equally():
 
 def test_uniform_boxes_contains():
     prior = priors.uniform_boxes()
-    centres = jnp.asarray([[(b[0] + b[1]) / 2, (b[2] + b[3]) / 2] for b in priors.LECTURE_BOXES])
+    centres = jnp.asarray(_box_centres())
     assert bool(jnp.all(prior.contains(centres)))
     outside = jnp.asarray([[2.0, 2.0], [-0.6, -0.6], [0.0, -1.6], [0.4, 0.0], [-0.1, -2.4], [-3.0, 0.0]])
     assert not bool(jnp.any(prior.contains(outside)))
@@ -1241,8 +1251,7 @@ def test_label_conditioned_discriminator_phase_matches_torch_on_code_label_pairs
     assert bool(jnp.all(priors.uniform_boxes().component_contains(samples, components)))
     eye = np.eye(10, dtype=np.float32)
     # standardised: each box's centre to 0 and its sides to sqrt(12), the unit-variance uniform's
-    centres = np.asarray([[(b[0] + b[1]) / 2, (b[2] + b[3]) / 2] for b in priors.LECTURE_BOXES], np.float32)
-    stds = np.asarray([[b[1] - b[0], b[3] - b[2]] for b in priors.LECTURE_BOXES], np.float32) / math.sqrt(12)
+    centres, stds = _box_centres(), _box_sides() / math.sqrt(12)
     scale = (lambda z, k: (z - centres[k]) / stds[k]) if standardize else (lambda z, k: z)
     labels_np, components_np = np.asarray(labels), np.asarray(components)
     inputs = np.concatenate([np.concatenate([scale(codes, labels_np), eye[labels_np]], 1),
@@ -1290,10 +1299,9 @@ def test_component_moments_of_the_boxes_and_standardised_inputs():
     prior = priors.uniform_boxes()
     means, stds = aae.component_moments(prior)
     chex.assert_shape((means, stds), (10, 2))
-    centres = np.asarray([[(b[0] + b[1]) / 2, (b[2] + b[3]) / 2] for b in priors.LECTURE_BOXES])
+    centres = _box_centres()
     np.testing.assert_allclose(means, centres, atol=0.01)
-    sides = np.asarray([[b[1] - b[0], b[3] - b[2]] for b in priors.LECTURE_BOXES])  # 0.8, the last box 0.6 high
-    np.testing.assert_allclose(stds, sides / math.sqrt(12), rtol=0.02)  # a uniform of width w: w / sqrt(12)
+    np.testing.assert_allclose(stds, _box_sides() / math.sqrt(12), rtol=0.02)  # a uniform of width w: w / sqrt(12)
     config = dataclasses.replace(LABELLED_CONFIG, standardize_components=True)
     corners = jnp.asarray([[priors.LECTURE_BOXES[3][1], priors.LECTURE_BOXES[3][3]]], jnp.float32)  # box 3's top right
     inputs = aae.discriminator_inputs(config, corners, jnp.asarray([3]), (means, stds))
@@ -1307,7 +1315,7 @@ def test_prior_match_reports_codes_inside_their_own_labels_box():
     model = aae.make_model(LABELLED_CONFIG, priors.uniform_boxes())
     params, stats = model.init(jax.random.key(2))
     prior = priors.uniform_boxes()
-    centres = np.asarray([[(b[0] + b[1]) / 2, (b[2] + b[3]) / 2] for b in priors.LECTURE_BOXES], np.float32)
+    centres = _box_centres()
     codes = np.concatenate([centres[:4], centres[:4], [[3.0, 3.0], [3.0, 3.0]]])
     labels = np.asarray([0, 1, 2, 3, 1, 2, 3, 4, 0, 1])  # 4 in their own box, 4 in another's, 2 outside
     result = aae.prior_match(LABELLED_CONFIG, params, stats, codes, prior, jax.random.key(3), labels)
