@@ -60,6 +60,7 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from aejax import losses
 from aejax.modules import Decoder, Discriminator, Encoder, apply_inference, apply_training, init_encoder_decoder
@@ -96,6 +97,9 @@ class AAEConfig:
     label_conditioning: bool = False  # the discriminator sees (code, one-hot label); a mixture prior
     num_classes: int = 10  # labels 0..num_classes-1, one per prior component (label_conditioning only)
     standardize_components: bool = False  # discriminator input (z - mean_k) / std_k; needs label_conditioning
+    # > 0: every rate follows a cosine decay to 1% over this many steps (the run's length), so
+    # the adversarial game's jitter shrinks at the end instead of being frozen at full rate
+    decay_steps: int = 0
 
     def __post_init__(self):
         if self.latent_dim <= 0 or self.prior_samples_per_code <= 0:
@@ -121,6 +125,8 @@ class AAEConfig:
             raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
         if self.standardize_components and not self.label_conditioning:
             raise ValueError("standardize_components needs label_conditioning (the label names the component)")
+        if self.decay_steps < 0:
+            raise ValueError(f"decay_steps must be >= 0, got {self.decay_steps}")
 
     @property
     def discriminator_input_dim(self) -> int:
@@ -294,7 +300,10 @@ def make_model(config: AAEConfig, prior: Sampler) -> Model:
         return apply_inference(decoder, module_variables(params, batch_stats, "decoder"), latents, train)
 
     def optimizer(rate=None):
-        return torch_adam(config.learning_rate if rate is None else rate, config.weight_decay)
+        rate = config.learning_rate if rate is None else rate
+        if config.decay_steps:
+            rate = optax.cosine_decay_schedule(rate, config.decay_steps, alpha=0.01)
+        return torch_adam(rate, config.weight_decay)
 
     generator_phases = () if shared else (
         Phase("generator", generator_loss, optimizer(config.generator_learning_rate), ("encoder",)),)

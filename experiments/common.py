@@ -272,6 +272,19 @@ def on_gpu() -> bool:
     return jax.devices()[0].platform == "gpu"
 
 
+def add_lr_schedule_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                        help="'cosine': every rate decays to 1%% of itself over the run's training steps")
+
+
+def decay_steps(args: argparse.Namespace, train_split: data.Split) -> int:
+    """The configs' ``decay_steps`` for ``--lr-schedule``: the run's training steps, ceil(N / B)
+    per epoch as train.train keeps the short last batch; 0 (no decay) for 'constant'."""
+    if args.lr_schedule != "cosine":
+        return 0
+    return args.epochs * -(-len(train_split.labels) // args.batch_size)
+
+
 def add_likelihood_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iwae-samples", type=positive_int, default=None,
                         help="importance samples k of the IWAE bound (default 500 on a GPU, 100 on a CPU, 8 with --quick)")

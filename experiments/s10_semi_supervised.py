@@ -44,8 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--learning-rate", type=common.positive_float, default=1e-3, help="Adam rate of the autoencoder and supervised phases")
     parser.add_argument("--adversarial-learning-rate", type=common.positive_float, default=1e-4,
                         help="Adam rate of the discriminators and the generator")
-    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
-                        help="'cosine': every rate decays to 1%% of itself over the run's training steps")
+    common.add_lr_schedule_flag(parser)
     parser.add_argument("--augment-shift", type=int, default=0,
                         help="max random translation (pixels) of the labelled images; 0: none (the paper)")
     parser.add_argument("--consistency-weight", type=common.non_negative_float, default=0.0,
@@ -68,8 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
         learning_rate=args.learning_rate, adversarial_learning_rate=args.adversarial_learning_rate,
         semi_supervised=supervised, augment_shift=args.augment_shift,
         consistency_weight=args.consistency_weight, confidence_threshold=args.confidence_threshold,
-        # the run's steps: ceil(N / B) per epoch, as train.train keeps the short last batch
-        decay_steps=args.epochs * -(-len(splits["train"].labels) // args.batch_size) if args.lr_schedule == "cosine" else 0)
+        decay_steps=common.decay_steps(args, splits["train"]))
     labelled = (semi_supervised.balanced_subset(splits["train"].labels, args.labels // 10, jax.random.key(args.label_seed))
                 if supervised else None)
     model = semi_supervised.make_model(config)

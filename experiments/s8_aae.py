@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--standardize-components", action="store_true",
                         help="with --label-conditioning: the discriminator sees each code and prior sample "
                              "standardised by its component's mean and std")
+    common.add_lr_schedule_flag(parser)
     args = common.parse(parser, argv)
     if args.label_conditioning and args.prior not in ("boxes", "mixture"):
         parser.error(f"--label-conditioning needs a mixture prior (boxes or mixture), got --prior {args.prior}")
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> dict:
                            discriminator_norm=args.discriminator_norm, discriminator_loss=args.discriminator_loss,
                            gradient_penalty=args.gradient_penalty, generator_optimizer=args.generator_optimizer,
                            label_conditioning=args.label_conditioning,
-                           standardize_components=args.standardize_components)
+                           standardize_components=args.standardize_components,
+                           decay_steps=common.decay_steps(args, splits["train"]))
     model = aae.make_model(config, prior)
     keys = jax.random.split(jax.random.key(args.seed), 3)
     test_set = data.device_dataset(splits["test"])

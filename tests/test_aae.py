@@ -1177,19 +1177,26 @@ def test_disentangled_config_rejects_bad_style_normalization(kwargs, message):
         disentangled.DisentangledConfig(**kwargs)
 
 
-def test_semi_supervised_decay_steps_lower_every_phase_rate(semi_batch):
+@pytest.mark.parametrize("variant", ["semi_supervised", "aae"])
+def test_decay_steps_lower_every_phase_rate(variant, request):
     """decay_steps=1: the first step at the full rates, the second at 1% of them. Each phase
     applied alone to the same state after step one moves its modules 1/100 as far as the
-    same phase at constant rates."""
-    decayed = semi.make_model(dataclasses.replace(SEMI_CONFIG, decay_steps=1))
-    constant = semi.make_model(SEMI_CONFIG)
+    same phase at constant rates (the AAE's three optimizers included)."""
+    if variant == "aae":
+        config, make, batch = AAE_CONFIG, lambda c: aae.make_model(c, user_prior), request.getfixturevalue("aae_batch")
+    else:
+        config, make, batch = SEMI_CONFIG, semi.make_model, request.getfixturevalue("semi_batch")
+    decayed = make(dataclasses.replace(config, decay_steps=1))
+    constant = make(config)
     first = jax.jit(functools.partial(train_lib.apply_phases, decayed.phases))(_state_without_compiling_init(decayed, 3),
-                                                                               semi_batch)[0]
+                                                                               batch)[0]
+    if variant == "aae":  # the discriminator phase alone reads the generator phase's codes
+        batch = {**batch, "codes": decayed.encode(first.params, first.batch_stats, batch["image"], train=True)}
     # the same state as the constant-rate optimizers hold it (no schedule counters)
     as_constant = first.replace(opt_states={name: _drop_schedule_count(s) for name, s in first.opt_states.items()})
     for index, phase in enumerate(decayed.phases):
-        step = jax.jit(functools.partial(train_lib.apply_phases, decayed.phases[index:index + 1]))(first, semi_batch)[0]
-        reference = jax.jit(functools.partial(train_lib.apply_phases, constant.phases[index:index + 1]))(as_constant, semi_batch)[0]
+        step = jax.jit(functools.partial(train_lib.apply_phases, decayed.phases[index:index + 1]))(first, batch)[0]
+        reference = jax.jit(functools.partial(train_lib.apply_phases, constant.phases[index:index + 1]))(as_constant, batch)[0]
         moved, moved_constant = ([np.asarray(a) - np.asarray(b) for a, b in zip(jax.tree.leaves(after.params),
                                                                                  jax.tree.leaves(first.params))]
                                  for after in (step, reference))
@@ -1198,7 +1205,7 @@ def test_semi_supervised_decay_steps_lower_every_phase_rate(semi_batch):
         # norms, not elements: a 1e-5 step on a weight of ~1 keeps only a few float32 digits
         assert norm_constant > 0 and norm / norm_constant == pytest.approx(0.01, rel=0.02), phase.name
     with pytest.raises(ValueError, match="decay_steps"):
-        semi.SemiSupervisedConfig(decay_steps=-1)
+        dataclasses.replace(config, decay_steps=-1)
 
 
 def _drop_schedule_count(opt_state):

@@ -205,7 +205,7 @@ def _torch_decoder_logits(decoder, z):
     return decoder.net[:-1](decoder.fc(z).view(-1, 512, 1, 1))
 
 
-@pytest.mark.parametrize("impl", ["subpixel", "lax"])
+@pytest.mark.parametrize("impl", ["taps", "subpixel", "lax"])
 def test_decoder_eval_parity(torch_pair, parity_inputs, impl):
     _, decoder = torch_pair
     _, latents = parity_inputs
@@ -295,16 +295,46 @@ def _conv_transpose_loss(impl):
     return loss
 
 
-def test_conv_transpose_impls_agree(conv_transpose_case):
+@pytest.mark.parametrize("impl", ["taps", "subpixel"])
+def test_conv_transpose_impls_agree(conv_transpose_case, impl):
     x, cotangent, params = conv_transpose_case
-    y_sub = ConvTranspose2x(6, "subpixel").apply({"params": params}, x)
+    y = ConvTranspose2x(6, impl).apply({"params": params}, x)
     y_lax = ConvTranspose2x(6, "lax").apply({"params": params}, x)
-    chex.assert_shape([y_sub, y_lax], (2, 10, 8, 6))
-    chex.assert_trees_all_close(y_sub, y_lax, atol=ATOL, rtol=RTOL)
-    g_sub = jax.grad(_conv_transpose_loss("subpixel"), argnums=(0, 1))(params, x, cotangent)
+    chex.assert_shape([y, y_lax], (2, 10, 8, 6))
+    chex.assert_trees_all_close(y, y_lax, atol=ATOL, rtol=RTOL)
+    g = jax.grad(_conv_transpose_loss(impl), argnums=(0, 1))(params, x, cotangent)
     g_lax = jax.grad(_conv_transpose_loss("lax"), argnums=(0, 1))(params, x, cotangent)
-    chex.assert_trees_all_close(g_sub, g_lax, atol=1e-4, rtol=1e-5)
-    assert float(jnp.abs(g_sub[0]["kernel"]).max()) > 0.1
+    chex.assert_trees_all_close(g, g_lax, atol=1e-4, rtol=1e-5)
+    assert float(jnp.abs(g[0]["kernel"]).max()) > 0.1
+
+
+def test_conv_transpose_taps_each_tap_reaches_one_phase():
+    """Per axis the three kernel taps split 1 (even outputs) + 2 (odd outputs); a 1-pixel axis
+    drops the tap that reads the next pixel."""
+    terms = modules._phase_terms(3, 3)
+    taps = [(i, j) for phase in terms.values() for i, j, _, _ in phase]
+    assert sorted(taps) == [(i, j) for i in range(3) for j in range(3)]
+    assert [len(terms[p, q]) for p in (0, 1) for q in (0, 1)] == [1, 2, 2, 4]
+    assert sorted((i, j) for phase in modules._phase_terms(2, 3).values() for i, j, _, _ in phase) == \
+        [(i, j) for i in range(2) for j in range(3)]
+
+
+def test_matmul_value_and_gradient_equal_dot():
+    rng = np.random.default_rng(11)
+    x, w = (jnp.asarray(rng.normal(size=shape), jnp.float32) for shape in ((37, 5), (5, 9)))
+    g = jnp.asarray(rng.normal(size=(37, 9)), jnp.float32)
+    chex.assert_trees_all_close(modules.matmul(x, w), jnp.dot(x, w), atol=1e-6)
+    ours = jax.grad(lambda x, w: jnp.sum(modules.matmul(x, w) * g), argnums=(0, 1))(x, w)
+    plain = jax.grad(lambda x, w: jnp.sum(jnp.dot(x, w) * g), argnums=(0, 1))(x, w)
+    chex.assert_trees_all_close(ours, plain, atol=1e-5)
+    chex.assert_trees_all_close(ours[1], np.asarray(x).T @ np.asarray(g), atol=1e-4)
+
+
+def test_conv_transpose_impl_choice():
+    assert modules.resolve_conv_transpose_impl("auto") == ("taps" if jax.default_backend() == "cpu" else "subpixel")
+    assert modules.resolve_conv_transpose_impl("lax") == "lax"
+    with pytest.raises(ValueError, match="conv transpose impl"):
+        modules.resolve_conv_transpose_impl("winograd")
 
 
 @pytest.mark.parametrize("height,width", [(5, 4), (1, 1), (1, 3)])  # 1-pixel inputs skip padding-only taps
@@ -320,7 +350,7 @@ def test_conv_transpose_matches_torch(height, width, conv_impl):
     tx = _nchw(np.asarray(x)).requires_grad_(True)
     ty = layer(tx)
     (ty * _nchw(np.asarray(cotangent))).sum().backward()
-    for impl in ("subpixel", "lax"):
+    for impl in ("taps", "subpixel", "lax"):
         module = ConvTranspose2x(6, impl, conv_impl)
 
         def loss(params, x):

@@ -8,7 +8,8 @@ the repository root with AEJAX_DATA_DIR set, one JSON config per call, e.g.
 Prints the config with: share of test codes inside the support after each epoch (with
 "labels": inside their own label's box), the codes'
 span, and "cover" (share of the prior's 0.25-wide cells holding an inside code). "folded":
-the generator term in the autoencoder's Adam (aejax: generator_optimizer="shared").
+the generator term in the autoencoder's Adam (aejax: generator_optimizer="shared");
+"cosine": every rate cosine-decayed to 1% over the run.
 """
 import sys, time, json, functools
 import jax, jax.numpy as jnp, numpy as np, optax, flax.linen as nn
@@ -23,7 +24,7 @@ class MLP(nn.Module):
             x = nn.leaky_relu(nn.Dense(s)(x), 0.2)
         return nn.Dense(self.sizes[-1])(x)
 
-def run(prior_name, batch, epochs, loss_kind="pooled", dlr=1e-3, glr=1e-3, r1=0.0, folded=False, per_code=None, seed=0, dsteps=1, gw=0.01, labels=False, dump=None, standardize=False):
+def run(prior_name, batch, epochs, loss_kind="pooled", dlr=1e-3, glr=1e-3, r1=0.0, folded=False, per_code=None, seed=0, dsteps=1, gw=0.01, labels=False, dump=None, standardize=False, cosine=False, in_scale=1.0):
     splits = data.load_mnist()
     X = jnp.asarray(splits["train"].images.reshape(-1, 784) / 255.0, jnp.float32)
     Xt = jnp.asarray(splits["test"].images.reshape(-1, 784) / 255.0, jnp.float32)
@@ -34,13 +35,16 @@ def run(prior_name, batch, epochs, loss_kind="pooled", dlr=1e-3, glr=1e-3, r1=0.
     if standardize:  # labels: each component's codes and samples standardised by that component's mean and std
         ref = prior.sample_components(jax.random.key(99), jnp.arange(100_000) % 10).reshape(-1, 10, 2)
         mean, std = ref.mean(0), ref.std(0)
-        cond = lambda z, y: jnp.concatenate([(z - mean[y]) / std[y], jax.nn.one_hot(y, 10)], 1)
+        # in_scale: standardised to std in_scale, so the box's edges need in_scale times smaller weights to be sharp
+        cond = lambda z, y: jnp.concatenate([in_scale * (z - mean[y]) / std[y], jax.nn.one_hot(y, 10)], 1)
     per_code = per_code or (20 if prior_name == "uniform" else 10)
     enc, dec, dis = MLP((512, 256, 2)), MLP((256, 512, 784)), MLP((512, 256, 1))
     k = jax.random.split(jax.random.key(seed), 4)
     p = {"e": enc.init(k[0], X[:1])["params"], "d": dec.init(k[1], jnp.zeros((1, 2)))["params"],
          "D": dis.init(k[2], jnp.zeros((1, 12 if labels else 2)))["params"]}
-    o_ae, o_g, o_d = torch_adam(1e-3, 1e-6), torch_adam(glr, 1e-6), torch_adam(dlr, 1e-6)
+    # cosine: every rate decays to 1% over the run (aejax: AAEConfig.decay_steps)
+    rate = (lambda r: optax.cosine_decay_schedule(r, epochs * (X.shape[0] // batch), alpha=0.01)) if cosine else (lambda r: r)
+    o_ae, o_g, o_d = torch_adam(rate(1e-3), 1e-6), torch_adam(rate(glr), 1e-6), torch_adam(rate(dlr), 1e-6)
     s = {"ae": o_ae.init({"e": p["e"], "d": p["d"]}), "g": o_g.init(p["e"]), "d": o_d.init(p["D"])}
     bce = lambda lg, t: losses.binary_cross_entropy_with_logits(lg, jnp.full_like(lg, t))
 
