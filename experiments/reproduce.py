@@ -130,8 +130,9 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     _exp("s8_aae_boxes_corrected", "s8_aae",
          ["--prior", "boxes", "--batch-size", "128", "--prior-samples-per-code", "10", "--discriminator-norm", "none",
           "--discriminator-loss", "balanced", "--generator-optimizer", "shared", "--label-conditioning",
-          "--standardize-components"],
-         "8. Adversarial autoencoder", "Ten boxes with the corrected discriminator, label-conditioned: digit k in box k.",
+          "--standardize-components", "--discriminator-learning-rate", "4e-3", "--lr-schedule", "cosine"],
+         "8. Adversarial autoencoder", "Ten boxes with the corrected discriminator, label-conditioned: digit k in box k "
+         "(rates cosine-decayed over the run).",
          [*PRIOR_MATCH, *RECON], ["latent_final.png"]),
     _exp("s9_disentangled", "s9_disentangled", [], "9. Disentangling style and label",
          "(Text only in the lecture.) A label head and a style z; an adversary keeps the label out of z.",
