@@ -16,7 +16,8 @@ import jax.numpy as jnp
 
 from aejax import data as data_lib
 from aejax import losses
-from aejax.modules import Decoder, Encoder, apply_inference, apply_training, init_encoder_decoder
+from aejax.modules import (Decoder, Encoder, apply_inference, apply_training, init_encoder_decoder,
+                           resolve_conv_transpose_impl)
 from aejax.train import Model, Phase, module_variables, torch_adam
 
 Sparsity = Literal["none", "l1", "kl_per_object", "kl_per_unit"]
@@ -33,6 +34,7 @@ class AEConfig:
     sparsity_weight: float = 0.01  # beta
     sparsity_target: float = 0.1  # p, for the KL penalties
     conv_impl: str = "auto"  # how convolutions run: the same function either way (modules.conv2d)
+    conv_transpose_impl: str = "auto"  # how the decoder's transposed convolutions run (modules.ConvTranspose2x)
 
     def __post_init__(self):
         if self.latent_dim <= 0:
@@ -43,6 +45,7 @@ class AEConfig:
             raise ValueError(f"sparsity must be one of {SPARSITY_CHOICES}, got {self.sparsity!r}")
         if not 0 < self.sparsity_target < 1:
             raise ValueError(f"sparsity_target must be in (0, 1), got {self.sparsity_target}")
+        resolve_conv_transpose_impl(self.conv_transpose_impl)  # raises on an unknown name
 
 
 def sparsity_penalty(config: AEConfig, latents: jax.Array) -> jax.Array:
@@ -84,7 +87,8 @@ def make_loss(config: AEConfig, encoder: Encoder, decoder: Decoder):
 
 def make_model(config: AEConfig) -> Model:
     """The variant as the generic loop sees it: one phase updating encoder and decoder."""
-    encoder, decoder = Encoder(config.latent_dim, conv_impl=config.conv_impl), Decoder(conv_impl=config.conv_impl, latent_dim=config.latent_dim)
+    encoder, decoder = Encoder(config.latent_dim, conv_impl=config.conv_impl), Decoder(
+        conv_impl=config.conv_impl, conv_transpose_impl=config.conv_transpose_impl, latent_dim=config.latent_dim)
 
     def init(key):
         return init_encoder_decoder(key, encoder, decoder, config.latent_dim)

@@ -7,6 +7,8 @@ round by round (A, B, C, A, B, C, ...), it trains a fixed number of steps with
   ``lax.scan`` program (``train.make_train_chunk``), state donated;
 - ``torch_eager``: the lecture's loop, its item-by-item ``DataLoader`` included;
 - ``torch_compiled``: the same step under ``torch.compile``, the data already on the device;
+- ``aejax_subpixel`` (AE only): aejax with the decoder's transposed convolutions as
+  sub-pixel 2x2 convolutions, the form the CPU default replaced (``conv_transpose_impl``);
 
 and prints images/s, step time, compile time, the compiled program's memory, and the
 achieved FLOP/s (FLOPs from XLA's cost analysis of one aejax step) next to the device's
@@ -37,14 +39,17 @@ from aejax import aae, autoencoder, data, priors, vae
 from aejax import train as train_lib
 
 FAMILIES = ("ae", "vae", "cvae", "aae")
-IMPLS = ("aejax", "torch_eager", "torch_compiled")
+IMPLS = ("aejax", "torch_eager", "torch_compiled", "aejax_subpixel")
+DEFAULT_IMPLS = IMPLS[:3]
 RESULTS = pathlib.Path(__file__).parent / "results"
 
 
-def aejax_model(family: str) -> train_lib.Model:
+def aejax_model(family: str, conv_transpose_impl: str = "auto") -> train_lib.Model:
     """The lecture's settings, as ``benchmarks.torch_lecture.make_step`` has them."""
+    if conv_transpose_impl != "auto" and family != "ae":
+        raise ValueError(f"another transposed-convolution form is benchmarked for the AE only, not {family!r}")
     if family == "ae":
-        return autoencoder.make_model(autoencoder.AEConfig(latent_dim=24))
+        return autoencoder.make_model(autoencoder.AEConfig(latent_dim=24, conv_transpose_impl=conv_transpose_impl))
     if family == "vae":
         return vae.make_model(vae.VAEConfig(latent_dim=2))
     if family == "cvae":
@@ -89,10 +94,10 @@ class Runner:
 
 
 class AejaxRunner(Runner):
-    name = "aejax"
-
-    def __init__(self, family: str, images: np.ndarray, labels: np.ndarray, batch_size: int, steps: int, seed: int):
-        self.model = aejax_model(family)
+    def __init__(self, family: str, images: np.ndarray, labels: np.ndarray, batch_size: int, steps: int, seed: int,
+                 conv_transpose_impl: str = "auto"):
+        self.name = "aejax" if conv_transpose_impl == "auto" else f"aejax_{conv_transpose_impl}"
+        self.model = aejax_model(family, conv_transpose_impl)
         self.dataset = data.device_dataset(data.Split(images, labels))
         self.state = train_lib.create_train_state(self.model, jax.random.key(seed))
         self.key = jax.random.key(seed + 1)
@@ -197,8 +202,9 @@ def benchmark(family: str, batch_size: int, impls: tuple[str, ...], steps: int, 
         images, labels = np.concatenate([images] * reps), np.concatenate([labels] * reps)
     runners: list[Runner] = []
     for impl in impls:
-        if impl == "aejax":
-            runners.append(AejaxRunner(family, images, labels, batch_size, steps, seed))
+        if impl.startswith("aejax"):
+            runners.append(AejaxRunner(family, images, labels, batch_size, steps, seed,
+                                       "auto" if impl == "aejax" else impl.removeprefix("aejax_")))
         else:
             runners.append(TorchRunner(family, images, labels, batch_size, steps, seed, impl == "torch_compiled"))
         runners[-1].compile()
@@ -207,7 +213,9 @@ def benchmark(family: str, batch_size: int, impls: tuple[str, ...], steps: int, 
     for _ in range(rounds):
         for runner in runners:
             times[runner.name].append(runner.run())
-    flops = next((r.flops_per_step for r in runners if isinstance(r, AejaxRunner)), float("nan"))
+    # the default aejax program's FLOPs (the count of the lecture's model as aejax computes it)
+    flops = next((r.flops_per_step for r in sorted(runners, key=lambda r: r.name != "aejax")
+                  if isinstance(r, AejaxRunner)), float("nan"))
     result = {"family": family, "batch_size": batch_size, "steps_per_round": steps, "rounds": rounds,
               "flops_per_step": flops, "impls": {}}
     for runner in runners:
@@ -284,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--families", type=_csv(str, FAMILIES), default=FAMILIES, help="comma-separated families")
     parser.add_argument("--batch-sizes", type=_csv(int), default=(64, 512, 4096), help="comma-separated batch sizes")
-    parser.add_argument("--impls", type=_csv(str, IMPLS), default=IMPLS, help="comma-separated implementations")
+    parser.add_argument("--impls", type=_csv(str, IMPLS), default=DEFAULT_IMPLS,
+                        help=f"comma-separated implementations of {IMPLS} (aejax_subpixel: AE only)")
     parser.add_argument("--steps", type=positive_int, default=20, help="training steps per timed round")
     parser.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds per implementation")
     parser.add_argument("--data-dir", type=pathlib.Path, default=None, help="MNIST IDX folder (else $AEJAX_DATA_DIR)")
@@ -297,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.families, args.batch_sizes, args.impls, args.steps, args.rounds = ("ae",), (64,), ("aejax", "torch_eager"), 3, 2
+    if "aejax_subpixel" in args.impls and set(args.families) != {"ae"}:
+        parser.error("--impls aejax_subpixel needs --families ae (the other configs have no such switch)")
     if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", args.name):
         parser.error(f"--name must be a plain file stem (letters, digits, . _ -), got {args.name!r}")
     if not os.access(next(p for p in [args.out.absolute(), *args.out.absolute().parents] if p.exists()), os.W_OK):

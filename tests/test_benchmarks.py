@@ -30,8 +30,26 @@ def test_quick_benchmark_writes_a_side_by_side_table(tmp_path, mnist_dir, capsys
     assert "torch_eager" in capsys.readouterr().out
 
 
+def test_benchmark_times_the_subpixel_decoder_beside_the_default(mnist):
+    """The AE with the replaced transposed-convolution form, in the same interleaved run:
+    a different program (its FLOPs differ), the ratio reported, the default's FLOPs kept."""
+    images, labels = mnist["train"].images[:64], mnist["train"].labels[:64]
+    result = train_speed.benchmark("ae", 16, ("aejax", "aejax_subpixel"), 2, 1, images, labels, 0, lambda text: None)
+    assert set(result["impls"]) == {"aejax", "aejax_subpixel"}
+    assert result["speedup"]["aejax_subpixel"] == pytest.approx(
+        result["impls"]["aejax"]["images_per_s"] / result["impls"]["aejax_subpixel"]["images_per_s"])
+    default = train_speed.AejaxRunner("ae", images, labels, 16, 2, 0)
+    subpixel = train_speed.AejaxRunner("ae", images, labels, 16, 2, 0, "subpixel")
+    default.compile(), subpixel.compile()
+    # the sub-pixel form multiplies zero blocks: 16 instead of 9 multiply-adds per pixel and channel pair
+    assert subpixel.flops_per_step > 1.2 * default.flops_per_step
+    assert result["flops_per_step"] == pytest.approx(default.flops_per_step)
+    with pytest.raises(ValueError, match="AE only"):
+        train_speed.aejax_model("vae", "subpixel")
+
+
 @pytest.mark.parametrize("flags", [["--families", "gan"], ["--batch-sizes", "0"], ["--impls", "tf"], ["--steps", "-1"],
-                                   ["--name", "../x"]])
+                                   ["--name", "../x"], ["--impls", "aejax,aejax_subpixel", "--families", "ae,vae"]])
 def test_benchmark_rejects_bad_flags(flags, capsys):
     with pytest.raises(SystemExit) as exit_info:
         train_speed.main(flags)

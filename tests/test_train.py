@@ -168,7 +168,7 @@ def test_sparse_variant_adds_weighted_penalty():
 
 
 @pytest.mark.parametrize("bad", [dict(latent_dim=0), dict(sparsity="l2"), dict(sparsity_target=1.5),
-                                 dict(learning_rate=-1.0)])
+                                 dict(learning_rate=-1.0), dict(conv_transpose_impl="fft")])
 def test_bad_config_is_rejected(bad):
     with pytest.raises(ValueError):
         autoencoder.AEConfig(**bad)
