@@ -155,19 +155,31 @@ def gaussian_mixture(num_components: int = 10, radius: float = 4.0, std: float =
                  component_contains)
 
 
-def categorical(num_classes: int = 10) -> Prior:
-    """One-hot vectors of a uniform categorical (the semi-supervised AAE's label prior)."""
+def categorical(num_classes: int = 10, temperature: float = 0.0) -> Prior:
+    """One-hot vectors of a uniform categorical (the semi-supervised AAE's label prior).
+
+    ``temperature`` > 0: its relaxation instead (Gumbel-softmax / Concrete, Jang et al. 2017;
+    Maddison et al. 2017), ``softmax(g / temperature)`` with g (n, num_classes) i.i.d.
+    Gumbel: points inside the simplex, one-hot as the temperature goes to 0, each class
+    the argmax equally often. Exact one-hot vectors lie where no softmax output can reach,
+    so a discriminator can always tell them apart; relaxed ones can be matched.
+    """
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
 
     def sample(key, n):
+        if temperature > 0:
+            return jax.nn.softmax(jax.random.gumbel(key, (n, num_classes), jnp.float32) / temperature, axis=-1)
         return jax.nn.one_hot(jax.random.randint(key, (n,), 0, num_classes), num_classes, dtype=jnp.float32)
 
     def contains(y):
         y = _check_codes(y, num_classes)
         return jnp.max(y, axis=1) > 0.5  # a confident (nearly one-hot) label
 
-    return Prior(f"categorical({num_classes})", num_classes, sample, contains)
+    name = f"categorical({num_classes})" if temperature == 0 else f"relaxed categorical({num_classes}, T={temperature:g})"
+    return Prior(name, num_classes, sample, contains)
 
 
 PRIORS: dict[str, Callable[[], Prior]] = {

@@ -23,6 +23,12 @@ batch (as FixMatch, Sohn et al. 2020): where the label head is confident
 of the cross-entropy on a copy of that image shifted by up to ``max(augment_shift, 1)``
 pixels; the mean is over the whole batch, so unconfident images add nothing.
 
+A third, for the clustering variant above all: ``categorical_temperature`` > 0 draws the
+label discriminator's prior samples from the relaxed (Gumbel-softmax) categorical instead
+of exact one-hot vectors. A softmax output never is exactly one-hot, so against one-hot
+samples the discriminator wins outright (without labels nothing else makes the head
+confident) and its verdict stops telling the encoder which way to go.
+
 Batches come from ``make_dataset`` + ``gather``: every training image as unlabelled
 (their labels are replaced by -1, so no loss can read them) and the labelled subset,
 from which each step draws as many labelled images as the batch has.
@@ -65,6 +71,9 @@ class SemiSupervisedConfig:
     augment_shift: int = 0  # max random translation (pixels) of the labelled images; 0: none (the paper)
     consistency_weight: float = 0.0  # weight of the pseudo-label term on unlabelled images; 0: none (the paper)
     confidence_threshold: float = 0.95
+    # > 0: the label discriminator's prior samples are relaxed one-hot vectors at this
+    # temperature (priors.categorical); 0: exact one-hot (the paper)
+    categorical_temperature: float = 0.0
 
     def __post_init__(self):
         if self.latent_dim <= 0 or self.num_classes <= 1:
@@ -77,6 +86,8 @@ class SemiSupervisedConfig:
             raise ValueError(f"decay_steps must be >= 0, got {self.decay_steps}")
         if self.augment_shift < 0 or self.consistency_weight < 0 or not 0 < self.confidence_threshold <= 1:
             raise ValueError("need augment_shift >= 0, consistency_weight >= 0 and 0 < confidence_threshold <= 1")
+        if not self.categorical_temperature >= 0:
+            raise ValueError(f"categorical_temperature must be >= 0, got {self.categorical_temperature}")
         if self.consistency_weight > 0 and not self.semi_supervised:
             raise ValueError("consistency_weight needs semi_supervised=True (it trains the label head with the labels' phase)")
 
@@ -132,7 +143,8 @@ def make_model(config: SemiSupervisedConfig) -> Model:
     """``encode`` gives the style (B, latent_dim), ``classify`` the label logits (B, num_classes),
     ``decode(z, labels)`` takes integer labels (B,) or probabilities (B, num_classes)."""
     encoder, decoder, label_disc, style_disc = make_modules(config)
-    label_prior, style_prior = categorical(config.num_classes), standard_normal(config.latent_dim)
+    label_prior = categorical(config.num_classes, config.categorical_temperature)
+    style_prior = standard_normal(config.latent_dim)
 
     def init(key):
         key, label_key, style_key = jax.random.split(key, 3)

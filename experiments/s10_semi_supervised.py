@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="weight of the pseudo-label term on confident unlabelled images; 0: none (the paper)")
     parser.add_argument("--confidence-threshold", type=common.positive_float, default=0.95,
                         help="label-head probability above which an unlabelled image gets a pseudo-label (<= 1)")
+    parser.add_argument("--categorical-temperature", type=common.non_negative_float, default=0.0,
+                        help="> 0: the label prior's samples are relaxed one-hot (Gumbel-softmax) at this "
+                             "temperature; 0: exact one-hot (the paper)")
     args = common.parse(parser, argv)
     if args.labels < 0 or args.labels % 10:
         parser.error(f"--labels must be 0 or a positive multiple of 10, got {args.labels}")
@@ -67,6 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
         learning_rate=args.learning_rate, adversarial_learning_rate=args.adversarial_learning_rate,
         semi_supervised=supervised, augment_shift=args.augment_shift,
         consistency_weight=args.consistency_weight, confidence_threshold=args.confidence_threshold,
+        categorical_temperature=args.categorical_temperature,
         decay_steps=common.decay_steps(args, splits["train"]))
     labelled = (semi_supervised.balanced_subset(splits["train"].labels, args.labels // 10, jax.random.key(args.label_seed))
                 if supervised else None)

@@ -830,6 +830,42 @@ def test_categorical_one_hot_and_uniform():
     assert not bool(jnp.any(prior.contains(jnp.full((3, NUM_CLASSES), 0.1))))
 
 
+def test_relaxed_categorical_is_gumbel_softmax_on_the_simplex():
+    key = jax.random.key(1)
+    cold, warm = priors.categorical(NUM_CLASSES, 0.1), priors.categorical(NUM_CLASSES, 1.0)
+    y = np.asarray(cold(key, N_SAMPLES))
+    chex.assert_shape(y, (N_SAMPLES, NUM_CLASSES))
+    assert y.dtype == np.float32 and np.all(y >= 0) and np.all(y <= 1)
+    np.testing.assert_allclose(y.sum(1), 1.0, atol=1e-5)
+    # the same Gumbel draws, softmax at the temperature: its argmax is the Gumbel-max sample, uniform
+    gumbel = np.asarray(jax.random.gumbel(key, (N_SAMPLES, NUM_CLASSES), jnp.float32), np.float64)
+    expected = np.exp(gumbel / 0.1 - (gumbel / 0.1).max(1, keepdims=True))
+    np.testing.assert_allclose(y, expected / expected.sum(1, keepdims=True), atol=1e-5)
+    np.testing.assert_allclose(np.bincount(y.argmax(1), minlength=NUM_CLASSES) / N_SAMPLES, 0.1, atol=0.01)
+    # colder is closer to one-hot; the same draws give the same argmax at any temperature
+    hot = np.asarray(warm(key, N_SAMPLES))
+    assert np.all(hot > 0) and np.all(hot < 1)  # inside the simplex, where softmax outputs live
+    assert y.max(1).mean() > 0.9 > hot.max(1).mean()
+    np.testing.assert_array_equal(y.argmax(1), hot.argmax(1))
+    assert cold.name != priors.categorical(NUM_CLASSES).name
+
+
+def test_semi_supervised_label_prior_temperature_reaches_the_discriminators():
+    """The discriminators' loss on the same parameters, batch and key: one-hot and relaxed
+    prior samples are judged differently; two relaxed runs agree."""
+    batch = {"image": jax.random.uniform(jax.random.key(2), (B, 28, 28, 1))}
+    losses_by_temperature = []
+    for temperature in (0.0, 0.5, 0.5):
+        model = semi.make_model(dataclasses.replace(SEMI_CONFIG, semi_supervised=False,
+                                                    categorical_temperature=temperature))
+        s0 = _state_without_compiling_init(model, 3)
+        _, (_, metrics) = model.phases[1].loss_fn(s0.params, s0.batch_stats, batch, jax.random.key(0), 0)
+        losses_by_temperature.append(float(metrics["label_loss"]))
+    one_hot, relaxed, relaxed_again = losses_by_temperature
+    assert relaxed == relaxed_again
+    assert abs(one_hot - relaxed) > 1e-4
+
+
 @pytest.mark.parametrize("make", [priors.uniform_box, priors.uniform_boxes, priors.standard_normal,
                                   priors.gaussian_mixture, priors.categorical])
 def test_priors_same_key_same_samples_other_key_differs(make):
@@ -854,6 +890,7 @@ def test_priors_registry_builds_2d_priors():
     lambda: priors.uniform_boxes([(0.0, 1.0, 0.0)]),
     lambda: priors.gaussian_mixture(0), lambda: priors.gaussian_mixture(radius=-1.0), lambda: priors.gaussian_mixture(std=0.0),
     lambda: priors.standard_normal(0), lambda: priors.categorical(0), lambda: priors.categorical(1),
+    lambda: priors.categorical(10, -0.5),
 ])
 def test_priors_reject_bad_arguments(build):
     with pytest.raises(ValueError):
@@ -1374,7 +1411,8 @@ def test_pseudo_labels_only_from_confident_images(semi_batch):
 
 
 @pytest.mark.parametrize("kwargs", [{"augment_shift": -1}, {"consistency_weight": -1.0}, {"confidence_threshold": 0.0},
-                                    {"confidence_threshold": 1.5}, {"consistency_weight": 1.0, "semi_supervised": False}])
+                                    {"confidence_threshold": 1.5}, {"consistency_weight": 1.0, "semi_supervised": False},
+                                    {"categorical_temperature": -0.1}])
 def test_semi_supervised_config_rejects_bad_augmentation_settings(kwargs):
     with pytest.raises(ValueError):
         semi.SemiSupervisedConfig(**kwargs)

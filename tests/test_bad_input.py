@@ -163,6 +163,7 @@ def _one_error_line(stderr):
     (["experiments.s10_semi_supervised", "--augment-shift", "20"], "--augment-shift must be 0..13 pixels"),
     (["experiments.s10_semi_supervised", "--labels", "0", "--consistency-weight", "1"],
      "--consistency-weight needs labels"),
+    (["experiments.s10_semi_supervised", "--categorical-temperature", "-0.3"], "a finite number >= 0"),
 ])
 def test_bad_cli_values_are_usage_errors(args, message, tmp_path):
     result = _run([*args, "--out", str(tmp_path / "o")])
