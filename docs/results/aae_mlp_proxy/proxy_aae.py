@@ -30,6 +30,7 @@ def run(prior_name, batch, epochs, loss_kind="pooled", dlr=1e-3, glr=1e-3, r1=0.
     Xt = jnp.asarray(splits["test"].images.reshape(-1, 784) / 255.0, jnp.float32)
     Y, Yt = jnp.asarray(splits["train"].labels, jnp.int32), jnp.asarray(splits["test"].labels, jnp.int32)
     # labels: the discriminator reads (code, one-hot label); prior samples carry their component (aejax: label_conditioning)
+    # without labels, in_scale multiplies what the discriminator reads (its edges need in_scale times smaller weights)
     cond = (lambda z, y: jnp.concatenate([z, jax.nn.one_hot(y, 10)], 1)) if labels else (lambda z, y: in_scale * z)
     prior = priors.PRIORS[prior_name]()
     if standardize:  # labels: each component's codes and samples standardised by that component's mean and std
