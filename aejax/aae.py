@@ -65,7 +65,8 @@ import optax
 from aejax import losses
 from aejax.modules import Decoder, Discriminator, Encoder, apply_inference, apply_training, init_encoder_decoder
 from aejax.priors import Prior, Sampler
-from aejax.train import Model, Params, BatchStats, Phase, module_variables, torch_adam
+from aejax.train import Model, Params, BatchStats, Phase, module_variables
+from aejax.optimizers import torch_adam
 
 DiscriminatorNorm = Literal["batch_separate", "batch_joint", "none"]
 DISCRIMINATOR_NORMS = typing.get_args(DiscriminatorNorm)

@@ -18,7 +18,8 @@ from aejax import data as data_lib
 from aejax import losses
 from aejax.modules import (Decoder, Encoder, apply_inference, apply_training, init_encoder_decoder,
                            resolve_conv_transpose_impl)
-from aejax.train import Model, Phase, module_variables, torch_adam
+from aejax.train import Model, Phase, module_variables
+from aejax.optimizers import torch_adam
 
 Sparsity = Literal["none", "l1", "kl_per_object", "kl_per_unit"]
 SPARSITY_CHOICES = typing.get_args(Sparsity)

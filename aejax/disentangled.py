@@ -28,7 +28,8 @@ import optax
 
 from aejax import losses, vae
 from aejax.modules import MLP, Decoder, Encoder, apply_inference, apply_training, init_encoder_decoder
-from aejax.train import Model, Phase, module_variables, torch_adam
+from aejax.train import Model, Phase, module_variables
+from aejax.optimizers import torch_adam
 
 
 def split_label_style(encoder_output: jax.Array, num_classes: int) -> tuple[jax.Array, jax.Array]:

@@ -50,7 +50,8 @@ from aejax.aae import adversarial_bce
 from aejax.disentangled import label_style_functions, split_label_style
 from aejax.modules import Decoder, Discriminator, Encoder, apply_training, init_encoder_decoder
 from aejax.priors import categorical, standard_normal
-from aejax.train import Model, Params, BatchStats, Phase, map_over_split, module_variables, torch_adam
+from aejax.train import Model, Params, BatchStats, Phase, map_over_split, module_variables
+from aejax.optimizers import torch_adam
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,8 @@ from sklearn.model_selection import train_test_split
 
 from aejax import losses
 from aejax.modules import MLP
-from aejax.train import Model, Phase, TrainState, torch_adam
+from aejax.train import Model, Phase, TrainState
+from aejax.optimizers import torch_adam
 
 
 class ToyData(NamedTuple):

@@ -20,7 +20,8 @@ import optax
 
 from aejax import losses
 from aejax.modules import Decoder, Encoder, apply_inference, apply_training, init_encoder_decoder
-from aejax.train import Model, Phase, module_variables, torch_adam
+from aejax.train import Model, Phase, module_variables
+from aejax.optimizers import torch_adam
 
 NUM_PIXELS = 28 * 28
 

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 
 from aejax import autoencoder, losses
 from aejax.modules import Decoder, Encoder, apply_training
-from aejax.train import Model, Phase, module_variables, torch_adam
+from aejax.train import Model, Phase, module_variables
+from aejax.optimizers import torch_adam
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from aejax import autoencoder, checkpoint, data
+from aejax import autoencoder, checkpoint, data, optimizers
 from aejax import train as train_lib
 
 
@@ -91,7 +91,7 @@ def test_duplicate_phase_names_are_rejected():
 def test_torch_adam_weight_decay_is_coupled_l2():
     """One step from zero Adam state: L2 is added to the gradient before normalisation."""
     params, grads = jnp.array([1.0, -2.0]), jnp.array([0.5, 0.0])
-    opt = train_lib.torch_adam(0.1, weight_decay=0.5)
+    opt = optimizers.torch_adam(0.1, weight_decay=0.5)
     updates, _ = opt.update(grads, opt.init(params), params)
     g = grads + 0.5 * params  # coupled: [1.0, -1.0]
     expected = -0.1 * g / (jnp.abs(g) + 1e-8)  # first Adam step is lr * sign
@@ -108,7 +108,7 @@ def test_torch_adam_with_a_schedule_matches_torch_lambda_lr():
     rng = np.random.default_rng(0)
     start, grads = rng.normal(size=5).astype(np.float32), rng.normal(size=(6, 5)).astype(np.float32)
     schedule = optax.cosine_decay_schedule(0.1, 4, alpha=0.01)
-    opt = train_lib.torch_adam(schedule, weight_decay=0.01)
+    opt = optimizers.torch_adam(schedule, weight_decay=0.01)
     params = jnp.asarray(start)
     state = opt.init(params)
     weight = torch.nn.Parameter(torch.from_numpy(start.copy()))
@@ -121,7 +121,7 @@ def test_torch_adam_with_a_schedule_matches_torch_lambda_lr():
         torch_opt.step()
         scheduler.step()
     np.testing.assert_allclose(np.asarray(params), weight.detach().numpy(), rtol=1e-5, atol=1e-6)
-    constant = train_lib.torch_adam(0.1, weight_decay=0.01)  # the float form: no schedule counter in its state
+    constant = optimizers.torch_adam(0.1, weight_decay=0.01)  # the float form: no schedule counter in its state
     assert len(jax.tree.leaves(constant.init(params))) < len(jax.tree.leaves(state))
 
 

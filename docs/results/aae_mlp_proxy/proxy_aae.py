@@ -14,7 +14,7 @@ the generator term in the autoencoder's Adam (aejax: generator_optimizer="shared
 import sys, time, json, functools
 import jax, jax.numpy as jnp, numpy as np, optax, flax.linen as nn
 from aejax import data, priors, losses
-from aejax.train import torch_adam
+from aejax.optimizers import torch_adam
 
 class MLP(nn.Module):
     sizes: tuple
