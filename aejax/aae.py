@@ -54,6 +54,7 @@ the same game at the scale of one unit-variance box.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from typing import Any, Literal
 
@@ -65,7 +66,7 @@ import optax
 from aejax import losses
 from aejax.modules import Decoder, Discriminator, Encoder, apply_inference, apply_training, init_encoder_decoder
 from aejax.priors import Prior, Sampler
-from aejax.train import Model, Params, BatchStats, Phase, module_variables
+from aejax.train import Batch, BatchStats, Metrics, Model, Params, Phase, module_variables
 from aejax.optimizers import torch_adam
 
 DiscriminatorNorm = Literal["batch_separate", "batch_joint", "none"]
@@ -80,33 +81,47 @@ GeneratorOptimizer = Literal["separate", "shared"]
 GENERATOR_OPTIMIZERS = typing.get_args(GeneratorOptimizer)
 
 
+def _field(default: Any, text: str, cli: bool = True) -> Any:
+    """A config field with its command-line help ``text``; ``cli=False``: set by the run (from the data or its length)."""
+    return dataclasses.field(default=default, metadata={"help": text} if cli else {"help": text, "cli": False})
+
+
 @dataclasses.dataclass(frozen=True)
 class AAEConfig:
-    latent_dim: int = 2
-    learning_rate: float = 1e-3  # all three optimizers, unless one of the two below is set
+    latent_dim: int = _field(2, "code dimension; must match the prior's")
+    learning_rate: float = _field(1e-3, "Adam rate of every phase unless generator_learning_rate or "
+                                        "adversary_learning_rate is set")
     # Adam normalises each phase's step, so generator_weight hardly weakens the generator
     # phase; a smaller generator rate does (two time scales, encoder-fooling vs discriminator).
-    generator_learning_rate: float | None = None
-    discriminator_learning_rate: float | None = None
-    weight_decay: float = 1e-6  # PyTorch-style coupled L2, all three
-    generator_weight: float = 0.01
-    prior_samples_per_code: int = 20  # the lecture: 20 (uniform run), 10 (ten-box run)
-    discriminator_norm: DiscriminatorNorm = "batch_separate"
-    discriminator_loss: DiscriminatorLoss = "pooled"
-    gradient_penalty: float = 0.0  # R1 weight gamma on prior samples; 0: none (the lecture)
-    generator_optimizer: GeneratorOptimizer = "separate"
-    label_conditioning: bool = False  # the discriminator sees (code, one-hot label); a mixture prior
-    num_classes: int = 10  # labels 0..num_classes-1, one per prior component (label_conditioning only)
-    standardize_components: bool = False  # discriminator input (z - mean_k) / std_k; needs label_conditioning
-    # > 0: every rate follows a cosine decay to 1% over this many steps (the run's length), so
+    generator_learning_rate: float | None = _field(None, "Adam rate of the generator phase (none: learning_rate)")
+    adversary_learning_rate: float | None = _field(None, "Adam rate of the discriminator (none: learning_rate)")
+    weight_decay: float = _field(1e-6, "PyTorch-style coupled L2 of every optimizer")
+    generator_weight: float = _field(0.01, "weight of the generator's BCE(D(z), 1)")
+    prior_samples_per_code: int = _field(20, "prior samples per code in the discriminator's batch "
+                                             "(the lecture: 20 uniform, 10 ten boxes)")
+    discriminator_norm: DiscriminatorNorm = _field(
+        "batch_separate", "discriminator BatchNorm: codes and prior samples normalised apart (the lecture), "
+                          "together, or no BatchNorm")
+    discriminator_loss: DiscriminatorLoss = _field(
+        "pooled", "one BCE over codes and prior samples together (the lecture), or the mean of the two classes' BCEs")
+    gradient_penalty: float = _field(0.0, "R1 weight gamma on prior samples, 0: none; needs discriminator_norm none")
+    generator_optimizer: GeneratorOptimizer = _field(
+        "separate", "the generator phase's own Adam (the lecture), or its term added to the autoencoder loss")
+    label_conditioning: bool = _field(False, "the discriminator sees (code, one-hot label), class k matched to "
+                                             "mixture component k")
+    num_classes: int = _field(10, "labels 0..num_classes-1, one per prior component (label_conditioning only)",
+                              cli=False)
+    standardize_components: bool = _field(False, "the discriminator sees (z - mean_k) / std_k of component k; "
+                                                 "needs label_conditioning")
     # the adversarial game's jitter shrinks at the end instead of being frozen at full rate
-    decay_steps: int = 0
+    decay_steps: int = _field(0, "> 0: every rate follows a cosine decay to 1% over this many steps "
+                                 "(the run's length); 0: constant rates", cli=False)
 
     def __post_init__(self):
         if self.latent_dim <= 0 or self.prior_samples_per_code <= 0:
             raise ValueError(f"latent_dim and prior_samples_per_code must be positive, got "
                              f"{self.latent_dim} and {self.prior_samples_per_code}")
-        rates = (self.learning_rate, self.generator_learning_rate, self.discriminator_learning_rate)
+        rates = (self.learning_rate, self.generator_learning_rate, self.adversary_learning_rate)
         if any(rate is not None and rate <= 0 for rate in rates) or self.weight_decay < 0 or self.generator_weight < 0:
             raise ValueError("learning rates must be > 0; weight_decay and generator_weight >= 0")
         if self.discriminator_norm not in DISCRIMINATOR_NORMS:
@@ -162,18 +177,31 @@ def r1_penalty(logit_fn: typing.Callable[[jax.Array], jax.Array], samples: jax.A
     return jnp.sum(jnp.square(grads), axis=-1)
 
 
-def make_modules(config: AAEConfig) -> tuple[Encoder, Decoder, Discriminator]:
-    return Encoder(config.latent_dim), Decoder(latent_dim=config.latent_dim), Discriminator(batch_norm=config.discriminator_norm != "none")
+class AAEModules(typing.NamedTuple):
+    encoder: Encoder
+    decoder: Decoder
+    discriminator: Discriminator
+
+
+def make_modules(config: AAEConfig) -> AAEModules:
+    return AAEModules(Encoder(config.latent_dim), Decoder(latent_dim=config.latent_dim),
+                      Discriminator(batch_norm=config.discriminator_norm != "none"))
 
 
 def _check_prior(prior: Sampler, config: AAEConfig) -> None:
     shape = jax.eval_shape(lambda key: prior(key, 3), jax.random.key(0)).shape
     if shape != (3, config.latent_dim):
         raise ValueError(f"prior(key, n) must return (n, {config.latent_dim}) codes, got shape {shape} for n=3")
-    if config.label_conditioning and (getattr(prior, "sample_components", None) is None
-                                      or prior.num_components != config.num_classes):
-        raise ValueError(f"label_conditioning needs a mixture prior with {config.num_classes} components "
-                         f"(priors.Prior.sample_components), got {getattr(prior, 'name', prior)!r}")
+    if not config.label_conditioning:
+        return
+    name = getattr(prior, "name", prior)
+    components = getattr(prior, "num_components", 0) if getattr(prior, "sample_components", None) is not None else 0
+    if components == 0:
+        raise ValueError(f"label_conditioning needs a mixture prior with {config.num_classes} components, one per class "
+                         f"(priors.Prior.sample_components), got {name!r}, not a mixture")
+    if components != config.num_classes:
+        raise ValueError(f"label_conditioning needs a mixture prior with {config.num_classes} components, one per class, "
+                         f"got {name!r} with {components}: the data's {config.num_classes} classes need as many components")
 
 
 Moments = tuple[jax.Array, jax.Array]  # per-component means and stds, each (num_components, latent_dim)
@@ -213,107 +241,159 @@ def prior_samples(config: AAEConfig, prior: Sampler, key: jax.Array, n: int) -> 
     return prior.sample_components(key, components), components
 
 
+@dataclasses.dataclass(frozen=True, eq=False)  # eq=False: hashed by identity, as jit caches need (moments are arrays)
+class AAEParts:
+    """What the AAE's functions read besides the training state: the config, the three
+    networks, the prior and (``standardize_components`` only) its ``component_moments``."""
+
+    config: AAEConfig
+    modules: AAEModules
+    prior: Sampler
+    moments: Moments | None = None
+
+
+def make_parts(config: AAEConfig, prior: Sampler) -> AAEParts:
+    """The checked prior with the config's networks (raises ValueError for a prior that does not fit)."""
+    _check_prior(prior, config)
+    return AAEParts(config, make_modules(config), prior, component_moments(prior) if config.standardize_components else None)
+
+
+def init(parts: AAEParts, key: jax.Array) -> tuple[Params, BatchStats]:
+    """params and batch_stats of encoder, decoder and discriminator."""
+    encoder, decoder, discriminator = parts.modules
+    key, disc_key = jax.random.split(key)
+    params, batch_stats = init_encoder_decoder(key, encoder, decoder, parts.config.latent_dim)
+    disc = discriminator.init(disc_key, jnp.zeros((1, parts.config.discriminator_input_dim)), False)
+    return ({**params, "discriminator": disc["params"]},
+            {**batch_stats, "discriminator": disc.get("batch_stats", {})})
+
+
+def generator_term(parts: AAEParts, params: Params, batch_stats: BatchStats, codes: jax.Array,
+                   labels: jax.Array | None, key: jax.Array) -> tuple[jax.Array, Any, Metrics]:
+    """``generator_weight * BCE(D(codes), 1)`` (scalar) for codes (B, latent_dim) and their labels (B,)
+    (label-conditioned only), the discriminator's updated statistics, metrics."""
+    config, discriminator = parts.config, parts.modules.discriminator
+    disc_vars = module_variables(params, batch_stats, "discriminator")
+    inputs = discriminator_inputs(config, codes, labels, parts.moments)
+    if config.discriminator_norm == "batch_joint":  # normalised together with prior samples, as in the discriminator phase
+        samples, components = prior_samples(config, parts.prior, key, codes.shape[0] * config.prior_samples_per_code)
+        both = jnp.concatenate([inputs, discriminator_inputs(config, samples, components, parts.moments)])
+        logits, disc_stats = apply_training(discriminator, disc_vars, both)
+        logits = logits[: codes.shape[0]]
+    else:
+        logits, disc_stats = apply_training(discriminator, disc_vars, inputs)
+    loss = config.generator_weight * jnp.mean(adversarial_bce(logits, 1.0))
+    return loss, disc_stats, {"codes_called_prior": jnp.mean(logits > 0)}
+
+
+def autoencoder_loss(parts: AAEParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
+                     step: jax.Array | None = None) -> tuple[jax.Array, tuple]:
+    """Mean-over-pixels BCE of the reconstructions of batch["image"] (B, 28, 28, 1), in train mode.
+
+    With ``generator_optimizer="shared"`` the generator term is added, and the codes (B,
+    latent_dim) are carried to the discriminator phase. Returns (loss, (batch_stats,
+    metrics[, carry])).
+    """
+    del step
+    encoder, decoder, _ = parts.modules
+    images = batch["image"]
+    codes, encoder_stats = apply_training(encoder, module_variables(params, batch_stats, "encoder"), images)
+    logits, decoder_stats = apply_training(decoder, module_variables(params, batch_stats, "decoder"), codes)
+    bce = jnp.mean(losses.binary_cross_entropy_with_logits(logits, images))
+    new_stats = {**batch_stats, "encoder": encoder_stats, "decoder": decoder_stats}
+    if parts.config.generator_optimizer != "shared":
+        return bce, (new_stats, {"bce": bce})
+    generator, disc_stats, metrics = generator_term(parts, params, batch_stats, codes, batch.get("label"), key)
+    metrics = {"bce": bce, "generator": generator, **metrics}
+    return bce + generator, ({**new_stats, "discriminator": disc_stats}, metrics, {"codes": codes})
+
+
+def generator_loss(parts: AAEParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
+                   step: jax.Array | None = None) -> tuple[jax.Array, tuple]:
+    """``generator_term`` of the train-mode codes of batch["image"] (B, 28, 28, 1); the codes
+    (B, latent_dim) are carried to the discriminator phase. Returns (loss, (batch_stats, metrics, carry))."""
+    del step
+    codes, encoder_stats = apply_training(parts.modules.encoder, module_variables(params, batch_stats, "encoder"),
+                                          batch["image"])
+    loss, disc_stats, metrics = generator_term(parts, params, batch_stats, codes, batch.get("label"), key)
+    return loss, ({**batch_stats, "encoder": encoder_stats, "discriminator": disc_stats}, metrics, {"codes": codes})
+
+
+def discriminator_loss(parts: AAEParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
+                       step: jax.Array | None = None) -> tuple[jax.Array, tuple]:
+    """``discriminator_bce`` of batch["codes"] (B, latent_dim) labelled 0 and B * prior_samples_per_code
+    prior samples (drawn with ``key``) labelled 1, plus the R1 term when ``gradient_penalty`` > 0.
+
+    batch["label"] (B,) names the codes' classes under ``label_conditioning``. Returns
+    (loss, (batch_stats, metrics)).
+    """
+    del step
+    config, moments, discriminator = parts.config, parts.moments, parts.modules.discriminator
+    codes = batch["codes"]  # the generator's codes (the autoencoder phase's if shared), gradient stopped
+    samples, components = prior_samples(config, parts.prior, key, codes.shape[0] * config.prior_samples_per_code)
+    code_inputs = discriminator_inputs(config, codes, batch.get("label"), moments)
+    sample_inputs = discriminator_inputs(config, samples, components, moments)
+    disc_vars = module_variables(params, batch_stats, "discriminator")
+    if config.discriminator_norm == "batch_separate":  # the lecture: two train-mode calls
+        code_logits, disc_stats = apply_training(discriminator, disc_vars, code_inputs)
+        prior_logits, disc_stats = apply_training(
+            discriminator, {"params": params["discriminator"], "batch_stats": disc_stats}, sample_inputs)
+    else:
+        both, disc_stats = apply_training(discriminator, disc_vars, jnp.concatenate([code_inputs, sample_inputs]))
+        code_logits, prior_logits = both[: codes.shape[0]], both[codes.shape[0]:]
+    loss = discriminator_bce(code_logits, prior_logits, config.discriminator_loss == "balanced")
+    accuracy = 0.5 * (jnp.mean(code_logits < 0) + jnp.mean(prior_logits > 0))
+    metrics = {"balanced_accuracy": accuracy}
+    if config.gradient_penalty > 0:
+        # on as many prior samples as codes: an unbiased estimate of the expectation at a
+        # fraction of the cost of the double backward over all of them
+        n = codes.shape[0]
+        penalty_components = None if components is None else components[:n]
+        squared_norms = r1_penalty(
+            lambda z: discriminator.apply({"params": params["discriminator"]},
+                                          discriminator_inputs(config, z, penalty_components, moments), True),
+            samples[:n])
+        metrics["r1"] = jnp.mean(squared_norms)
+        loss = loss + 0.5 * config.gradient_penalty * metrics["r1"]
+    return loss, ({**batch_stats, "discriminator": disc_stats}, metrics)
+
+
+def encode(parts: AAEParts, params: Params, batch_stats: BatchStats, images: jax.Array, labels: jax.Array | None = None,
+           train: bool = False) -> jax.Array:
+    """Codes (B, latent_dim) of images (B, 28, 28, 1); ``labels`` are ignored."""
+    del labels
+    return apply_inference(parts.modules.encoder, module_variables(params, batch_stats, "encoder"), images, train)
+
+
+def decode(parts: AAEParts, params: Params, batch_stats: BatchStats, latents: jax.Array, labels: jax.Array | None = None,
+           train: bool = False) -> jax.Array:
+    """Image logits (B, 28, 28, 1) of codes (B, latent_dim); ``labels`` are ignored."""
+    del labels
+    return apply_inference(parts.modules.decoder, module_variables(params, batch_stats, "decoder"), latents, train)
+
+
+def make_optimizer(config: AAEConfig, rate: float | None = None) -> optax.GradientTransformation:
+    """``torch_adam`` at ``rate`` (None: ``learning_rate``), cosine-decayed over ``decay_steps`` when set."""
+    rate = config.learning_rate if rate is None else rate
+    if config.decay_steps:
+        rate = optax.cosine_decay_schedule(rate, config.decay_steps, alpha=0.01)
+    return torch_adam(rate, config.weight_decay)
+
+
 def make_model(config: AAEConfig, prior: Sampler) -> Model:
     """The AAE for the generic loop; params/batch_stats hold encoder, decoder, discriminator."""
-    _check_prior(prior, config)
-    encoder, decoder, discriminator = make_modules(config)
-    moments = component_moments(prior) if config.standardize_components else None
-    joint = config.discriminator_norm == "batch_joint"
-    shared = config.generator_optimizer == "shared"
-
-    def init(key):
-        key, disc_key = jax.random.split(key)
-        params, batch_stats = init_encoder_decoder(key, encoder, decoder, config.latent_dim)
-        disc = discriminator.init(disc_key, jnp.zeros((1, config.discriminator_input_dim)), False)
-        return ({**params, "discriminator": disc["params"]},
-                {**batch_stats, "discriminator": disc.get("batch_stats", {})})
-
-    def generator_term(params, batch_stats, codes, labels, key):
-        """generator_weight * BCE(D(codes), 1), the discriminator's updated statistics, metrics."""
-        disc_vars = module_variables(params, batch_stats, "discriminator")
-        inputs = discriminator_inputs(config, codes, labels, moments)
-        if joint:  # the codes are normalised together with prior samples, as in the discriminator phase
-            samples, components = prior_samples(config, prior, key, codes.shape[0] * config.prior_samples_per_code)
-            both = jnp.concatenate([inputs, discriminator_inputs(config, samples, components, moments)])
-            logits, disc_stats = apply_training(discriminator, disc_vars, both)
-            logits = logits[: codes.shape[0]]
-        else:
-            logits, disc_stats = apply_training(discriminator, disc_vars, inputs)
-        loss = config.generator_weight * jnp.mean(adversarial_bce(logits, 1.0))
-        return loss, disc_stats, {"codes_called_prior": jnp.mean(logits > 0)}
-
-    def autoencoder_loss(params, batch_stats, batch, key, step=None):
-        del step
-        images = batch["image"]
-        codes, encoder_stats = apply_training(encoder, module_variables(params, batch_stats, "encoder"), images)
-        logits, decoder_stats = apply_training(decoder, module_variables(params, batch_stats, "decoder"), codes)
-        bce = jnp.mean(losses.binary_cross_entropy_with_logits(logits, images))
-        new_stats = {**batch_stats, "encoder": encoder_stats, "decoder": decoder_stats}
-        if not shared:
-            return bce, (new_stats, {"bce": bce})
-        generator, disc_stats, metrics = generator_term(params, batch_stats, codes, batch.get("label"), key)
-        metrics = {"bce": bce, "generator": generator, **metrics}
-        return bce + generator, ({**new_stats, "discriminator": disc_stats}, metrics, {"codes": codes})
-
-    def generator_loss(params, batch_stats, batch, key, step=None):
-        del step
-        codes, encoder_stats = apply_training(encoder, module_variables(params, batch_stats, "encoder"), batch["image"])
-        loss, disc_stats, metrics = generator_term(params, batch_stats, codes, batch.get("label"), key)
-        return loss, ({**batch_stats, "encoder": encoder_stats, "discriminator": disc_stats}, metrics, {"codes": codes})
-
-    def discriminator_loss(params, batch_stats, batch, key, step=None):
-        del step
-        codes = batch["codes"]  # the generator's codes (the autoencoder phase's if shared), gradient stopped
-        samples, components = prior_samples(config, prior, key, codes.shape[0] * config.prior_samples_per_code)
-        code_inputs = discriminator_inputs(config, codes, batch.get("label"), moments)
-        sample_inputs = discriminator_inputs(config, samples, components, moments)
-        disc_vars = module_variables(params, batch_stats, "discriminator")
-        if config.discriminator_norm == "batch_separate":  # the lecture: two train-mode calls
-            code_logits, disc_stats = apply_training(discriminator, disc_vars, code_inputs)
-            prior_logits, disc_stats = apply_training(
-                discriminator, {"params": params["discriminator"], "batch_stats": disc_stats}, sample_inputs)
-        else:
-            both, disc_stats = apply_training(discriminator, disc_vars, jnp.concatenate([code_inputs, sample_inputs]))
-            code_logits, prior_logits = both[: codes.shape[0]], both[codes.shape[0]:]
-        loss = discriminator_bce(code_logits, prior_logits, config.discriminator_loss == "balanced")
-        accuracy = 0.5 * (jnp.mean(code_logits < 0) + jnp.mean(prior_logits > 0))
-        metrics = {"balanced_accuracy": accuracy}
-        if config.gradient_penalty > 0:
-            # on as many prior samples as codes: an unbiased estimate of the expectation at a
-            # fraction of the cost of the double backward over all of them
-            n = codes.shape[0]
-            squared_norms = r1_penalty(
-                lambda z: discriminator.apply({"params": params["discriminator"]},
-                                              discriminator_inputs(config, z, None if components is None else components[:n],
-                                                                   moments),
-                                              True),
-                samples[:n])
-            metrics["r1"] = jnp.mean(squared_norms)
-            loss = loss + 0.5 * config.gradient_penalty * metrics["r1"]
-        return loss, ({**batch_stats, "discriminator": disc_stats}, metrics)
-
-    def encode(params, batch_stats, images, labels=None, train=False):
-        del labels
-        return apply_inference(encoder, module_variables(params, batch_stats, "encoder"), images, train)
-
-    def decode(params, batch_stats, latents, labels=None, train=False):
-        del labels
-        return apply_inference(decoder, module_variables(params, batch_stats, "decoder"), latents, train)
-
-    def optimizer(rate=None):
-        rate = config.learning_rate if rate is None else rate
-        if config.decay_steps:
-            rate = optax.cosine_decay_schedule(rate, config.decay_steps, alpha=0.01)
-        return torch_adam(rate, config.weight_decay)
-
-    generator_phases = () if shared else (
-        Phase("generator", generator_loss, optimizer(config.generator_learning_rate), ("encoder",)),)
+    parts = make_parts(config, prior)
+    generator_phases = () if config.generator_optimizer == "shared" else (
+        Phase("generator", functools.partial(generator_loss, parts), make_optimizer(config, config.generator_learning_rate),
+              ("encoder",)),)
     phases = (
-        Phase("autoencoder", autoencoder_loss, optimizer(), ("encoder", "decoder")),
+        Phase("autoencoder", functools.partial(autoencoder_loss, parts), make_optimizer(config), ("encoder", "decoder")),
         *generator_phases,
-        Phase("discriminator", discriminator_loss, optimizer(config.discriminator_learning_rate), ("discriminator",)),
+        Phase("discriminator", functools.partial(discriminator_loss, parts),
+              make_optimizer(config, config.adversary_learning_rate), ("discriminator",)),
     )
-    return Model(init=init, phases=phases, encode=encode, decode=decode)
+    return Model(init=functools.partial(init, parts), phases=phases, encode=functools.partial(encode, parts),
+                 decode=functools.partial(decode, parts))
 
 
 def discriminator_logits(config: AAEConfig, params: Params, batch_stats: BatchStats, codes: jax.Array,

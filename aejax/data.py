@@ -1,13 +1,30 @@
-"""MNIST in IDX format: locating, validating and loading it, plus on-device helpers.
+"""Data sets of 28x28 greyscale images in IDX format (MNIST's layout): locating,
+validating and loading them, plus on-device helpers.
 
-Where the files come from, first match wins:
+Any such data set loads: the counts come from the IDX headers and the number of
+classes from the labels (``num_classes``). A folder holds the four files under
+MNIST's names (``train-images-idx3-ubyte[.gz]`` ...; ``write_idx`` writes them);
+a Keras-layout ``.npz`` (``x_train, y_train, x_test, y_test``) loads too (``load_npz``).
+
+Images must be 28x28: the encoder/decoder layer sizes are fixed by the lecture's
+28x28 architecture (the encoder's four stride-2 convolutions take 28 to 2, and its
+Dense layer reads the 2x2x512 result; the decoder grows 1 -> 32 and a 7x7
+convolution crops to 28). Other shapes would need those layer sizes derived from
+the image shape (and channels beyond one), or the images resized or padded to
+28x28 greyscale before they are written.
+
+Where the files come from (``load_mnist``), first match wins:
   1. an explicit ``data_dir`` argument (e.g. the ``--data-dir`` flag);
   2. the ``AEJAX_DATA_DIR`` environment variable;
   3. the cache folder (``$AEJAX_CACHE_DIR`` or ``~/.cache/aejax/mnist``) if complete;
-  4. a download into the cache, each file verified by its official MD5;
-  5. tensorflow-datasets' ``data_source`` when it is installed (optional backend).
+  4. a download of MNIST into the cache, each file verified by its official MD5;
+  5. tensorflow-datasets' ``data_source`` for MNIST when it is installed (optional backend).
 An explicit folder (1 or 2) is never silently replaced by another source: a missing
-or corrupt file there is an error naming that file.
+or corrupt file there is an error naming that file. Its files are checked
+structurally (magic number, header count against the file's length, 28x28 images,
+as many labels as images), not against MNIST's counts. The cache is MNIST's own
+folder: downloads into it are verified by checksum, and files read from it must
+have MNIST's counts (60,000 / 10,000) and 10 classes.
 """
 
 from __future__ import annotations
@@ -19,7 +36,9 @@ import os
 import pathlib
 import tempfile
 import urllib.request
+import zipfile
 import zlib
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 import jax
@@ -29,18 +48,21 @@ import numpy as np
 ENV_DATA_DIR = "AEJAX_DATA_DIR"
 ENV_CACHE_DIR = "AEJAX_CACHE_DIR"
 
-IMAGES_MAGIC = 2051
-LABELS_MAGIC = 2049
+IMAGES_MAGIC = 2051  # uint8, 3 dimensions
+LABELS_MAGIC = 2049  # uint8, 1 dimension
 IMAGE_SIDE = 28
-NUM_CLASSES = 10
 
-# split -> (images file, labels file, expected count)
+# split -> (images file, labels file), MNIST's names without ".gz"
 SPLITS = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60_000),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10_000),
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+MNIST_COUNTS = {"train": 60_000, "test": 10_000}
+MNIST_NUM_CLASSES = 10
+# Keras' mnist.npz layout: split -> (images key, labels key)
+NPZ_KEYS = {"train": ("x_train", "y_train"), "test": ("x_test", "y_test")}
 # MD5 of the official gzip files; used only to verify downloads (a local folder may
-# hold an equivalent re-ordering, so local files are validated structurally instead).
+# hold an equivalent re-ordering or another data set, so local files are validated structurally).
 OFFICIAL_MD5 = {
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
     "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
@@ -58,9 +80,44 @@ class DataError(RuntimeError):
     """A data file is missing, truncated or corrupt, or no source is reachable."""
 
 
+def _images_28x28(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, 28, 28), or (N, 28, 28, 1) squeezed; else a one-line ValueError."""
+    images = np.asarray(images)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.ndim != 3 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
+        raise ValueError(f"images must be 28x28: shape (N, 28, 28) or (N, 28, 28, 1), got {images.shape}")
+    if images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 (0..255), got {images.dtype}")
+    return images
+
+
+def _uint8_labels(labels: np.ndarray, count: int) -> np.ndarray:
+    """Integer labels (count,) in [0, 255] as uint8; else a one-line ValueError."""
+    labels = np.asarray(labels)
+    if labels.shape != (count,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integers of shape ({count},), got {labels.dtype} {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise ValueError(f"labels must be in [0, 255], got values in [{labels.min()}, {labels.max()}]")
+    return labels.astype(np.uint8)
+
+
 class Split(NamedTuple):
+    """One split of a data set: images uint8 (N, 28, 28), labels uint8 (N,)."""
+
     images: np.ndarray  # (N, 28, 28) uint8
     labels: np.ndarray  # (N,) uint8
+
+    @classmethod
+    def from_arrays(cls, images: np.ndarray, labels: np.ndarray) -> Split:
+        """A validated Split from NumPy arrays.
+
+        ``images``: uint8 (N, 28, 28) or (N, 28, 28, 1) (squeezed to (N, 28, 28)).
+        ``labels``: integers (N,) in [0, 255], stored as uint8 (as in IDX files).
+        Raises a one-line ValueError naming what is wrong.
+        """
+        images = _images_28x28(images)
+        return cls(images, _uint8_labels(labels, images.shape[0]))
 
 
 # --------------------------------------------------------------------------- IDX
@@ -74,32 +131,55 @@ def _open_bytes(path: pathlib.Path) -> bytes:
     except FileNotFoundError:
         raise DataError(f"MNIST file not found: {path}") from None
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-        raise DataError(f"MNIST file {path} is corrupt or truncated: {e}") from None
+        raise DataError(f"IDX file {path} is corrupt or truncated: {e}") from None
 
 
 def read_idx(path: str | os.PathLike, expected_magic: int, expected_count: int | None = None) -> np.ndarray:
     """Reads one IDX file (gzip or plain) into a uint8 array.
 
-    Returns (N, 28, 28) for images (magic 2051) or (N,) for labels (magic 2049).
-    Raises DataError naming the file on a wrong magic number, count or size.
+    Returns (N, 28, 28) for images (magic 2051) or (N,) for labels (magic 2049), N
+    taken from the header (or required to be ``expected_count`` when given).
+    Raises DataError naming the file on a wrong magic number, count, image size,
+    or a length that disagrees with the header.
     """
     path = pathlib.Path(path)
     raw = _open_bytes(path)
     ndim = 3 if expected_magic == IMAGES_MAGIC else 1
     header = 4 * (1 + ndim)
     if len(raw) < header:
-        raise DataError(f"MNIST file {path} is truncated: {len(raw)} bytes, header needs {header}")
+        raise DataError(f"IDX file {path} is truncated: {len(raw)} bytes, header needs {header}")
     magic, *dims = np.frombuffer(raw, dtype=">u4", count=1 + ndim).tolist()
     if magic != expected_magic:
-        raise DataError(f"MNIST file {path} has magic number {magic}, expected {expected_magic}")
+        raise DataError(f"IDX file {path} has magic number {magic}, expected {expected_magic}")
     if ndim == 3 and dims[1:] != [IMAGE_SIDE, IMAGE_SIDE]:
-        raise DataError(f"MNIST file {path} holds {dims[1]}x{dims[2]} images, expected 28x28")
+        raise DataError(f"IDX file {path} holds {dims[1]}x{dims[2]} images; images must be 28x28")
     if expected_count is not None and dims[0] != expected_count:
-        raise DataError(f"MNIST file {path} holds {dims[0]} items, expected {expected_count}")
+        raise DataError(f"IDX file {path} holds {dims[0]} items, expected {expected_count}")
     size = int(np.prod(dims))
     if len(raw) - header != size:
-        raise DataError(f"MNIST file {path} is truncated or padded: {len(raw) - header} data bytes, expected {size}")
+        raise DataError(f"IDX file {path} is truncated or padded: {len(raw) - header} data bytes, expected {size}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def write_idx(path: str | os.PathLike, array: np.ndarray) -> pathlib.Path:
+    """Writes a uint8 IDX file that ``read_idx`` reads back; gzip-compressed when ``path`` ends in ".gz".
+
+    ``array``: images (N, H, W) (magic 2051) or labels (N,) (magic 2049), integers in
+    [0, 255] (stored as uint8). aejax reads only 28x28 images; write other sizes
+    only for other tools. Returns ``path``.
+    """
+    path = pathlib.Path(path)
+    array = np.asarray(array)
+    if array.ndim not in (1, 3):
+        raise ValueError(f"write_idx: array must be labels (N,) or images (N, H, W), got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.integer) or (array.size and (array.min() < 0 or array.max() > 255)):
+        raise ValueError(f"write_idx: array must hold integers in [0, 255], got {array.dtype}")
+    magic = IMAGES_MAGIC if array.ndim == 3 else LABELS_MAGIC
+    payload = np.asarray([magic, *array.shape], ">u4").tobytes() + np.ascontiguousarray(array, np.uint8).tobytes()
+    if path.suffix == ".gz":
+        payload = gzip.compress(payload, compresslevel=6)
+    path.write_bytes(payload)
+    return path
 
 
 def _find_file(folder: pathlib.Path, stem: str) -> pathlib.Path:
@@ -109,18 +189,74 @@ def _find_file(folder: pathlib.Path, stem: str) -> pathlib.Path:
     raise DataError(f"MNIST file not found: {folder / (stem + '.gz')} (nor uncompressed {stem})")
 
 
-def load_split_from_dir(folder: str | os.PathLike, split: str) -> Split:
-    """Loads and validates one split ('train' or 'test') from a folder of IDX files."""
+def load_split_from_dir(folder: str | os.PathLike, split: str, num_classes: int | None = None,
+                        expected_count: int | None = None) -> Split:
+    """Loads and validates one split ('train' or 'test') from a folder of IDX files.
+
+    Returns images uint8 (N, 28, 28) and labels uint8 (N,), N from the headers; the
+    two files must agree on N, and N must be ``expected_count`` when that is given.
+    With ``num_classes``, labels must lie in [0, num_classes).
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
     folder = pathlib.Path(folder)
-    images_stem, labels_stem, count = SPLITS[split]
-    images = read_idx(_find_file(folder, images_stem), IMAGES_MAGIC, count)
+    images_stem, labels_stem = SPLITS[split]
+    images_path = _find_file(folder, images_stem)
+    images = read_idx(images_path, IMAGES_MAGIC, expected_count)
     labels_path = _find_file(folder, labels_stem)
-    labels = read_idx(labels_path, LABELS_MAGIC, count)
-    if labels.max(initial=0) >= NUM_CLASSES:
-        raise DataError(f"MNIST labels in {labels_path} exceed 9 (max {labels.max()})")
+    labels = read_idx(labels_path, LABELS_MAGIC, expected_count)
+    if len(labels) != len(images):
+        raise DataError(f"IDX file {labels_path} holds {len(labels)} labels but {images_path} holds {len(images)} images")
+    if num_classes is not None and labels.max(initial=0) >= num_classes:
+        raise DataError(f"labels in {labels_path} exceed {num_classes - 1} (max {labels.max()})")
     return Split(images, labels)
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, Split]:
+    """Loads {'train': Split, 'test': Split} from a Keras-layout ``.npz``.
+
+    Keys ``x_train`` (N, 28, 28[, 1]) uint8, ``y_train`` (N,) integers, and the same
+    for ``x_test``/``y_test``. Raises a one-line DataError naming the file and key.
+    """
+    path = pathlib.Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for keys in NPZ_KEYS.values() for key in keys if key not in archive.files]
+            if missing:
+                raise DataError(f"{path} has no array {missing[0]!r} (holds {sorted(archive.files)}); "
+                                f"expected x_train, y_train, x_test, y_test")
+            splits = {}
+            for split, (images_key, labels_key) in NPZ_KEYS.items():
+                try:
+                    splits[split] = Split.from_arrays(archive[images_key], archive[labels_key])
+                except ValueError as e:
+                    raise DataError(f"{path}: {images_key}/{labels_key}: {e}") from None
+            return splits
+    except FileNotFoundError:
+        raise DataError(f"npz file not found: {path}") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"npz file {path} is corrupt or not an npz archive: {e}") from None
+
+
+def load_dataset(path: str | os.PathLike) -> dict[str, Split]:
+    """Loads {'train': Split, 'test': Split} from a folder of the four IDX files or a ``.npz``.
+
+    Any counts and classes; images uint8 (N, 28, 28), labels uint8 (N,). No other
+    source is tried: a missing or corrupt file is a DataError naming it.
+    """
+    path = pathlib.Path(path)
+    if path.suffix == ".npz":
+        return load_npz(path)
+    return {split: load_split_from_dir(path, split) for split in SPLITS}
+
+
+def num_classes(splits: Mapping[str, Split] | Iterable[Split] | Split) -> int:
+    """The number of classes: the largest label over the splits + 1 (0 when there are no labels)."""
+    if isinstance(splits, Split):
+        splits = [splits]
+    elif isinstance(splits, Mapping):
+        splits = splits.values()
+    return max((int(np.max(s.labels)) + 1 for s in splits if np.size(s.labels)), default=0)
 
 
 # ------------------------------------------------------------------- sources
@@ -130,7 +266,7 @@ def cache_dir() -> pathlib.Path:
 
 
 def _is_complete(folder: pathlib.Path) -> bool:
-    stems = [s for pair in SPLITS.values() for s in pair[:2]]
+    stems = [stem for pair in SPLITS.values() for stem in pair]
     return all((folder / (s + ".gz")).is_file() or (folder / s).is_file() for s in stems)
 
 
@@ -208,11 +344,19 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None, allow_download: 
 
 
 def load_mnist(data_dir: str | os.PathLike | None = None, allow_download: bool = True) -> dict[str, Split]:
-    """Loads MNIST: {'train': Split, 'test': Split}, images uint8 (N, 28, 28), labels uint8 (N,)."""
+    """Loads {'train': Split, 'test': Split}: images uint8 (N, 28, 28), labels uint8 (N,).
+
+    MNIST unless ``data_dir`` or AEJAX_DATA_DIR names another data set (a folder of
+    the four IDX files or a ``.npz``, see ``load_dataset``): any counts and classes.
+    The cache folder is MNIST's own, so there MNIST's counts and 10 classes are verified.
+    """
+    explicit = data_dir is not None or bool(os.environ.get(ENV_DATA_DIR))
     folder = resolve_data_dir(data_dir, allow_download)
     if folder is None:
         return {split: _load_tfds(split) for split in SPLITS}
-    return {split: load_split_from_dir(folder, split) for split in SPLITS}
+    if explicit:
+        return load_dataset(folder)
+    return {split: load_split_from_dir(folder, split, MNIST_NUM_CLASSES, MNIST_COUNTS[split]) for split in SPLITS}
 
 
 # ----------------------------------------------------------- array helpers
@@ -270,25 +414,31 @@ def shuffled_batches(key: jax.Array, num_examples: int, batch_size: int, drop_la
     return list(full) + ([] if rest is None else [rest])
 
 
-def check_split(images: np.ndarray, labels: np.ndarray, num_classes: int = 10) -> None:
-    """Raises a one-line ValueError unless images are uint8 (N, 28, 28) and labels integers (N,) in [0, num_classes)."""
+def check_split(images: np.ndarray, labels: np.ndarray, num_classes: int | None = None) -> None:
+    """Raises a one-line ValueError unless images are uint8 (N, 28, 28) and labels integers (N,),
+    non-negative, and below ``num_classes`` when it is given."""
     images, labels = np.asarray(images), np.asarray(labels)
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
         raise ValueError(f"images must be uint8 of shape (N, 28, 28), got {images.dtype} {images.shape}")
     if labels.shape != images.shape[:1] or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be integers of shape ({images.shape[0]},), got {labels.dtype} {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    if not labels.size:
+        return
+    if num_classes is not None and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"labels must be in [0, {num_classes}), got values in [{labels.min()}, {labels.max()}]")
+    if labels.min() < 0:
+        raise ValueError(f"labels must be non-negative, got values in [{labels.min()}, {labels.max()}]")
 
 
-def device_dataset(split: Split, limit: int | None = None) -> dict[str, jax.Array]:
+def device_dataset(split: Split, limit: int | None = None, num_classes: int | None = None) -> dict[str, jax.Array]:
     """A split as device arrays: {"image": uint8 (N, 28, 28), "label": int32 (N,)}.
 
-    Kept as uint8 (47 MB for the training set) and scaled inside the compiled step.
-    ``limit`` keeps the first ``limit`` examples (quick runs, tests).
+    Kept as uint8 (47 MB for MNIST's training set) and scaled inside the compiled step.
+    ``limit`` keeps the first ``limit`` examples (quick runs, tests). Labels may be
+    any non-negative integers, or must lie in [0, num_classes) when that is given.
     """
     images, labels = split.images[:limit], split.labels[:limit]
-    check_split(images, labels)
+    check_split(images, labels, num_classes)
     return {"image": jnp.asarray(images), "label": jnp.asarray(labels, dtype=jnp.int32)}
 
 

@@ -23,11 +23,10 @@ from tqdm.auto import tqdm
 
 from aejax import checkpoint as checkpoint_lib
 from aejax import data as data_lib
-from aejax.modules import BatchNorm
 
 Params = Mapping[str, Any]  # {module name: flax params}
 BatchStats = Mapping[str, Any]  # {module name: flax batch_stats}
-Batch = Mapping[str, jax.Array]  # {"image": (B, 28, 28, 1) float32, "label": (B,) int32}
+Batch = Mapping[str, jax.Array]  # what ``gather`` returns, e.g. {"image": (B, 28, 28, 1), "label": (B,)}
 Metrics = dict[str, jax.Array]
 BATCH_AXIS = "batch"  # the data-parallel mesh axis
 # loss_fn(params, batch_stats, batch, key, step) -> (scalar loss, (new batch_stats, metrics[, carry]));
@@ -237,22 +236,39 @@ class History(NamedTuple):
     seconds: float = 0.0  # wall time of ``train``, summed over the processes of a resumed run
 
 
-def check_dataset(dataset: Mapping[str, jax.Array]) -> int:
-    """The number of examples N of ``dataset``; a one-line ValueError unless it has integer labels (N,)
-    and its other per-example arrays ("image", "points") have N rows too (a custom ``gather`` may
-    read further arrays of any length, e.g. a labelled subset)."""
-    if "label" not in dataset:
-        raise ValueError(f"dataset needs a 'label' array of shape (N,), has {sorted(dataset)}")
-    labels = dataset["label"]
-    if labels.ndim != 1 or not jnp.issubdtype(labels.dtype, jnp.integer):
-        raise ValueError(f"dataset['label'] must be integers of shape (N,), got {labels.dtype} {labels.shape}")
-    lengths = {name: (array.shape[0] if array.ndim else None) for name, array in dataset.items()
-               if name in ("label", "image", "points")}
-    if len(set(lengths.values())) != 1:
-        raise ValueError(f"dataset arrays must all have N rows, got {lengths}")
-    if not lengths["label"]:
+def num_examples(dataset: Mapping[str, jax.Array]) -> int:
+    """The number of examples N of ``dataset``: the leading axis of its first array (in mapping order).
+
+    Later arrays may have other lengths: a custom ``gather`` reads them its own way
+    (e.g. a labelled subset indexed modulo its size).
+    """
+    leaves = list(dataset.values())
+    if not leaves:
+        raise ValueError("dataset holds no arrays")
+    first = next(iter(dataset))
+    if not getattr(leaves[0], "ndim", 0):
+        raise ValueError(f"dataset[{first!r}] needs a leading example axis, got shape {jnp.shape(leaves[0])}")
+    return int(leaves[0].shape[0])
+
+
+def check_dataset(dataset: Mapping[str, jax.Array], gather: GatherFn = data_lib.gather_batch) -> int:
+    """The number of examples N of ``dataset`` (``num_examples``); a one-line ValueError if it is empty,
+    if an array lacks a leading axis, or if ``gather`` refuses it.
+
+    ``gather`` is traced for one index without running (``jax.eval_shape``), so what it
+    checks of the dataset's keys, shapes and dtypes fails here rather than mid-training.
+    """
+    count = num_examples(dataset)
+    if count == 0:
         raise ValueError("dataset is empty")
-    return int(labels.shape[0])
+    scalars = sorted(name for name, array in dataset.items() if not getattr(array, "ndim", 0))
+    if scalars:
+        raise ValueError(f"dataset arrays need a leading example axis; {scalars} have none")
+    try:
+        jax.eval_shape(gather, dataset, jax.ShapeDtypeStruct((1,), jnp.int32))
+    except KeyError as e:  # a key the gather reads: one line, as the other checks
+        raise ValueError(f"dataset needs a {e.args[0]!r} array, has {sorted(dataset)}") from None
+    return count
 
 
 def _raise_if_nonfinite(rows: Mapping[str, np.ndarray], first_step: int, epoch: int, saved: str) -> None:
@@ -329,13 +345,13 @@ def train(
         raise ValueError(f"checkpoint_every must be positive, got {checkpoint_every}")
     if nonfinite not in NONFINITE_POLICIES:
         raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
-    num_examples = check_dataset(dataset)
-    if drop_last and num_examples < batch_size:
-        raise ValueError(f"drop_last with batch_size {batch_size} > {num_examples} examples leaves no batch")
+    example_count = check_dataset(dataset, gather)
+    if drop_last and example_count < batch_size:
+        raise ValueError(f"drop_last with batch_size {batch_size} > {example_count} examples leaves no batch")
     skip = nonfinite == "skip"
     step_fn = make_train_step(model.phases, gather, skip)
     chunk_fn = make_train_chunk(model.phases, gather, skip) if chunk_steps > 1 else None
-    layout = {"num_examples": num_examples, "batch_size": batch_size, "chunk_steps": chunk_steps, "drop_last": drop_last}
+    layout = {"num_examples": example_count, "batch_size": batch_size, "chunk_steps": chunk_steps, "drop_last": drop_last}
     started = time.perf_counter()
     history, start_epoch, resume, finished, earlier_seconds = History([]), 1, None, False, 0.0
     last_saved = None if checkpoints is None else checkpoints.latest_step()  # the step of the latest checkpoint
@@ -380,7 +396,7 @@ def train(
             key, shuffle_key = jax.random.split(state.key)
             state = state.replace(key=key)
             items_to_skip, totals, done = 0, {}, 0
-        full, rest = data_lib.epoch_indices(shuffle_key, num_examples, batch_size, drop_last)
+        full, rest = data_lib.epoch_indices(shuffle_key, example_count, batch_size, drop_last)
         num_chunks = full.shape[0] // chunk_steps if chunk_fn is not None else 0
         # (indices, runs as one chunk) in training order
         work = [(full[i * chunk_steps:(i + 1) * chunk_steps], True) for i in range(num_chunks)]
@@ -421,36 +437,6 @@ def _main_loss(totals: Mapping[str, float]) -> float:
     return totals["loss"] if "loss" in totals else next(iter(totals.values()))
 
 
-def evaluate(
-    model: Model,
-    params: Params,
-    batch_stats: BatchStats,
-    dataset: Mapping[str, jax.Array],
-    batch_size: int = 1000,
-    batch_statistics: bool = False,
-) -> dict[str, np.ndarray]:
-    """The lecture's ``run_eval``: runs a whole split through the model.
-
-    Eval mode by default; ``batch_statistics=True`` normalises each batch by its own
-    statistics, as the notebook does where it forgets ``.eval()`` (then ``batch_size``
-    matters: the lecture's is 64).
-
-    Returns numpy arrays: inputs (N, 28, 28, 1), latents (N, D), reconstructions
-    (N, 28, 28, 1) = sigmoid(logits) in [0, 1], labels (N,).
-    """
-
-    @jax.jit
-    def run(params, batch_stats, dataset, indices):  # arguments, not closures: no baked-in constants
-        batch = data_lib.gather_batch(dataset, indices)
-        latents = model.encode(params, batch_stats, batch["image"], batch["label"], batch_statistics)
-        logits = model.decode(params, batch_stats, latents, batch["label"], batch_statistics)
-        return batch["image"], latents, jax.nn.sigmoid(logits), batch["label"]
-
-    dataset = {k: jnp.asarray(v) for k, v in dataset.items()}
-    outputs = map_over_split(lambda _, indices: run(params, batch_stats, dataset, indices), dataset, batch_size)
-    return dict(zip(("inputs", "latents", "reconstructions", "labels"), outputs))
-
-
 def map_over_split(fn: Callable[[int, jax.Array], tuple[jax.Array, ...]], dataset: Mapping[str, jax.Array],
                    batch_size: int) -> tuple[np.ndarray, ...]:
     """Runs ``fn(batch_number, indices (b,))`` over consecutive batches of a split; concatenates each output.
@@ -458,12 +444,21 @@ def map_over_split(fn: Callable[[int, jax.Array], tuple[jax.Array, ...]], datase
     ``fn`` returns a tuple of arrays with the batch on the first axis; the result holds
     one numpy array (N, ...) per output.
     """
-    num_examples = int(dataset["label"].shape[0])
-    if num_examples == 0 or batch_size <= 0:
-        raise ValueError(f"need at least one example and a positive batch_size, got {num_examples} and {batch_size}")
-    parts = [fn(number, jnp.arange(start, min(start + batch_size, num_examples)))
-             for number, start in enumerate(range(0, num_examples, batch_size))]
+    count = num_examples(dataset)
+    if count == 0 or batch_size <= 0:
+        raise ValueError(f"need at least one example and a positive batch_size, got {count} and {batch_size}")
+    parts = [fn(number, jnp.arange(start, min(start + batch_size, count)))
+             for number, start in enumerate(range(0, count, batch_size))]
     return tuple(np.concatenate([np.asarray(part[i]) for part in parts]) for i in range(len(parts[0])))
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "names", "gather"))
+def _batch_statistics_update(loss_fn: LossFn, names: tuple[str, ...], gather: GatherFn, params: Params,
+                             zeros: BatchStats, dataset: Mapping[str, jax.Array], indices: jax.Array,
+                             key: jax.Array) -> BatchStats:
+    """The statistics ``loss_fn`` writes for modules ``names`` on one batch, from running ones at zero."""
+    _, aux = loss_fn(params, zeros, gather(dataset, indices), key)
+    return {name: aux[0][name] for name in names}
 
 
 def recompute_batch_stats(
@@ -473,7 +468,7 @@ def recompute_batch_stats(
     dataset: Mapping[str, jax.Array],
     batch_size: int,
     key: jax.Array,
-    momentum: float = BatchNorm.momentum,
+    momentum: float = 0.1,  # the weight of the new statistic, PyTorch's BatchNorm default (modules.BatchNorm)
     gather: GatherFn = data_lib.gather_batch,
 ) -> BatchStats:
     """BatchNorm statistics of the final weights ("precise BN"): the running ones, recomputed.
@@ -485,23 +480,29 @@ def recompute_batch_stats(
     with every running statistic set to zero, so each batch's update is ``momentum`` times
     its own statistic (``modules.BatchNorm``: mean and unbiased variance); their average
     over the batches replaces the statistics of the modules ``phase`` trains. The
-    others are returned as they were. Deterministic for a given ``key``.
+    others are returned as they were. Deterministic for a given ``key``. Compiled once
+    per loss, ``gather`` and shapes.
     """
-    num_examples = int(dataset["label"].shape[0])
-    num_batches = num_examples // batch_size
+    count = num_examples(dataset)
+    num_batches = count // batch_size
     if num_batches == 0:
-        raise ValueError(f"need at least one full batch of {batch_size}, the split has {num_examples} examples")
+        raise ValueError(f"need at least one full batch of {batch_size}, the split has {count} examples")
     names = tuple(name for name in phase.trainable if name in batch_stats and jax.tree.leaves(batch_stats[name]))
     zeros = {**batch_stats, **{name: jax.tree.map(jnp.zeros_like, batch_stats[name]) for name in names}}
-
-    @jax.jit  # the statistics as an argument, not closed over: no model-sized constants in the program
-    def batch_update(params, zeros, dataset, indices, key):
-        _, aux = phase.loss_fn(params, zeros, gather(dataset, indices), key)
-        return {name: aux[0][name] for name in names}
-
     total = None
     for number in range(num_batches):
-        update = batch_update(params, zeros, dataset, jnp.arange(number * batch_size, (number + 1) * batch_size),
-                              jax.random.fold_in(key, number))
+        update = _batch_statistics_update(phase.loss_fn, names, gather, params, zeros, dataset,
+                                          jnp.arange(number * batch_size, (number + 1) * batch_size),
+                                          jax.random.fold_in(key, number))
         total = update if total is None else jax.tree.map(jnp.add, total, update)
     return {**batch_stats, **jax.tree.map(lambda t: t / (num_batches * momentum), total)}
+
+
+def __getattr__(name: str) -> Any:
+    # ``evaluate`` reads dataset keys, so it lives in ``aejax.evaluation`` (which imports this module);
+    # ``train.evaluate`` still resolves to it.
+    if name == "evaluate":
+        from aejax import evaluation
+
+        return evaluation.evaluate
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""Shared fixtures: the MNIST folder (from AEJAX_DATA_DIR) and the loaded data set."""
+"""Shared fixtures: the MNIST folder (from AEJAX_DATA_DIR), the loaded data set, and
+other data sets made from it (8 classes with other counts; a tiny 3-class set)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import pathlib
 import tempfile
 
+import numpy as np
 import pytest
 
 # Identical XLA programs (one model compiled by several tests, and by the experiment
@@ -34,10 +36,11 @@ MNIST_FILES = (
 def mnist_dir() -> pathlib.Path:
     """The folder of the four MNIST IDX files.
 
-    Taken from AEJAX_DATA_DIR (CI sets it), else ``<repo>/../shared/data/mnist``.
+    Taken from AEJAX_DATA_DIR (CI sets it), else ``<repo>/../shared/data/mnist``;
+    absolute, so links to its files made from inside tmp folders resolve.
     A missing folder is a test failure, never a skip: the data tests must run.
     """
-    folder = pathlib.Path(os.environ.get("AEJAX_DATA_DIR", DEFAULT_MNIST_DIR))
+    folder = pathlib.Path(os.environ.get("AEJAX_DATA_DIR", DEFAULT_MNIST_DIR)).resolve()
     if not folder.is_dir():
         pytest.fail(
             f"MNIST data folder not found: {folder}. Set AEJAX_DATA_DIR to a folder "
@@ -53,3 +56,39 @@ def mnist(mnist_dir):
     from aejax import data
 
     return data.load_mnist(mnist_dir)
+
+
+# The 8-class set: MNIST's digits 0..7, as many as MNIST holds of them, rounded down.
+OTHER_CLASSES = 8
+OTHER_COUNTS = {"train": 48_000, "test": 8_000}
+TINY_CLASSES = 3
+TINY_COUNTS = {"train": 30, "test": 12}
+
+
+def _write_subset(folder: pathlib.Path, mnist, classes: int, counts: dict) -> pathlib.Path:
+    """Writes, as plain IDX files under MNIST's names, the first ``counts[split]``
+    images of each split whose label is below ``classes``."""
+    from aejax import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, (images_stem, labels_stem) in data.SPLITS.items():
+        keep = np.flatnonzero(mnist[split].labels < classes)[: counts[split]]
+        assert len(keep) == counts[split], f"MNIST's {split} split has only {len(keep)} images of digits < {classes}"
+        data.write_idx(folder / images_stem, mnist[split].images[keep])
+        data.write_idx(folder / labels_stem, mnist[split].labels[keep])
+    return folder.resolve()
+
+
+@pytest.fixture(scope="session")
+def other_idx_dir(mnist, tmp_path_factory) -> pathlib.Path:
+    """An absolute folder of the four IDX files (MNIST's names, plain) holding an
+    8-class data set made from MNIST: train = the first 48,000 training images with
+    label 0..7, test = the first 8,000 such test images; labels stay 0..7."""
+    return _write_subset(tmp_path_factory.mktemp("other-idx"), mnist, OTHER_CLASSES, OTHER_COUNTS)
+
+
+@pytest.fixture(scope="session")
+def tiny_idx_dir(mnist, tmp_path_factory) -> pathlib.Path:
+    """An absolute folder of the four IDX files (plain) holding a tiny 3-class set for
+    quick runs: the first 30 training and 12 test images with label 0..2."""
+    return _write_subset(tmp_path_factory.mktemp("tiny-idx"), mnist, TINY_CLASSES, TINY_COUNTS)

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import nn as tnn
 
-from benchmarks.torch_lecture import Decoder as TorchDecoder  # the lecture's modules, shared with the benchmarks
-from benchmarks.torch_lecture import Encoder as TorchEncoder
+from aejax.benchmarks.torch_lecture import Decoder as TorchDecoder  # the lecture's modules, shared with the benchmarks
+from aejax.benchmarks.torch_lecture import Encoder as TorchEncoder
 
 # ------------------------------------------------------------ torch -> flax
 

@@ -1,0 +1,330 @@
+"""Running an experiment: its options, data, staged output folder, training and metrics.json.
+
+What every experiment of ``aejax.experiments`` shares, usable by research scripts too:
+
+- ``TrainConfig``: the generic loop's settings (epochs, batch size, seed, ...), a config
+  like the variants' (``aejax.flags`` makes its flags);
+- ``RunOptions``: where data and results live and how the run behaves (not part of
+  the result: changing them does not change the numbers);
+- ``staged_output``: a folder that replaces ``--out`` only when the run succeeds, and
+  from which an interrupted run resumes;
+- ``fit``: create the train state and train, checkpointing into the run folder;
+- ``write_metrics``: metrics.json with the preset, every config field and the device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import pathlib
+import platform
+import shutil
+import sys
+import time
+from typing import Any, Callable, Iterator, Literal
+
+import jax
+import numpy as np
+
+from aejax import checkpoint, data, flags
+from aejax import train as train_lib
+
+QUICK_TRAIN_EXAMPLES = 2048
+QUICK_TEST_EXAMPLES = 512
+TRAIN_STATE = "train_state"  # the folder of a run's training checkpoints (``checkpoint.TrainingCheckpoints``)
+LRSchedule = Literal["constant", "cosine"]
+
+
+class UsageError(ValueError):
+    """A command line that cannot run as given (exit code 2, as argparse's errors)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The generic loop's settings for one run."""
+
+    epochs: int = dataclasses.field(default=5, metadata={"help": "training epochs"})
+    batch_size: int = dataclasses.field(default=64, metadata={"help": "training batch size"})
+    seed: int = dataclasses.field(default=42, metadata={"help": "seed of every PRNG key"})
+    lr_schedule: LRSchedule = dataclasses.field(
+        default="constant", metadata={"help": "cosine: every learning rate decays to 1%% of itself over the run"})
+    chunk_steps: int = dataclasses.field(
+        default=100, metadata={"help": "training steps per compiled chunk (lax.scan, no host round trip); 1: step by step"})
+    checkpoint_every: int | None = dataclasses.field(
+        default=None, metadata={"help": "save the training state every N steps (none: after every epoch); "
+                                        "a killed run resumes when the same command runs again"})
+    on_nonfinite: Literal["stop", "skip"] = dataclasses.field(
+        default="stop", metadata={"help": "a non-finite loss: stop (exit 1, the last good checkpoint kept) "
+                                          "or skip that batch's update"})
+    data_parallel: bool = dataclasses.field(
+        default=False, metadata={"help": "shard each batch over all devices, parameters replicated"})
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "chunk_steps"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.checkpoint_every is not None and self.checkpoint_every <= 0:
+            raise ValueError(f"checkpoint_every must be a positive integer, got {self.checkpoint_every}")
+
+    def decay_steps(self, num_examples: int) -> int:
+        """The variants' ``decay_steps`` for this schedule: the run's steps, ceil(N / B) per epoch
+        (``train.train`` keeps the short last batch); 0 (no decay) for 'constant'."""
+        if self.lr_schedule != "cosine":
+            return 0
+        return self.epochs * -(-num_examples // self.batch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """Where a run reads and writes, and how it reports; the numbers do not depend on them
+    (``quick``, ``train_limit`` and ``test_limit`` aside, which metrics.json records)."""
+
+    out: pathlib.Path = dataclasses.field(
+        default=pathlib.Path("runs/experiment"), metadata={"help": "output folder (replaced only when the run succeeds)"})
+    data_dir: pathlib.Path | None = dataclasses.field(
+        default=None, metadata={"help": f"folder of the four IDX files (else ${data.ENV_DATA_DIR}, the cache, a download)"})
+    quick: bool = dataclasses.field(
+        default=False, metadata={"help": f"smoke run: 1 epoch on {QUICK_TRAIN_EXAMPLES} train / "
+                                         f"{QUICK_TEST_EXAMPLES} test images"})
+    train_limit: int | None = dataclasses.field(default=None, metadata={"help": "use only the first N training images"})
+    test_limit: int | None = dataclasses.field(default=None, metadata={"help": "use only the first N test images"})
+    progress: bool = dataclasses.field(default=True, metadata={"help": "show a progress bar"})
+    restart: bool = dataclasses.field(
+        default=False, metadata={"help": "discard the partial results of an interrupted run of --out instead of resuming"})
+
+    def __post_init__(self):
+        for name in ("train_limit", "test_limit"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+        if self.quick:  # a smoke run: subsets, whatever limits were given
+            object.__setattr__(self, "train_limit", min(self.train_limit or QUICK_TRAIN_EXAMPLES, QUICK_TRAIN_EXAMPLES))
+            object.__setattr__(self, "test_limit", min(self.test_limit or QUICK_TEST_EXAMPLES, QUICK_TEST_EXAMPLES))
+
+
+def parse(config: Any, presets: dict[str, dict[str, Any]], argv: list[str] | None, doc: str,
+          name: str) -> tuple[Any, RunOptions, str | None]:
+    """An experiment's command line: (config, options, preset); ``runs/<name>`` is the default output folder.
+
+    ``doc`` is the experiment module's ``__doc__`` (its first line describes the parser; the
+    rest is shown after the flags). ``--quick`` also sets the config's ``epochs`` (if it has one) to 1. The output folder must
+    be writable (usage error otherwise).
+    """
+    config, options, preset = flags.parse(config, presets, argv, doc, RunOptions(out=pathlib.Path("runs") / name),
+                                          prog=f"aejax run {name}")
+    if options.quick and "epochs" in flags.leaf_fields(config):
+        config = flags.replace_fields(config, {"epochs": 1})
+    check_writable(options.out)
+    return config, options, preset
+
+
+def check_writable(out: pathlib.Path) -> None:
+    """A usage error unless ``out`` is, or can be made, a writable folder."""
+    absolute = out.absolute()
+    existing = next(p for p in (absolute, *absolute.parents) if p.exists())  # staging is made beside ``out``
+    if (absolute.exists() and not absolute.is_dir()) or not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise UsageError(f"output folder {out} is not writable")
+
+
+def load_splits(options: RunOptions) -> dict[str, data.Split]:
+    """The data set of ``options.data_dir`` (see ``data.load_mnist``), cut to the run's limits."""
+    splits = data.load_mnist(options.data_dir)
+    return {"train": data.Split(*(a[: options.train_limit] for a in splits["train"])),
+            "test": data.Split(*(a[: options.test_limit] for a in splits["test"]))}
+
+
+# ------------------------------------------------------------------ the run folder
+
+# Options that may change between an interrupted run and its resumption.
+RESUMABLE_SETTING_CHANGES = frozenset({"progress", "restart", "out", "data_dir"})
+
+
+def _staging_folder(out: pathlib.Path) -> pathlib.Path:
+    return out.with_name(f".{out.name}.partial")
+
+
+def _holds_checkpoint(staging: pathlib.Path) -> bool:
+    """Whether a training checkpoint (a step folder under ``train_state``, maybe one level down) was saved."""
+    root = staging / TRAIN_STATE
+    return any(p.is_dir() and p.name.isdigit() for p in [*root.glob("*"), *root.glob("*/*")]) if root.is_dir() else False
+
+
+def _clear(folder: pathlib.Path, keep: set[str]) -> None:
+    for entry in folder.iterdir():
+        if entry.name not in keep:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+@contextlib.contextmanager
+def staged_output(out: pathlib.Path, settings: dict[str, Any] | None = None, restart: bool = False,
+                  ) -> Iterator[pathlib.Path]:
+    """Yields the staging folder ``.<out>.partial`` that replaces ``out`` only if the block succeeds.
+
+    A failed or interrupted run leaves ``out`` (a previous complete result) untouched.
+    If the run has saved training checkpoints (``<staging>/train_state``), the staging
+    folder is kept, and the same command resumes it (``settings`` must match the
+    interrupted run's, apart from ``RESUMABLE_SETTING_CHANGES``; ``restart`` discards
+    it instead). One run at a time may use a staging folder (a file lock).
+    """
+    out = out.absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = _staging_folder(out)
+    staging.mkdir(exist_ok=True)
+    lock = open(staging / ".lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise UsageError(f"another run is writing {out} (its partial results are in {staging})") from None
+    try:
+        settings = None if settings is None else {k: v for k, v in settings.items() if k not in RESUMABLE_SETTING_CHANGES}
+        settings_file = staging / "run_settings.json"
+        resumable = _holds_checkpoint(staging) and settings_file.is_file()
+        if resumable and not restart and settings is not None:
+            previous = json.loads(settings_file.read_text())
+            changed = sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
+            if changed:
+                raise UsageError(f"{staging} holds an interrupted run with other settings ({', '.join(changed)}); "
+                                 f"rerun it with the same flags to resume it, or add --restart to discard it")
+        if restart or not resumable:
+            _clear(staging, keep={".lock"})
+        elif resumable:
+            print(f"resuming the interrupted run in {staging}", file=sys.stderr)
+        settings_file.write_text(json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n")
+        try:
+            yield staging
+        except BaseException:
+            if _holds_checkpoint(staging):
+                print(f"partial run kept in {staging}: run the same command to resume it", file=sys.stderr)
+            else:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
+        settings_file.unlink()
+        (staging / ".lock").unlink()
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        if out.exists():
+            os.replace(out, old)
+        os.replace(staging, out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        lock.close()  # releases the lock
+
+
+class Run:
+    """One experiment run: its config, options, preset and timings; ``with run.output() as out``.
+
+    ``run.timer(name)`` adds a block's wall time to ``run.seconds[name]`` (data, train,
+    evaluation, figures), which ``write_metrics`` records.
+    """
+
+    def __init__(self, config: Any, options: RunOptions, preset: str | None):
+        self.config, self.options, self.preset = config, options, preset
+        self.seconds: dict[str, float] = {}
+        self._started = time.perf_counter()
+
+    def settings(self) -> dict[str, Any]:
+        """Every config field and the options that change the numbers, JSON-ready."""
+        return {**flags.as_flat_dict(self.config), **flags.as_flat_dict(self.options), "preset": self.preset}
+
+    def output(self) -> contextlib.AbstractContextManager[pathlib.Path]:
+        """``staged_output`` for ``--out``, resuming an interrupted run of the same settings."""
+        return staged_output(self.options.out, self.settings(), restart=self.options.restart)
+
+    @contextlib.contextmanager
+    def timer(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+    def load_splits(self) -> dict[str, data.Split]:
+        with self.timer("data"):
+            return load_splits(self.options)
+
+    def fit(self, model: train_lib.Model, train_set: dict[str, jax.Array], key: jax.Array, workdir: pathlib.Path,
+            *, gather: train_lib.GatherFn = data.gather_batch,
+            on_epoch_end: Callable[[int, train_lib.TrainState, dict[str, float]], dict[str, float] | None] | None = None,
+            should_stop: Callable[[train_lib.TrainState, dict[str, float]], bool] | None = None,
+            ) -> tuple[train_lib.TrainState, train_lib.History]:
+        """Initialises and trains ``model`` on ``train_set`` with ``config.train``'s settings.
+
+        Checkpoints go to ``workdir/train_state`` (the run's staging folder), from which an
+        interrupted run resumes. ``seconds["train"]`` is the training wall time over all
+        of the run's processes (an interrupted part included).
+        """
+        settings: TrainConfig = self.config.train
+        state = train_lib.create_train_state(model, key)
+        mesh = train_lib.data_parallel_mesh() if settings.data_parallel else None
+        with checkpoint.TrainingCheckpoints(workdir / TRAIN_STATE) as checkpoints:
+            state, history = train_lib.train(
+                model, state, train_set, epochs=settings.epochs, batch_size=settings.batch_size,
+                chunk_steps=settings.chunk_steps, mesh=mesh, checkpoints=checkpoints,
+                checkpoint_every=settings.checkpoint_every, nonfinite=settings.on_nonfinite,
+                progress=self.options.progress, gather=gather, on_epoch_end=on_epoch_end, should_stop=should_stop)
+        jax.block_until_ready(state.params)
+        self.seconds["train"] = self.seconds.get("train", 0.0) + history.seconds
+        return state, history
+
+    def write_metrics(self, folder: pathlib.Path, metrics: dict[str, Any]) -> pathlib.Path:
+        """metrics.json: the numbers, the preset, every config field, timings, device and host."""
+        self.seconds["total"] = time.perf_counter() - self._started
+        payload = {
+            **metrics,
+            "preset": self.preset,
+            "settings": self.settings(),
+            "seconds": dict(self.seconds),
+            "device": device_name(),
+            "host": platform.node(),
+        }
+        path = folder / "metrics.json"
+        path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
+        return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, pathlib.PurePath):
+        return str(value)
+    raise TypeError(f"metrics.json cannot hold a {type(value).__name__}")
+
+
+def device_name() -> str:
+    device = jax.devices()[0]
+    return f"{device.platform}: {device.device_kind}"
+
+
+def on_gpu() -> bool:
+    return jax.devices()[0].platform == "gpu"
+
+
+def save_state(folder: pathlib.Path, state: train_lib.TrainState) -> None:
+    """The trained variables as ``folder/checkpoint`` (replacing one a resumed run's first try left)."""
+    checkpoint.save(folder / "checkpoint", {"params": state.params, "batch_stats": state.batch_stats}, overwrite=True)
+
+
+def recomputed_batch_stats(model: train_lib.Model, state: train_lib.TrainState, train_set: dict[str, jax.Array],
+                           batch_size: int, key: jax.Array) -> train_lib.BatchStats:
+    """``state``'s BatchNorm statistics recomputed for its final weights over ``train_set``
+    through the model's first phase (``train.recompute_batch_stats``)."""
+    batch_size = min(batch_size, int(train_set["label"].shape[0]))
+    return train_lib.recompute_batch_stats(model.phases[0], state.params, state.batch_stats, train_set, batch_size, key)
+
+
+def run_main(main: Callable[[list[str] | None], dict[str, Any]], argv: list[str] | None = None) -> None:
+    """Runs an experiment's main; an error is one line on stderr: exit 2 for usage errors, else 1."""
+    try:
+        metrics = main(argv)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (data.DataError, ValueError, FileExistsError, OSError, train_lib.NonFiniteLossError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}, indent=2, default=str))
