@@ -200,8 +200,8 @@ def _check_prior(prior: Sampler, config: AAEConfig) -> None:
         raise ValueError(f"label_conditioning needs a mixture prior with {config.num_classes} components, one per class "
                          f"(priors.Prior.sample_components), got {name!r}, not a mixture")
     if components != config.num_classes:
-        raise ValueError(f"label_conditioning needs a mixture prior with {config.num_classes} components, one per class, "
-                         f"got {name!r} with {components}: the data's {config.num_classes} classes need as many components")
+        raise ValueError(f"label_conditioning matches class k to prior component k: {name!r} has {components} "
+                         f"components, so it needs {components} classes, got num_classes={config.num_classes}")
 
 
 Moments = tuple[jax.Array, jax.Array]  # per-component means and stds, each (num_components, latent_dim)

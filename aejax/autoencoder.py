@@ -16,10 +16,10 @@ import jax.numpy as jnp
 
 from aejax import data as data_lib
 from aejax import losses
-from aejax.modules import (Decoder, Encoder, apply_inference, apply_training, init_encoder_decoder,
-                           resolve_conv_transpose_impl)
-from aejax.train import Model, Phase, module_variables
+from aejax.conv_kernels import ConvImpl, ConvTransposeImpl, resolve_conv_impl, resolve_conv_transpose_impl
+from aejax.modules import Decoder, Encoder, apply_inference, apply_training, init_encoder_decoder
 from aejax.optimizers import torch_adam
+from aejax.train import Model, Phase, module_variables
 
 Sparsity = Literal["none", "l1", "kl_per_object", "kl_per_unit"]
 SPARSITY_CHOICES = typing.get_args(Sparsity)
@@ -27,15 +27,26 @@ SPARSITY_CHOICES = typing.get_args(Sparsity)
 
 @dataclasses.dataclass(frozen=True)
 class AEConfig:
-    latent_dim: int = 2
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.0  # PyTorch-style coupled L2 (section 4 uses 1e-5)
-    input_noise_std: float = 0.0  # > 0: denoising AE, x + std * N(0, 1) fed, clean x targeted
-    sparsity: Sparsity = "none"
-    sparsity_weight: float = 0.01  # beta
-    sparsity_target: float = 0.1  # p, for the KL penalties
-    conv_impl: str = "auto"  # how convolutions run: the same function either way (modules.conv2d)
-    conv_transpose_impl: str = "auto"  # how the decoder's transposed convolutions run (modules.ConvTranspose2x)
+    """The deterministic autoencoder's settings; the defaults are the lecture's plain conv AE."""
+
+    latent_dim: int = dataclasses.field(default=2, metadata={"help": "size D of the code z (> 0)"})
+    learning_rate: float = dataclasses.field(default=1e-4, metadata={"help": "Adam learning rate (> 0)"})
+    weight_decay: float = dataclasses.field(
+        default=0.0, metadata={"help": "PyTorch-style coupled L2 weight decay of Adam (>= 0; section 4: 1e-5)"})
+    input_noise_std: float = dataclasses.field(
+        default=0.0, metadata={"help": "std of the Gaussian noise added to training inputs, clean targets "
+                                       "(>= 0, pixels in [0, 1]; > 0: denoising AE)"})
+    sparsity: Sparsity = dataclasses.field(
+        default="none", metadata={"help": "sparsity penalty on the code: L1 or KL-Bernoulli per object or per unit"})
+    sparsity_weight: float = dataclasses.field(default=0.01, metadata={"help": "weight beta of the sparsity penalty"})
+    sparsity_target: float = dataclasses.field(
+        default=0.1, metadata={"help": "target activation p of the KL sparsity penalties, in (0, 1)"})
+    conv_impl: ConvImpl = dataclasses.field(
+        default="auto", metadata={"help": "how convolutions run, the same function by each "
+                                          "(auto: patches on CPU, lax elsewhere)"})
+    conv_transpose_impl: ConvTransposeImpl = dataclasses.field(
+        default="auto", metadata={"help": "how the decoder's transposed convolutions run, the same function by each "
+                                          "(auto: taps on CPU, subpixel elsewhere)"})
 
     def __post_init__(self):
         if self.latent_dim <= 0:
@@ -46,7 +57,8 @@ class AEConfig:
             raise ValueError(f"sparsity must be one of {SPARSITY_CHOICES}, got {self.sparsity!r}")
         if not 0 < self.sparsity_target < 1:
             raise ValueError(f"sparsity_target must be in (0, 1), got {self.sparsity_target}")
-        resolve_conv_transpose_impl(self.conv_transpose_impl)  # raises on an unknown name
+        resolve_conv_impl(self.conv_impl)  # each raises on an unknown name
+        resolve_conv_transpose_impl(self.conv_transpose_impl)
 
 
 def sparsity_penalty(config: AEConfig, latents: jax.Array) -> jax.Array:

@@ -220,22 +220,25 @@ def load_npz(path: str | os.PathLike) -> dict[str, Split]:
     """
     path = pathlib.Path(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [key for keys in NPZ_KEYS.values() for key in keys if key not in archive.files]
-            if missing:
-                raise DataError(f"{path} has no array {missing[0]!r} (holds {sorted(archive.files)}); "
-                                f"expected x_train, y_train, x_test, y_test")
-            splits = {}
-            for split, (images_key, labels_key) in NPZ_KEYS.items():
-                try:
-                    splits[split] = Split.from_arrays(archive[images_key], archive[labels_key])
-                except ValueError as e:
-                    raise DataError(f"{path}: {images_key}/{labels_key}: {e}") from None
-            return splits
+        archive = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DataError(f"npz file not found: {path}") from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:  # ValueError: not a zip, numpy tried pickle
         raise DataError(f"npz file {path} is corrupt or not an npz archive: {e}") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):  # a bare .npy under an .npz name
+        raise DataError(f"npz file {path} is not an npz archive (holds a single array)")
+    with archive:
+        missing = [key for keys in NPZ_KEYS.values() for key in keys if key not in archive.files]
+        if missing:
+            raise DataError(f"npz file {path} has no array {missing[0]!r} (holds {sorted(archive.files)}); "
+                            f"expected x_train, y_train, x_test, y_test")
+        splits = {}
+        for split, (images_key, labels_key) in NPZ_KEYS.items():
+            try:
+                splits[split] = Split.from_arrays(archive[images_key], archive[labels_key])
+            except (ValueError, OSError, zipfile.BadZipFile, zlib.error) as e:  # bad arrays or a damaged member
+                raise DataError(f"npz file {path}: {images_key}/{labels_key}: {e}") from None
+        return splits
 
 
 def load_dataset(path: str | os.PathLike) -> dict[str, Split]:

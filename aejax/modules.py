@@ -1,6 +1,7 @@
 """The lecture's networks as flax.linen modules, applied with explicit variables.
 
-Layouts are NHWC. Parameter counts equal the PyTorch originals (see tests).
+Layouts are NHWC. Parameter counts equal the PyTorch originals (see tests). How the
+convolutions run (``conv_impl``, ``conv_transpose_impl``) is ``aejax.conv_kernels``'s.
 BatchNorm follows PyTorch exactly: momentum 0.1 on the new statistic (flax's 0.9 on
 the old), eps 1e-5, normalisation by the biased batch variance, and the running
 variance updated with the unbiased one (flax's own BatchNorm uses the biased one).
@@ -8,13 +9,14 @@ variance updated with the unbiased one (flax's own BatchNorm uses the biased one
 
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from aejax.conv_kernels import ConvImpl, ConvTransposeImpl, conv_transpose2x, flax_conv_fn
 
 LEAKY_SLOPE = 0.01  # torch.nn.LeakyReLU() default
 
@@ -61,258 +63,14 @@ def _torch_uniform(fan_in: int):
     return init
 
 
-ConvImpl = str  # "auto" | "patches" | "lax"
-CONV_IMPLS = ("auto", "patches", "lax")
-
-
-def resolve_conv_impl(impl: ConvImpl) -> str:
-    """"auto" -> "patches" on the CPU backend (XLA:CPU's convolution gradients are slow
-    at these sizes; slices + one matmul are not), "lax" elsewhere (cuDNN et al.)."""
-    if impl not in CONV_IMPLS:
-        raise ValueError(f"conv impl must be one of {CONV_IMPLS}, got {impl!r}")
-    if impl == "auto":
-        return "patches" if jax.default_backend() == "cpu" else "lax"
-    return impl
-
-
-@jax.custom_vjp
-def matmul(x: jax.Array, w: jax.Array) -> jax.Array:
-    """``x (N, K) @ w (K, M)`` with its gradient written out (dx = g w^T, dw = x^T g).
-
-    The same function and gradient as ``jnp.dot``; as a custom VJP its backward dots stay
-    plain 2-D matmuls of the forward's operands, where XLA:CPU, fusing autodiff's
-    transposes into neighbouring ops, laid the decoder's weight gradients out in
-    transposed copies that cost more than the dots (a 9.5 MB transposing copy: 15 ms
-    per step at batch 64).
-    """
-    return jnp.dot(x, w)
-
-
-def _matmul_fwd(x, w):
-    return jnp.dot(x, w), (x, w)
-
-
-def _matmul_bwd(res, g):
-    x, w = res
-    return jnp.dot(g, w.T), jnp.dot(x.T, g)
-
-
-matmul.defvjp(_matmul_fwd, _matmul_bwd)
-
-
-def patch_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
-               padding: Sequence[tuple[int, int]]) -> jax.Array:
-    """``lax.conv_general_dilated`` for NHWC x (B,H,W,C) and HWIO kernel (kh,kw,C,F), computed
-    as im2col: the kh*kw shifted, strided slices concatenated on channels, then one matmul.
-
-    Mathematically the same convolution; its gradient is slices, pads and two matmuls.
-    """
-    kh, kw, c, f = kernel.shape
-    (sh, sw), ((pt, pb), (pl, pr)) = strides, padding
-    x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    out_h, out_w = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
-    taps = [x[:, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw, :]
-            for i in range(kh) for j in range(kw)]
-    patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)  # (B, H', W', kh*kw*C)
-    return jnp.dot(patches, kernel.reshape(kh * kw * c, f))
-
-
-def _shift_sum(taps: jax.Array, out_h: int, out_w: int, kw: int) -> jax.Array:
-    """(T, B, Hp, Wp, F) per-tap partial outputs -> (B, out_h, out_w, F): tap t = i*kw + j shifted by (i, j), summed."""
-    return sum(taps[t, :, t // kw:t // kw + out_h, t % kw:t % kw + out_w] for t in range(taps.shape[0]))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def shift_sum(taps: jax.Array, out_h: int, out_w: int, kw: int) -> jax.Array:
-    """``_shift_sum`` with a hand-written gradient: autodiff would pad each tap's slice back to
-    the full (T, B, Hp, Wp, F) shape and add T of those (T = 49: 49x the memory traffic);
-    the gradient is just the output gradient padded to each tap's offset, stacked."""
-    return _shift_sum(taps, out_h, out_w, kw)
-
-
-def _shift_sum_fwd(taps, out_h, out_w, kw):
-    return _shift_sum(taps, out_h, out_w, kw), taps.shape
-
-
-def _shift_sum_bwd(out_h, out_w, kw, shape, grad):
-    num_taps, _, hp, wp, _ = shape
-    return (jnp.stack([jnp.pad(grad, ((0, 0), (t // kw, hp - out_h - t // kw), (t % kw, wp - out_w - t % kw), (0, 0)))
-                       for t in range(num_taps)]),)
-
-
-shift_sum.defvjp(_shift_sum_fwd, _shift_sum_bwd)
-
-
-def tap_conv(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, int]]) -> jax.Array:
-    """A stride-1 NHWC/HWIO convolution for large kernels with few outputs: matmul first, then shift.
-
-    im2col would copy the input kh*kw times (49 for the decoder's 7x7 output layer); here
-    one ``matmul`` maps every input pixel to its kh*kw*F per-tap contributions (T, B, Hp, Wp, F),
-    and ``shift_sum`` adds each tap's shifted window. With F = 1 that array is smaller
-    than the input's 32 channels.
-    """
-    kh, kw, c, f = kernel.shape
-    (pt, pb), (pl, pr) = padding
-    x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    b, hp, wp, _ = x.shape
-    taps = matmul(x.reshape(-1, c), kernel.reshape(kh * kw, c, f).transpose(1, 0, 2).reshape(c, kh * kw * f))
-    taps = taps.reshape(b, hp, wp, kh * kw, f).transpose(3, 0, 1, 2, 4)  # (T, B, Hp, Wp, F)
-    return shift_sum(taps, x.shape[1] - kh + 1, x.shape[2] - kw + 1, kw)
-
-
-def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Sequence[tuple[int, int]],
-           impl: ConvImpl = "auto") -> jax.Array:
-    """NHWC/HWIO convolution by the chosen implementation (see ``resolve_conv_impl``).
-
-    "patches" is ``patch_conv``, or ``tap_conv`` for stride-1 kernels of 25+ taps and no
-    more outputs than inputs (the decoder's 7x7 layer: 32 -> 1).
-    XLA:CPU runs its own convolutions very slowly inside loops (``lax.scan``: 3.3 s per
-    batch of 512 for the decoder's 7x7 layer), matmuls not.
-    """
-    if resolve_conv_impl(impl) == "patches":
-        if kernel.shape[0] * kernel.shape[1] >= 25 and tuple(strides) == (1, 1) and kernel.shape[3] <= kernel.shape[2]:
-            return tap_conv(x, kernel, padding)
-        return patch_conv(x, kernel, strides, padding)
-    return jax.lax.conv_general_dilated(x, kernel, tuple(strides), tuple(padding),
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-def _flax_conv_fn(impl: ConvImpl):
-    """``nn.Conv(conv_general_dilated=...)`` hook: the lax signature, only what aejax's convs use."""
-
-    def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                             dimension_numbers=None, feature_group_count=1, precision=None):
-        del dimension_numbers, precision  # flax passes NHWC/HWIO and the default precision
-        if any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))) or feature_group_count != 1:
-            raise ValueError("conv2d supports no dilation and no feature groups")
-        return conv2d(lhs, rhs, window_strides, padding, impl)
-
-    return conv_general_dilated
-
-
 def _conv(features: int, kernel: int, stride: int, padding: int, in_features: int,
           impl: ConvImpl = "lax") -> nn.Conv:
     fan_in = in_features * kernel * kernel
     return nn.Conv(
         features, (kernel, kernel), strides=(stride, stride), padding=((padding, padding),) * 2,
         kernel_init=_torch_uniform(fan_in), bias_init=_torch_uniform(fan_in),
-        conv_general_dilated=_flax_conv_fn(impl),
+        conv_general_dilated=flax_conv_fn(impl),
     )
-
-
-# Which kernel entry (of 3, in flax's flipped layout) feeds each output phase and
-# input tap of a stride-2 transposed conv (k=3, p=1, output_padding=1), per spatial
-# axis: even outputs 2m read x[m] * k[1]; odd outputs 2m+1 read x[m] * k[0] + x[m+1] * k[2].
-_PHASE_TAP_KERNEL = {(0, 0): 1, (1, 0): 0, (1, 1): 2}  # (phase, tap) -> kernel index; (0, 1) reads nothing
-
-
-def _subpixel_taps(kernel: jax.Array, taps_h: int = 2, taps_w: int = 2) -> jax.Array:
-    """(3, 3, C, F) transposed-conv kernel -> (taps_h, taps_w, C, 4F) kernel of the equivalent 2x2 conv.
-
-    Output channels are ordered (phase_h, phase_w, F). Built by indexing, not an einsum
-    with 0/1 matrices: XLA:CPU runs such skinny matmuls (and their gradients) slowly.
-    ``taps_h = 1`` keeps only the first row of taps (the second reads only padding when H = 1).
-    """
-    zeros = jnp.zeros(kernel.shape[2:], kernel.dtype)
-
-    def block(a, b, p, q):
-        i, j = _PHASE_TAP_KERNEL.get((p, a)), _PHASE_TAP_KERNEL.get((q, b))
-        return zeros if i is None or j is None else kernel[i, j]
-
-    rows = [[jnp.concatenate([block(a, b, p, q) for p in (0, 1) for q in (0, 1)], axis=-1)
-             for b in range(taps_w)] for a in range(taps_h)]
-    return jnp.stack([jnp.stack(row) for row in rows])
-
-
-def _shift(x: jax.Array, axis: int, back: bool) -> jax.Array:
-    """x shifted by one along ``axis``, zero-filled: ``back`` out[m] = x[m + 1], else out[m] = x[m - 1]."""
-    n = x.shape[axis]
-    pad = [(0, 0)] * x.ndim
-    pad[axis] = (0, 1) if back else (1, 0)
-    return jnp.pad(jax.lax.slice_in_dim(x, 1, n, axis=axis) if back else jax.lax.slice_in_dim(x, 0, n - 1, axis=axis), pad)
-
-
-def _phase_terms(rows: int, cols: int) -> dict[tuple[int, int], list[tuple[int, int, bool, bool]]]:
-    """For each output phase (p, q) of the stride-2 transposed conv, the taps that reach it:
-    (kernel row i, kernel column j, read the next input row, read the next input column).
-    Per axis, even outputs 2m read x[m] * k[1]; odd outputs 2m + 1 read x[m] * k[0] + x[m + 1] * k[2]
-    (``_PHASE_TAP_KERNEL``). Every tap reaches exactly one phase."""
-    def axis_terms(phase, taps):
-        return [(1, False)] if phase == 0 else [(0, False)] + ([(2, True)] if taps == 3 else [])
-    return {(p, q): [(i, j, next_h, next_w) for i, next_h in axis_terms(p, rows) for j, next_w in axis_terms(q, cols)]
-            for p in (0, 1) for q in (0, 1)}
-
-
-@jax.custom_vjp
-def assemble_phases(taps: jax.Array) -> jax.Array:
-    """Per-tap contributions (B, H, W, rows, cols, F) -> transposed-conv output (B, 2H, 2W, F).
-
-    Hand-written gradient: autodiff would pad each tap's slice back to the whole taps array
-    and add nine of those; each tap feeds one phase, so its gradient is that phase's
-    output gradient shifted back, and the nine are stacked once.
-    """
-    b, h, w, rows, cols, f = taps.shape
-    phases = {}
-    for (p, q), terms in _phase_terms(rows, cols).items():
-        total = None
-        for i, j, next_h, next_w in terms:
-            t = taps[:, :, :, i, j]
-            t = _shift(t, 1, back=True) if next_h else t
-            t = _shift(t, 2, back=True) if next_w else t
-            total = t if total is None else total + t
-        phases[p, q] = total
-    y = jnp.stack([jnp.stack([phases[p, 0], phases[p, 1]], axis=3) for p in (0, 1)], axis=2)  # (B, H, 2, W, 2, F)
-    return y.reshape(b, 2 * h, 2 * w, f)
-
-
-def _assemble_phases_fwd(taps):
-    return assemble_phases(taps), taps.shape
-
-
-def _assemble_phases_bwd(shape, grad):
-    b, h, w, rows, cols, f = shape
-    grad = grad.reshape(b, h, 2, w, 2, f)
-    by_tap = {}
-    for (p, q), terms in _phase_terms(rows, cols).items():
-        for i, j, next_h, next_w in terms:
-            g = grad[:, :, p, :, q]
-            g = _shift(g, 1, back=False) if next_h else g
-            by_tap[i, j] = _shift(g, 2, back=False) if next_w else g
-    return (jnp.stack([jnp.stack([by_tap[i, j] for j in range(cols)], axis=3) for i in range(rows)], axis=3),)
-
-
-assemble_phases.defvjp(_assemble_phases_fwd, _assemble_phases_bwd)
-
-
-def conv_transpose_taps(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """The stride-2 transposed conv (k=3, p=1, output_padding=1) as one matmul, then shifted sums.
-
-    x (B, H, W, C), kernel (3, 3, C, F) in flax's flipped layout -> (B, 2H, 2W, F), no bias.
-    The matmul maps each input pixel to its 9 per-tap contributions (B, H, W, 3, 3, F),
-    and ``assemble_phases`` adds those reaching each output: 9 C F multiply-adds per
-    input pixel, where the subpixel 2x2 convolution does 16 (7 of its 16 tap/phase
-    blocks are zeros). A 1-pixel-high (wide) input skips the third tap row (column): it
-    only reaches the next input pixel, which does not exist.
-    """
-    b, h, w, c = x.shape
-    f = kernel.shape[-1]
-    rows, cols = (2 if h == 1 else 3), (2 if w == 1 else 3)
-    k = kernel[:rows, :cols].transpose(2, 0, 1, 3).reshape(c, rows * cols * f)
-    flat = x.reshape(b * h * w, c)
-    return assemble_phases(matmul(flat, k).reshape(b, h, w, rows, cols, f))
-
-
-CONV_TRANSPOSE_IMPLS = ("auto", "taps", "subpixel", "lax")
-
-
-def resolve_conv_transpose_impl(impl: str) -> str:
-    """"auto" -> "taps" on the CPU backend, "subpixel" elsewhere (its 2x2 convolution is
-    then cuDNN's, see ``resolve_conv_impl``)."""
-    if impl not in CONV_TRANSPOSE_IMPLS:
-        raise ValueError(f"conv transpose impl must be one of {CONV_TRANSPOSE_IMPLS}, got {impl!r}")
-    if impl == "auto":
-        return "taps" if jax.default_backend() == "cpu" else "subpixel"
-    return impl
 
 
 class ConvTranspose2x(nn.Module):
@@ -320,16 +78,12 @@ class ConvTranspose2x(nn.Module):
 
     Parameters are those of ``flax.linen.ConvTranspose(F, (3, 3), strides=2,
     padding=((1, 2), (1, 2)))``: kernel (3, 3, C, F), the PyTorch weight (C, F, 3, 3)
-    flipped spatially. The same function by any ``impl`` (``resolve_conv_transpose_impl``):
-    ``'taps'`` is one matmul to the 9 per-tap contributions and their shifted sums
-    (``conv_transpose_taps``: 9 C F multiply-adds per input pixel, as PyTorch's col2im);
-    ``'subpixel'`` one 2x2 convolution into 4F channels (16 C F) followed by
-    depth-to-space, with ``conv_impl`` choosing how that convolution runs (``conv2d``);
-    ``'lax'`` the dilated ``lax.conv_transpose``, which XLA:CPU differentiates slowly.
+    flipped spatially. The same function by any ``impl`` (``conv_kernels.conv_transpose2x``:
+    "taps", "subpixel" with ``conv_impl`` running its convolution, or "lax").
     """
 
     features: int
-    impl: str = "auto"
+    impl: ConvTransposeImpl = "auto"
     conv_impl: ConvImpl = "auto"
 
     @nn.compact
@@ -338,20 +92,7 @@ class ConvTranspose2x(nn.Module):
         fan_in = self.features * 9  # PyTorch takes a transposed conv's fan_in from dim 1 (out)
         kernel = self.param("kernel", _torch_uniform(fan_in), (3, 3, in_features, self.features))
         bias = self.param("bias", _torch_uniform(fan_in), (self.features,))
-        impl = resolve_conv_transpose_impl(self.impl)
-        if impl == "lax":
-            y = jax.lax.conv_transpose(x, kernel, (2, 2), ((1, 2), (1, 2)),
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
-            return y + bias
-        if impl == "taps":
-            return conv_transpose_taps(x, kernel) + bias
-        # A 1-pixel-high (or wide) input meets the second tap row (column) only in padding: skip it.
-        taps_h, taps_w = min(x.shape[1], 2), min(x.shape[2], 2)
-        y = conv2d(x, _subpixel_taps(kernel, taps_h, taps_w), (1, 1), ((0, taps_h - 1), (0, taps_w - 1)),
-                   self.conv_impl)
-        b, h, w, _ = y.shape
-        y = y.reshape(b, h, w, 2, 2, self.features).transpose(0, 1, 3, 2, 4, 5)
-        return y.reshape(b, 2 * h, 2 * w, self.features) + bias
+        return conv_transpose2x(x, kernel, self.impl, self.conv_impl) + bias
 
 
 def _dense(features: int, in_features: int) -> nn.Dense:
@@ -385,7 +126,7 @@ class Encoder(nn.Module):
 
     latent_dim: int
     hidden: Sequence[int] = (32, 64, 128, 256)
-    conv_impl: ConvImpl = "auto"  # the same function by any impl, see conv2d
+    conv_impl: ConvImpl = "auto"  # the same function by any impl, see conv_kernels.conv2d
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -413,8 +154,8 @@ class Decoder(nn.Module):
     """
 
     hidden: Sequence[int] = (256, 128, 64, 32, 32)
-    conv_transpose_impl: str = "auto"  # "taps", "subpixel" or "lax": the same function, see ConvTranspose2x
-    conv_impl: ConvImpl = "auto"  # how the subpixel 2x2 convolutions run, see conv2d
+    conv_transpose_impl: ConvTransposeImpl = "auto"  # the same function by any impl, see ConvTranspose2x
+    conv_impl: ConvImpl = "auto"  # how the convolutions run, see conv_kernels.conv2d
     num_classes: int = 0  # > 0: conditional on integer labels (B,)
     latent_dim: int | None = None  # checked against the latents' width when given
 

@@ -37,7 +37,8 @@ from which each step draws as many labelled images as the batch has.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+import functools
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,40 +47,47 @@ import optax
 
 from aejax import data as data_lib
 from aejax import losses
-from aejax.aae import adversarial_bce
-from aejax.disentangled import label_style_functions, split_label_style
+from aejax.label_style import label_style_functions, split_label_style
 from aejax.modules import Decoder, Discriminator, Encoder, apply_training, init_encoder_decoder
-from aejax.priors import categorical, standard_normal
-from aejax.train import Model, Params, BatchStats, Phase, map_over_split, module_variables
 from aejax.optimizers import torch_adam
+from aejax.priors import Prior, categorical, standard_normal
+from aejax.train import Batch, BatchStats, Model, Params, Phase, map_over_split, module_variables
+
+
+def _field(default: Any, text: str, cli: bool = True) -> Any:
+    """A config field with its command-line help ``text``; ``cli=False``: not a command-line flag."""
+    return dataclasses.field(default=default, metadata={"help": text} if cli else {"help": text, "cli": False})
 
 
 @dataclasses.dataclass(frozen=True)
 class SemiSupervisedConfig:
-    latent_dim: int = 10  # style
-    num_classes: int = 10  # clusters when not semi_supervised
-    learning_rate: float = 1e-3  # autoencoder and supervised phases
-    adversarial_learning_rate: float = 1e-4  # discriminators and generator
-    weight_decay: float = 0.0
-    generator_weight: float = 1.0
-    supervised_weight: float = 1.0
-    discriminator_hidden: tuple[int, ...] = (1000, 1000)  # the paper's
-    semi_supervised: bool = True
-    # > 0: every learning rate follows a cosine decay to 1% of itself over this many
-    # training steps (the paper lowers its rates late in training; at constant rates the
-    # test error swings by a point from epoch to epoch). 0: constant rates.
-    decay_steps: int = 0
-    augment_shift: int = 0  # max random translation (pixels) of the labelled images; 0: none (the paper)
-    consistency_weight: float = 0.0  # weight of the pseudo-label term on unlabelled images; 0: none (the paper)
-    confidence_threshold: float = 0.95
-    # > 0: the label discriminator's prior samples are relaxed one-hot vectors at this
-    # temperature (priors.categorical); 0: exact one-hot (the paper)
-    categorical_temperature: float = 0.0
+    latent_dim: int = _field(10, "style dimension")
+    num_classes: int = _field(10, "the label head's outputs: the data's classes, or the clusters when not "
+                                  "semi_supervised", cli=False)
+    learning_rate: float = _field(1e-3, "Adam rate of the autoencoder and supervised phases")
+    adversary_learning_rate: float = _field(1e-4, "Adam rate of the adversarial networks' optimizers: the "
+                                                  "discriminators' phase and the generator phase (one Adam each)")
+    weight_decay: float = _field(0.0, "PyTorch-style coupled L2 of every optimizer")
+    generator_weight: float = _field(1.0, "weight of the generator's BCE of both discriminators' verdicts")
+    supervised_weight: float = _field(1.0, "weight of the label head's cross-entropy on the labelled images")
+    discriminator_hidden: tuple[int, ...] = _field((1000, 1000), "hidden widths of both discriminators (the paper's)",
+                                                   cli=False)
+    semi_supervised: bool = _field(True, "train the label head on the labelled subset; off: unsupervised clustering")
+    # the paper lowers its rates late in training; at constant rates the test error swings
+    # by a point from epoch to epoch
+    decay_steps: int = _field(0, "> 0: every rate follows a cosine decay to 1% over this many steps "
+                                 "(the run's length); 0: constant rates", cli=False)
+    augment_shift: int = _field(0, "max random translation (pixels) of the labelled images; 0: none (the paper)")
+    consistency_weight: float = _field(0.0, "weight of the pseudo-label term on unlabelled images; 0: none (the paper)")
+    confidence_threshold: float = _field(0.95, "least label-head probability that makes an unlabelled image's "
+                                               "argmax its pseudo-label")
+    categorical_temperature: float = _field(0.0, "> 0: the label discriminator's prior samples are relaxed one-hot "
+                                                 "vectors at this temperature; 0: exact one-hot (the paper)")
 
     def __post_init__(self):
         if self.latent_dim <= 0 or self.num_classes <= 1:
             raise ValueError(f"need latent_dim > 0 and num_classes > 1, got {self.latent_dim} and {self.num_classes}")
-        if min(self.learning_rate, self.adversarial_learning_rate) <= 0:
+        if min(self.learning_rate, self.adversary_learning_rate) <= 0:
             raise ValueError("learning rates must be > 0")
         if min(self.weight_decay, self.generator_weight, self.supervised_weight) < 0:
             raise ValueError("weight_decay and the loss weights must be >= 0")
@@ -93,16 +101,27 @@ class SemiSupervisedConfig:
             raise ValueError("consistency_weight needs semi_supervised=True (it trains the label head with the labels' phase)")
 
 
-def balanced_subset(labels: np.ndarray, per_class: int, key: jax.Array, num_classes: int = 10) -> np.ndarray:
-    """Sorted indices (num_classes * per_class,) of ``per_class`` examples of each class, chosen by ``key``."""
+def labels_per_class(total: int, num_classes: int) -> int:
+    """Labelled images per class when ``total`` are spread evenly over ``num_classes`` classes."""
+    if total <= 0 or num_classes <= 0:
+        raise ValueError(f"need a positive label count and class count, got {total} and {num_classes}")
+    if total % num_classes:
+        raise ValueError(f"{total} labels cannot be balanced over {num_classes} classes: "
+                         f"give a multiple of {num_classes}")
+    return total // num_classes
+
+
+def balanced_subset(labels: np.ndarray, per_class: int, key: jax.Array, num_classes: int) -> np.ndarray:
+    """Sorted indices (num_classes * per_class,) of ``per_class`` examples of each class 0..num_classes-1
+    among ``labels`` (N,), chosen by ``key``."""
     labels = np.asarray(labels)
     if per_class <= 0:
         raise ValueError(f"per_class must be positive, got {per_class}")
     chosen = []
-    for digit, class_key in zip(range(num_classes), jax.random.split(key, num_classes)):
-        members = np.flatnonzero(labels == digit)
+    for label, class_key in zip(range(num_classes), jax.random.split(key, num_classes)):
+        members = np.flatnonzero(labels == label)
         if len(members) < per_class:
-            raise ValueError(f"class {digit} has {len(members)} examples, fewer than per_class={per_class}")
+            raise ValueError(f"class {label} has {len(members)} examples, fewer than per_class={per_class}")
         chosen.append(members[np.asarray(jax.random.choice(class_key, len(members), (per_class,), replace=False))])
     return np.sort(np.concatenate(chosen))
 
@@ -134,111 +153,179 @@ def gather(dataset: Mapping[str, jax.Array], indices: jax.Array) -> dict[str, ja
     return batch
 
 
-def make_modules(config: SemiSupervisedConfig) -> tuple[Encoder, Decoder, Discriminator, Discriminator]:
-    return (Encoder(config.num_classes + config.latent_dim), Decoder(num_classes=config.num_classes, latent_dim=config.latent_dim),
-            Discriminator(config.discriminator_hidden, batch_norm=False),
-            Discriminator(config.discriminator_hidden, batch_norm=False))
+class SemiSupervisedModules(NamedTuple):
+    encoder: Encoder
+    decoder: Decoder
+    label_discriminator: Discriminator
+    style_discriminator: Discriminator
+
+
+def make_modules(config: SemiSupervisedConfig) -> SemiSupervisedModules:
+    return SemiSupervisedModules(Encoder(config.num_classes + config.latent_dim),
+                                 Decoder(num_classes=config.num_classes, latent_dim=config.latent_dim),
+                                 Discriminator(config.discriminator_hidden, batch_norm=False),
+                                 Discriminator(config.discriminator_hidden, batch_norm=False))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SemiSupervisedParts:
+    """What the model's functions read besides the training state: the config, the four networks
+    and the two priors (label: ``priors.categorical``, style: N(0, I))."""
+
+    config: SemiSupervisedConfig
+    modules: SemiSupervisedModules
+    label_prior: Prior
+    style_prior: Prior
+
+
+def make_parts(config: SemiSupervisedConfig) -> SemiSupervisedParts:
+    return SemiSupervisedParts(config, make_modules(config), categorical(config.num_classes, config.categorical_temperature),
+                               standard_normal(config.latent_dim))
+
+
+def init(parts: SemiSupervisedParts, key: jax.Array) -> tuple[Params, BatchStats]:
+    """params and batch_stats of encoder, decoder and both discriminators."""
+    config, (encoder, decoder, label_disc, style_disc) = parts.config, parts.modules
+    key, label_key, style_key = jax.random.split(key, 3)
+    params, batch_stats = init_encoder_decoder(key, encoder, decoder, config.latent_dim)
+    params["label_discriminator"] = label_disc.init(label_key, jnp.zeros((1, config.num_classes)), False)["params"]
+    params["style_discriminator"] = style_disc.init(style_key, jnp.zeros((1, config.latent_dim)), False)["params"]
+    return params, {**batch_stats, "label_discriminator": {}, "style_discriminator": {}}
+
+
+def _bce_against(logits: jax.Array, target: float) -> jax.Array:
+    """Elementwise BCE of discriminator logits (B, 1) against a constant target (0 or 1)."""
+    return losses.binary_cross_entropy_with_logits(logits, jnp.full_like(logits, target))
+
+
+def encoder_outputs(parts: SemiSupervisedParts, params: Params, batch_stats: BatchStats, images: jax.Array,
+                    ) -> tuple[jax.Array, jax.Array, Any]:
+    """Train mode: label logits (B, num_classes), style (B, latent_dim), the encoder's updated statistics."""
+    out, stats = apply_training(parts.modules.encoder, module_variables(params, batch_stats, "encoder"), images)
+    return (*split_label_style(out, parts.config.num_classes), stats)
+
+
+def verdicts(parts: SemiSupervisedParts, params: Params, label_probs: jax.Array, style: jax.Array,
+             ) -> tuple[jax.Array, jax.Array]:
+    """The label discriminator's logits (B, 1) for label_probs (B, num_classes), the style
+    discriminator's (B, 1) for style (B, latent_dim)."""
+    _, _, label_disc, style_disc = parts.modules
+    return (label_disc.apply({"params": params["label_discriminator"]}, label_probs, True),
+            style_disc.apply({"params": params["style_discriminator"]}, style, True))
+
+
+def autoencoder_loss(parts: SemiSupervisedParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
+                     step: jax.Array | None = None) -> tuple[jax.Array, tuple]:
+    """Mean-over-pixels BCE of the reconstructions of batch["image"] (B, 28, 28, 1), the decoder
+    reading the style and the label head's softmax. Returns (loss, (batch_stats, metrics))."""
+    del key, step
+    images = batch["image"]
+    label_logits, style, encoder_stats = encoder_outputs(parts, params, batch_stats, images)
+    logits, decoder_stats = apply_training(parts.modules.decoder, module_variables(params, batch_stats, "decoder"), style,
+                                           labels=jax.nn.softmax(label_logits))
+    bce = jnp.mean(losses.binary_cross_entropy_with_logits(logits, images))
+    return bce, ({**batch_stats, "encoder": encoder_stats, "decoder": decoder_stats}, {"bce": bce})
+
+
+def discriminators_loss(parts: SemiSupervisedParts, params: Params, batch_stats: BatchStats, batch: Batch,
+                        key: jax.Array, step: jax.Array | None = None) -> tuple[jax.Array, tuple]:
+    """Sum of both discriminators' balanced BCEs: the encoder's outputs for batch["image"] (B, 28, 28, 1)
+    labelled 0, B prior samples each (drawn with ``key``) labelled 1. Returns (loss, (batch_stats, metrics))."""
+    del step
+    label_logits, style, encoder_stats = encoder_outputs(parts, params, batch_stats, batch["image"])
+    label_probs = jax.nn.softmax(label_logits)
+    label_key, style_key = jax.random.split(key)
+    n = style.shape[0]
+    fake_label, fake_style = verdicts(parts, params, label_probs, style)
+    real_label, real_style = verdicts(parts, params, parts.label_prior(label_key, n), parts.style_prior(style_key, n))
+    label_loss = 0.5 * (jnp.mean(_bce_against(fake_label, 0.0)) + jnp.mean(_bce_against(real_label, 1.0)))
+    style_loss = 0.5 * (jnp.mean(_bce_against(fake_style, 0.0)) + jnp.mean(_bce_against(real_style, 1.0)))
+    metrics = {"label_loss": label_loss, "style_loss": style_loss}
+    return label_loss + style_loss, ({**batch_stats, "encoder": encoder_stats}, metrics)
+
+
+def generator_loss(parts: SemiSupervisedParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
+                   step: jax.Array | None = None) -> tuple[jax.Array, tuple]:
+    """``generator_weight`` * the sum of both discriminators' BCEs against 1 on the encoder's outputs
+    for batch["image"] (B, 28, 28, 1). Returns (loss, (batch_stats, metrics))."""
+    del key, step
+    label_logits, style, encoder_stats = encoder_outputs(parts, params, batch_stats, batch["image"])
+    label_verdict, style_verdict = verdicts(parts, params, jax.nn.softmax(label_logits), style)
+    loss = parts.config.generator_weight * (jnp.mean(_bce_against(label_verdict, 1.0))
+                                            + jnp.mean(_bce_against(style_verdict, 1.0)))
+    return loss, ({**batch_stats, "encoder": encoder_stats}, {})
+
+
+def supervised_loss(parts: SemiSupervisedParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
+                    step: jax.Array | None = None) -> tuple[jax.Array, tuple]:
+    """``supervised_weight`` * cross-entropy of the label head on batch["labelled_image"] (B, 28, 28, 1)
+    (shifted by up to ``augment_shift`` pixels) with batch["labelled_label"] (B,), plus the
+    pseudo-label term on batch["image"] when ``consistency_weight`` > 0. Returns (loss, (batch_stats, metrics))."""
+    del step
+    config = parts.config
+    labelled_key, unlabelled_key = jax.random.split(key)
+    images = data_lib.random_shift(labelled_key, batch["labelled_image"], config.augment_shift)
+    labels = batch["labelled_label"]
+    num_labelled = images.shape[0]
+    if config.consistency_weight > 0:
+        # targets from the clean images (train-mode statistics, as every other pass of the step)
+        clean_logits = jax.lax.stop_gradient(encoder_outputs(parts, params, batch_stats, batch["image"])[0])
+        probs = jax.nn.softmax(clean_logits)
+        confident = jnp.max(probs, -1) >= config.confidence_threshold
+        shifted = data_lib.random_shift(unlabelled_key, batch["image"], max(config.augment_shift, 1))
+        images = jnp.concatenate([images, shifted])  # one pass: one set of batch statistics
+    all_logits, _, encoder_stats = encoder_outputs(parts, params, batch_stats, images)
+    label_logits = all_logits[:num_labelled]
+    ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(label_logits, labels))
+    metrics = {"accuracy": jnp.mean(jnp.argmax(label_logits, -1) == labels)}
+    loss = config.supervised_weight * ce
+    if config.consistency_weight > 0:
+        pseudo = optax.softmax_cross_entropy_with_integer_labels(all_logits[num_labelled:], jnp.argmax(probs, -1))
+        consistency = jnp.mean(jnp.where(confident, pseudo, 0.0))
+        metrics.update(consistency=consistency, confident_share=jnp.mean(confident))
+        loss = loss + config.consistency_weight * consistency
+    return loss, ({**batch_stats, "encoder": encoder_stats}, metrics)
+
+
+def make_optimizer(config: SemiSupervisedConfig, rate: float) -> optax.GradientTransformation:
+    """``torch_adam`` at ``rate``, cosine-decayed over ``decay_steps`` when set."""
+    if config.decay_steps:
+        rate = optax.cosine_decay_schedule(rate, config.decay_steps, alpha=0.01)
+    return torch_adam(rate, config.weight_decay)
 
 
 def make_model(config: SemiSupervisedConfig) -> Model:
     """``encode`` gives the style (B, latent_dim), ``classify`` the label logits (B, num_classes),
     ``decode(z, labels)`` takes integer labels (B,) or probabilities (B, num_classes)."""
-    encoder, decoder, label_disc, style_disc = make_modules(config)
-    label_prior = categorical(config.num_classes, config.categorical_temperature)
-    style_prior = standard_normal(config.latent_dim)
-
-    def init(key):
-        key, label_key, style_key = jax.random.split(key, 3)
-        params, batch_stats = init_encoder_decoder(key, encoder, decoder, config.latent_dim)
-        params["label_discriminator"] = label_disc.init(label_key, jnp.zeros((1, config.num_classes)), False)["params"]
-        params["style_discriminator"] = style_disc.init(style_key, jnp.zeros((1, config.latent_dim)), False)["params"]
-        return params, {**batch_stats, "label_discriminator": {}, "style_discriminator": {}}
-
-    def encoder_outputs(params, batch_stats, images):
-        out, stats = apply_training(encoder, module_variables(params, batch_stats, "encoder"), images)
-        return (*split_label_style(out, config.num_classes), stats)
-
-    def verdicts(params, label_probs, style):
-        return (label_disc.apply({"params": params["label_discriminator"]}, label_probs, True),
-                style_disc.apply({"params": params["style_discriminator"]}, style, True))
-
-    def autoencoder_loss(params, batch_stats, batch, key, step=None):
-        del key, step
-        images = batch["image"]
-        label_logits, style, encoder_stats = encoder_outputs(params, batch_stats, images)
-        logits, decoder_stats = apply_training(decoder, module_variables(params, batch_stats, "decoder"), style,
-                                               labels=jax.nn.softmax(label_logits))
-        bce = jnp.mean(losses.binary_cross_entropy_with_logits(logits, images))
-        return bce, ({**batch_stats, "encoder": encoder_stats, "decoder": decoder_stats}, {"bce": bce})
-
-    def discriminators_loss(params, batch_stats, batch, key, step=None):
-        del step
-        label_logits, style, encoder_stats = encoder_outputs(params, batch_stats, batch["image"])
-        label_probs = jax.nn.softmax(label_logits)
-        label_key, style_key = jax.random.split(key)
-        n = style.shape[0]
-        fake_label, fake_style = verdicts(params, label_probs, style)
-        real_label, real_style = verdicts(params, label_prior(label_key, n), style_prior(style_key, n))
-        label_loss = 0.5 * (jnp.mean(adversarial_bce(fake_label, 0.0)) + jnp.mean(adversarial_bce(real_label, 1.0)))
-        style_loss = 0.5 * (jnp.mean(adversarial_bce(fake_style, 0.0)) + jnp.mean(adversarial_bce(real_style, 1.0)))
-        metrics = {"label_loss": label_loss, "style_loss": style_loss}
-        return label_loss + style_loss, ({**batch_stats, "encoder": encoder_stats}, metrics)
-
-    def generator_loss(params, batch_stats, batch, key, step=None):
-        del key, step
-        label_logits, style, encoder_stats = encoder_outputs(params, batch_stats, batch["image"])
-        label_verdict, style_verdict = verdicts(params, jax.nn.softmax(label_logits), style)
-        loss = config.generator_weight * (jnp.mean(adversarial_bce(label_verdict, 1.0))
-                                          + jnp.mean(adversarial_bce(style_verdict, 1.0)))
-        return loss, ({**batch_stats, "encoder": encoder_stats}, {})
-
-    def supervised_loss(params, batch_stats, batch, key, step=None):
-        del step
-        labelled_key, unlabelled_key = jax.random.split(key)
-        images = data_lib.random_shift(labelled_key, batch["labelled_image"], config.augment_shift)
-        labels = batch["labelled_label"]
-        num_labelled = images.shape[0]
-        if config.consistency_weight > 0:
-            # targets from the clean images (train-mode statistics, as every other pass of the step)
-            clean_logits = jax.lax.stop_gradient(encoder_outputs(params, batch_stats, batch["image"])[0])
-            probs = jax.nn.softmax(clean_logits)
-            confident = jnp.max(probs, -1) >= config.confidence_threshold
-            shifted = data_lib.random_shift(unlabelled_key, batch["image"], max(config.augment_shift, 1))
-            images = jnp.concatenate([images, shifted])  # one pass: one set of batch statistics
-        all_logits, _, encoder_stats = encoder_outputs(params, batch_stats, images)
-        label_logits = all_logits[:num_labelled]
-        ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(label_logits, labels))
-        metrics = {"accuracy": jnp.mean(jnp.argmax(label_logits, -1) == labels)}
-        loss = config.supervised_weight * ce
-        if config.consistency_weight > 0:
-            pseudo = optax.softmax_cross_entropy_with_integer_labels(all_logits[num_labelled:], jnp.argmax(probs, -1))
-            consistency = jnp.mean(jnp.where(confident, pseudo, 0.0))
-            metrics.update(consistency=consistency, confident_share=jnp.mean(confident))
-            loss = loss + config.consistency_weight * consistency
-        return loss, ({**batch_stats, "encoder": encoder_stats}, metrics)
-
-    classify, encode, decode = label_style_functions(encoder, decoder, config.num_classes)
-
-    def adam(rate):
-        if config.decay_steps:
-            rate = optax.cosine_decay_schedule(rate, config.decay_steps, alpha=0.01)
-        return torch_adam(rate, config.weight_decay)
-
-    adversarial = adam(config.adversarial_learning_rate)
+    parts = make_parts(config)
+    adversarial = make_optimizer(config, config.adversary_learning_rate)
     phases = [
-        Phase("autoencoder", autoencoder_loss, adam(config.learning_rate), ("encoder", "decoder")),
-        Phase("discriminators", discriminators_loss, adversarial, ("label_discriminator", "style_discriminator")),
-        Phase("generator", generator_loss, adversarial, ("encoder",)),
+        Phase("autoencoder", functools.partial(autoencoder_loss, parts), make_optimizer(config, config.learning_rate),
+              ("encoder", "decoder")),
+        Phase("discriminators", functools.partial(discriminators_loss, parts), adversarial,
+              ("label_discriminator", "style_discriminator")),
+        Phase("generator", functools.partial(generator_loss, parts), adversarial, ("encoder",)),
     ]
     if config.semi_supervised:
-        phases.append(Phase("supervised", supervised_loss, adam(config.learning_rate), ("encoder",)))
-    return Model(init=init, phases=tuple(phases), encode=encode, decode=decode, classify=classify)
+        phases.append(Phase("supervised", functools.partial(supervised_loss, parts),
+                            make_optimizer(config, config.learning_rate), ("encoder",)))
+    classify, encode, decode = label_style_functions(parts.modules.encoder, parts.modules.decoder, config.num_classes)
+    return Model(init=functools.partial(init, parts), phases=tuple(phases), encode=encode, decode=decode,
+                 classify=classify)
+
+
+@functools.lru_cache(maxsize=32)  # one compiled program per classifier, however often it is called
+def _label_predictor(classify: Callable[..., jax.Array]) -> Callable[[Params, BatchStats, jax.Array], jax.Array]:
+    return jax.jit(lambda params, batch_stats, images: jnp.argmax(classify(params, batch_stats, images), -1))
 
 
 def predict_labels(model: Model, params: Params, batch_stats: BatchStats, dataset: Mapping[str, jax.Array],
                    batch_size: int = 1000) -> np.ndarray:
-    """The label head's argmax (N,) over a split (``data.device_dataset``), eval mode."""
-    run = jax.jit(lambda p, s, images: jnp.argmax(model.classify(p, s, images), -1))
+    """The label head's argmax (N,) over a split (``data.device_dataset``), eval mode.
+
+    Compiled once per model and batch shape: every epoch's call reuses the program.
+    """
+    run = _label_predictor(model.classify)
     return map_over_split(lambda _, idx: (run(params, batch_stats, data_lib.gather_batch(dataset, idx)["image"]),),
                           dataset, batch_size)[0]
 

@@ -55,12 +55,28 @@ def split(toy: ToyData, test_size: float = 0.25, seed: int = 42) -> dict[str, di
 
 @dataclasses.dataclass(frozen=True)
 class ToyConfig:
-    conditional: bool = False  # the label is appended to the encoder's input and to the code
-    learning_rate: float = 1e-3  # torch.optim.Adam's default
-    plateau_patience: int = 50  # epochs without improvement before the rate is cut
-    plateau_factor: float = 0.1
-    min_learning_rate: float = 1e-6  # training stops below it
-    max_epochs: int = 5000
+    """The toy autoencoder's settings; the defaults are the lecture's (section 6)."""
+
+    conditional: bool = dataclasses.field(
+        default=False, metadata={"help": "append the label to the encoder's input and to the code"})
+    learning_rate: float = dataclasses.field(
+        default=1e-3, metadata={"help": "initial Adam learning rate (> 0; torch.optim.Adam's default)"})
+    plateau_patience: int = dataclasses.field(
+        default=50, metadata={"help": "epochs without improvement of the test loss before the rate is cut (>= 0)"})
+    plateau_factor: float = dataclasses.field(
+        default=0.1, metadata={"help": "factor the learning rate is multiplied by at a plateau, in (0, 1)"})
+    min_learning_rate: float = dataclasses.field(
+        default=1e-6, metadata={"help": "training stops once the learning rate falls below it (> 0)"})
+    max_epochs: int = dataclasses.field(
+        default=5000, metadata={"help": "the most epochs (full-batch steps) to train (> 0)"})
+
+    def __post_init__(self):
+        if self.learning_rate <= 0 or self.min_learning_rate <= 0 or self.max_epochs <= 0:
+            raise ValueError("learning_rate, min_learning_rate and max_epochs must be positive, got "
+                             f"{self.learning_rate}, {self.min_learning_rate}, {self.max_epochs}")
+        if self.plateau_patience < 0 or not 0 < self.plateau_factor < 1:
+            raise ValueError(f"plateau_patience must be >= 0 and plateau_factor in (0, 1), got "
+                             f"{self.plateau_patience}, {self.plateau_factor}")
 
 
 def _mean_squared_error(encoder: MLP, decoder: MLP, params, batch) -> jax.Array:

@@ -33,13 +33,24 @@ def beta_to_kld_weight(beta: float) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class VAEConfig:
-    latent_dim: int = 2
-    learning_rate: float = 1e-4  # the CVAE of section 7 uses 1e-2
-    weight_decay: float = 0.0  # PyTorch-style coupled L2
-    kld_weight: float = 0.005  # full VAE 0.005, KL-only run 0.1; beta / 784
-    reconstruction_weight: float = 1.0  # 0.0: the lecture's KL-only run
-    kl_warmup_steps: int = 0  # > 0: the KL weight rises linearly from 0 to kld_weight over these steps
-    num_classes: int = 0  # > 0: CVAE, the decoder reads concat(z, one_hot(label))
+    """The variational autoencoder's settings; the defaults are the lecture's VAE (section 5)."""
+
+    latent_dim: int = dataclasses.field(default=2, metadata={"help": "size D of the code z (> 0)"})
+    learning_rate: float = dataclasses.field(
+        default=1e-4, metadata={"help": "Adam learning rate (> 0; the CVAE of section 7: 1e-2)"})
+    weight_decay: float = dataclasses.field(
+        default=0.0, metadata={"help": "PyTorch-style coupled L2 weight decay of Adam (>= 0)"})
+    kld_weight: float = dataclasses.field(
+        default=0.005, metadata={"help": "weight of the mean KL term next to the mean-over-pixels BCE "
+                                         "(>= 0; beta / 784; the KL-only run: 0.1)"})
+    reconstruction_weight: float = dataclasses.field(
+        default=1.0, metadata={"help": "weight of the BCE term (>= 0; 0: the lecture's KL-only run)"})
+    kl_warmup_steps: int = dataclasses.field(
+        default=0, metadata={"help": "training steps over which the KL weight rises linearly from 0 "
+                                     "to kld_weight (>= 0; 0: constant)"})
+    num_classes: int = dataclasses.field(
+        default=0, metadata={"cli": False, "help": "classes of the labels the decoder reads as "
+                                                   "one_hot(label) (> 0: CVAE; the data's class count)"})
 
     def __post_init__(self):
         if self.latent_dim <= 0:

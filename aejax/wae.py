@@ -22,10 +22,15 @@ from aejax.optimizers import torch_adam
 
 @dataclasses.dataclass(frozen=True)
 class WAEConfig:
-    latent_dim: int = 8
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    mmd_weight: float = 10 / 784
+    """The Wasserstein autoencoder's settings (MMD penalty)."""
+
+    latent_dim: int = dataclasses.field(default=8, metadata={"help": "size D of the code z (> 0)"})
+    learning_rate: float = dataclasses.field(default=1e-3, metadata={"help": "Adam learning rate (> 0)"})
+    weight_decay: float = dataclasses.field(
+        default=0.0, metadata={"help": "PyTorch-style coupled L2 weight decay of Adam (>= 0)"})
+    mmd_weight: float = dataclasses.field(
+        default=10 / 784, metadata={"help": "weight of the MMD between codes and prior samples next to the "
+                                            "mean-over-pixels BCE (>= 0; the paper's lambda = 10 is 10 / 784)"})
 
     def __post_init__(self):
         if self.latent_dim <= 0:

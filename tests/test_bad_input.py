@@ -124,14 +124,15 @@ def test_train_rejects_bad_settings(ae, kwargs, message):
         train_lib.train(model, state, _dataset(), **{"epochs": 1, "batch_size": 4, "progress": False, **kwargs})
 
 
-@pytest.mark.parametrize("images, labels, message", [
-    (np.zeros((3, 28, 28), np.float32), np.zeros(3, np.int64), "images must be uint8"),
-    (np.zeros((3, 28, 28), np.uint8), np.array([0, 4, 10]), r"labels must be in \[0, 10\)"),
-    (np.zeros((3, 28, 28), np.uint8), np.zeros(2, np.int64), r"labels must be integers of shape \(3,\)"),
+@pytest.mark.parametrize("images, labels, num_classes, message", [
+    (np.zeros((3, 28, 28), np.float32), np.zeros(3, np.int64), None, r"images must be uint8 of shape \(N, 28, 28\)"),
+    (np.zeros((3, 28, 28), np.uint8), np.array([0, 4, 10]), 10, r"labels must be in \[0, 10\), got values in \[0, 10\]"),
+    (np.zeros((3, 28, 28), np.uint8), np.array([0, -1, 3]), None, r"labels must be non-negative, got values in \[-1, 3\]"),
+    (np.zeros((3, 28, 28), np.uint8), np.zeros(2, np.int64), None, r"labels must be integers of shape \(3,\)"),
 ])
-def test_device_dataset_rejects_what_is_not_mnist(images, labels, message):
+def test_device_dataset_rejects_what_is_not_mnist(images, labels, num_classes, message):
     with pytest.raises(ValueError, match=message):
-        data.device_dataset(data.Split(images, labels))
+        data.device_dataset(data.Split(images, labels), num_classes=num_classes)
 
 
 # --- the command line --------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""aejax.data: loading and validating MNIST IDX files, sources, and the array helpers."""
+"""aejax.data: loading and validating IDX files (MNIST and other 28x28 data sets), .npz files,
+sources, and the array helpers."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ ALL_FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
 def _link(src_dir: pathlib.Path, dst_dir: pathlib.Path, names) -> None:
     """Symlinks (no copies of the big files) ``names`` from src_dir into dst_dir."""
     for name in names:
-        (dst_dir / name).symlink_to(src_dir / name)
+        # an absolute target: a relative one would resolve against dst_dir
+        (dst_dir / name).symlink_to((src_dir / name).resolve())
 
 
 def _write_idx(path: pathlib.Path, magic: int, dims, payload: bytes | None = None) -> pathlib.Path:
@@ -69,6 +71,11 @@ def test_load_mnist_labels_and_pixel_statistics(mnist):
     assert mnist["train"].images.max() == 255 and mnist["train"].images.min() == 0
 
 
+def test_mnist_dir_is_absolute(mnist_dir):
+    # AEJAX_DATA_DIR may be relative; links made from tmp folders need an absolute target
+    assert mnist_dir.is_absolute() and (mnist_dir / TEST_LABELS).is_file()
+
+
 def test_load_mnist_via_env_var(mnist_dir, mnist, monkeypatch):
     monkeypatch.setenv(data.ENV_DATA_DIR, str(mnist_dir))
     test = data.load_split_from_dir(data.resolve_data_dir(), "test")
@@ -81,7 +88,7 @@ def test_load_mnist_via_env_var(mnist_dir, mnist, monkeypatch):
 @pytest.mark.parametrize("missing", ALL_FILES)
 def test_missing_file_raises_naming_it(mnist_dir, tmp_path, missing):
     _link(mnist_dir, tmp_path, [n for n in ALL_FILES if n != missing])
-    with pytest.raises(data.DataError) as excinfo:
+    with pytest.raises(data.DataError, match="MNIST file not found") as excinfo:
         data.load_mnist(tmp_path)
     _assert_names(excinfo, tmp_path / missing)
 
@@ -90,14 +97,14 @@ def test_truncated_gzip_raises_naming_it(mnist_dir, tmp_path):
     raw = (mnist_dir / TEST_IMAGES).read_bytes()
     (tmp_path / TEST_IMAGES).write_bytes(raw[: len(raw) // 2])
     _link(mnist_dir, tmp_path, [TEST_LABELS])
-    with pytest.raises(data.DataError) as excinfo:
+    with pytest.raises(data.DataError, match="corrupt or truncated") as excinfo:
         data.load_split_from_dir(tmp_path, "test")
     _assert_names(excinfo, tmp_path / TEST_IMAGES)
     # read_idx directly, too (the labels file, cut to 100 bytes)
     cut = tmp_path / "cut" / TEST_LABELS
     cut.parent.mkdir()
     cut.write_bytes((mnist_dir / TEST_LABELS).read_bytes()[:100])
-    with pytest.raises(data.DataError) as excinfo:
+    with pytest.raises(data.DataError, match="corrupt or truncated") as excinfo:
         data.read_idx(cut, data.LABELS_MAGIC, 10_000)
     _assert_names(excinfo, cut)
 
@@ -108,7 +115,7 @@ def test_corrupt_gzip_stream_raises_data_error(mnist_dir, tmp_path):
         raw[i] ^= 0xFF
     path = tmp_path / TEST_LABELS
     path.write_bytes(bytes(raw))
-    with pytest.raises(data.DataError) as excinfo:
+    with pytest.raises(data.DataError, match="corrupt or truncated") as excinfo:
         data.read_idx(path, data.LABELS_MAGIC, 10_000)
     _assert_names(excinfo, path)
 
@@ -116,17 +123,17 @@ def test_corrupt_gzip_stream_raises_data_error(mnist_dir, tmp_path):
 def test_truncated_and_padded_plain_file_raise(tmp_path):
     short = tmp_path / "short-labels"
     _write_idx(short, data.LABELS_MAGIC, [10], bytes(9))
-    with pytest.raises(data.DataError) as excinfo:
+    with pytest.raises(data.DataError, match="truncated or padded: 9 data bytes, expected 10") as excinfo:
         data.read_idx(short, data.LABELS_MAGIC, 10)
     _assert_names(excinfo, short)
     padded = tmp_path / "padded-labels"
     _write_idx(padded, data.LABELS_MAGIC, [10], bytes(11))
-    with pytest.raises(data.DataError) as excinfo:
+    with pytest.raises(data.DataError, match="truncated or padded: 11 data bytes") as excinfo:
         data.read_idx(padded, data.LABELS_MAGIC, 10)
     _assert_names(excinfo, padded)
     header_only = tmp_path / "header-only"
     header_only.write_bytes(np.asarray([data.IMAGES_MAGIC], ">u4").tobytes())
-    with pytest.raises(data.DataError) as excinfo:
+    with pytest.raises(data.DataError, match="truncated: 4 bytes, header needs 16") as excinfo:
         data.read_idx(header_only, data.IMAGES_MAGIC)
     _assert_names(excinfo, header_only)
 
@@ -145,7 +152,7 @@ def test_wrong_magic_raises_naming_file(tmp_path):
 
 def test_wrong_count_raises_naming_file(tmp_path):
     path = _write_idx(tmp_path / "labels", data.LABELS_MAGIC, [5], bytes(range(5)))
-    with pytest.raises(data.DataError) as excinfo:
+    with pytest.raises(data.DataError, match="holds 5 items, expected 10000") as excinfo:
         data.read_idx(path, data.LABELS_MAGIC, expected_count=10_000)
     _assert_names(excinfo, path)
     # the same file is fine when its count is what is expected
@@ -153,24 +160,42 @@ def test_wrong_count_raises_naming_file(tmp_path):
 
 
 def test_wrong_count_in_split_folder(mnist_dir, tmp_path):
-    # images from the real t10k file but a plain labels file with only 5 labels
+    # images from the real t10k file but a plain labels file with only 5 labels:
+    # any count loads, but images and labels must agree
     _link(mnist_dir, tmp_path, [TEST_IMAGES])
     labels = _write_idx(tmp_path / "t10k-labels-idx1-ubyte", data.LABELS_MAGIC, [5], bytes(5))
-    with pytest.raises(data.DataError) as excinfo:
+    with pytest.raises(data.DataError, match="holds 5 labels but .* holds 10000 images") as excinfo:
         data.load_split_from_dir(tmp_path, "test")
     _assert_names(excinfo, labels)
+    # an expected count (MNIST's, for the cache) is checked against the headers
+    data.write_idx(labels, np.zeros(10_000, np.uint8))
+    assert len(data.load_split_from_dir(tmp_path, "test").labels) == 10_000
+    with pytest.raises(data.DataError, match="holds 10000 items, expected 60000") as excinfo:
+        data.load_split_from_dir(tmp_path, "test", expected_count=60_000)
+    _assert_names(excinfo, tmp_path / TEST_IMAGES)
 
 
 def test_wrong_image_size_and_label_range_raise(tmp_path):
     small = _write_idx(tmp_path / "small-images", data.IMAGES_MAGIC, [2, 27, 28])
-    with pytest.raises(data.DataError) as excinfo:
+    with pytest.raises(data.DataError, match="holds 27x28 images; images must be 28x28") as excinfo:
         data.read_idx(small, data.IMAGES_MAGIC)
     _assert_names(excinfo, small)
-    # labels above 9 in an otherwise well-formed split
+    # labels above 9 are another data set's classes, refused only when 10 classes are required
     _write_idx(tmp_path / "t10k-images-idx3-ubyte", data.IMAGES_MAGIC, [10_000, 28, 28])
     _write_idx(tmp_path / "t10k-labels-idx1-ubyte", data.LABELS_MAGIC, [10_000], bytes([10]) * 10_000)
+    assert data.load_split_from_dir(tmp_path, "test").labels.max() == 10
     with pytest.raises(data.DataError, match="exceed 9"):
-        data.load_split_from_dir(tmp_path, "test")
+        data.load_split_from_dir(tmp_path, "test", num_classes=10)
+
+
+def test_wrong_image_size_in_a_folder_is_one_line_naming_the_file(tmp_path):
+    for split, (images_stem, labels_stem) in data.SPLITS.items():
+        data.write_idx(tmp_path / images_stem, np.zeros((4, 32, 32), np.uint8))
+        data.write_idx(tmp_path / labels_stem, np.zeros(4, np.uint8))
+    with pytest.raises(data.DataError, match="32x32 images; images must be 28x28") as excinfo:
+        data.load_dataset(tmp_path)
+    _assert_names(excinfo, tmp_path / "train-images-idx3-ubyte")
+    assert "\n" not in str(excinfo.value)
 
 
 def test_label_range_error_names_the_gzip_file(tmp_path):
@@ -178,13 +203,13 @@ def test_label_range_error_names_the_gzip_file(tmp_path):
     header = np.asarray([data.LABELS_MAGIC, 10_000], ">u4").tobytes()
     labels = tmp_path / TEST_LABELS
     labels.write_bytes(gzip.compress(header + bytes([10]) * 10_000))
-    with pytest.raises(data.DataError) as excinfo:
-        data.load_split_from_dir(tmp_path, "test")
+    with pytest.raises(data.DataError, match="exceed 9") as excinfo:
+        data.load_split_from_dir(tmp_path, "test", num_classes=10)
     _assert_names(excinfo, labels)
 
 
 def test_unknown_split_raises_value_error(tmp_path):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="split must be one of .*'validation'"):
         data.load_split_from_dir(tmp_path, "validation")
 
 
@@ -219,7 +244,7 @@ def test_empty_explicit_dir_does_not_fall_back(mnist_dir, tmp_path, monkeypatch)
     calls = _forbid_network(monkeypatch)
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(data.DataError) as excinfo:
+    with pytest.raises(data.DataError, match="not found") as excinfo:
         data.load_mnist(empty)
     assert str(empty) in str(excinfo.value)
     assert calls == []
@@ -246,7 +271,7 @@ def test_resolve_data_dir_uses_complete_cache(mnist_dir, monkeypatch):
 def test_download_fails_fast_offline(tmp_path, monkeypatch):
     calls = _forbid_network(monkeypatch)
     target = tmp_path / "cache"
-    with pytest.raises(data.DataError) as excinfo:
+    with pytest.raises(data.DataError, match="could not download") as excinfo:
         data.download(target)
     message = str(excinfo.value)
     assert "--data-dir" in message
@@ -311,6 +336,159 @@ def test_download_saves_verified_files(mnist_dir, tmp_path, monkeypatch):
         assert digest == data.OFFICIAL_MD5[name]
 
 
+# ------------------------------------------------------------- other data sets
+
+def test_other_idx_dir_loads_with_its_own_counts_and_classes(other_idx_dir, mnist):
+    splits = data.load_mnist(other_idx_dir)
+    chex.assert_shape([splits["train"].images, splits["train"].labels], [(48_000, 28, 28), (48_000,)])
+    chex.assert_shape([splits["test"].images, splits["test"].labels], [(8_000, 28, 28), (8_000,)])
+    assert data.num_classes(splits) == 8
+    for split, count in (("train", 48_000), ("test", 8_000)):
+        np.testing.assert_array_equal(np.unique(splits[split].labels), np.arange(8))
+        keep = np.flatnonzero(mnist[split].labels < 8)[:count]
+        np.testing.assert_array_equal(splits[split].images, mnist[split].images[keep])
+        np.testing.assert_array_equal(splits[split].labels, mnist[split].labels[keep])
+    # the general entry point reads the same folder alike
+    again = data.load_dataset(other_idx_dir)
+    np.testing.assert_array_equal(again["test"].labels, splits["test"].labels)
+    dataset = data.device_dataset(splits["test"], limit=100)
+    assert int(dataset["label"].max()) <= 7
+
+
+def test_other_idx_dir_via_env_var(other_idx_dir, monkeypatch):
+    monkeypatch.setenv(data.ENV_DATA_DIR, str(other_idx_dir))
+    _forbid_network(monkeypatch)
+    assert len(data.load_mnist()["test"].images) == 8_000
+
+
+def test_cache_folder_must_hold_mnist(other_idx_dir, mnist_dir, monkeypatch):
+    # the cache is MNIST's own folder: other counts there are an error, not another data set
+    monkeypatch.delenv(data.ENV_DATA_DIR, raising=False)
+    monkeypatch.setenv(data.ENV_CACHE_DIR, str(other_idx_dir))
+    calls = _forbid_network(monkeypatch)
+    with pytest.raises(data.DataError, match="holds 48000 items, expected 60000") as excinfo:
+        data.load_mnist()
+    _assert_names(excinfo, other_idx_dir / "train-images-idx3-ubyte")
+    assert calls == []
+
+
+def test_num_classes_comes_from_the_labels(mnist):
+    assert data.num_classes(mnist) == 10
+    assert data.num_classes([mnist["test"]]) == 10
+    three = data.Split.from_arrays(np.zeros((4, 28, 28), np.uint8), np.array([0, 2, 1, 2]))
+    assert data.num_classes(three) == 3
+    assert data.num_classes({"train": three, "test": data.Split.from_arrays(three.images, [0, 0, 0, 5])}) == 6
+    assert data.num_classes([data.Split(np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8))]) == 0
+
+
+@pytest.mark.parametrize("path_name", ["labels-idx1-ubyte", "images-idx3-ubyte.gz"])
+def test_write_idx_read_idx_round_trip(tmp_path, path_name):
+    rng = np.random.default_rng(0)
+    if path_name.startswith("labels"):
+        array, magic = rng.integers(0, 256, 50).astype(np.int64), data.LABELS_MAGIC  # int64 stored as uint8
+    else:
+        array, magic = rng.integers(0, 256, (7, 28, 28)).astype(np.uint8), data.IMAGES_MAGIC
+    path = data.write_idx(tmp_path / path_name, array)
+    assert path == tmp_path / path_name
+    back = data.read_idx(path, magic, len(array))
+    assert back.dtype == np.uint8 and back.shape == array.shape
+    np.testing.assert_array_equal(back, array)
+    # the gzip form is a real gzip stream; the plain form is header + bytes
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    assert np.frombuffer(raw[:8], ">u4").tolist() == [magic, len(array)]
+    assert len(raw) == 4 * (1 + array.ndim) + array.size
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.zeros((2, 28), np.uint8), r"labels \(N,\) or images \(N, H, W\), got shape \(2, 28\)"),
+    (np.full(3, 256), r"integers in \[0, 255\], got int64"),
+    (np.full(3, -1), r"integers in \[0, 255\]"),
+    (np.zeros(3, np.float32), r"integers in \[0, 255\], got float32"),
+])
+def test_write_idx_refuses_what_idx_cannot_hold(tmp_path, array, message):
+    with pytest.raises(ValueError, match=message):
+        data.write_idx(tmp_path / "out", array)
+    assert not (tmp_path / "out").exists()
+
+
+def test_split_from_arrays():
+    images = np.arange(3 * 28 * 28, dtype=np.int64).reshape(3, 28, 28, 1).astype(np.uint8)
+    split = data.Split.from_arrays(images, np.array([4, 0, 11], np.int64))
+    chex.assert_shape([split.images, split.labels], [(3, 28, 28), (3,)])
+    chex.assert_type([split.images, split.labels], np.uint8)
+    np.testing.assert_array_equal(split.images, images[..., 0])
+    np.testing.assert_array_equal(split.labels, [4, 0, 11])
+
+
+@pytest.mark.parametrize("images, labels, message", [
+    (np.zeros((2, 32, 32), np.uint8), [0, 1], r"images must be 28x28: .* got \(2, 32, 32\)"),
+    (np.zeros((2, 28, 28, 3), np.uint8), [0, 1], r"images must be 28x28: .* got \(2, 28, 28, 3\)"),
+    (np.zeros((2, 28, 28), np.float32), [0, 1], r"images must be uint8 \(0..255\), got float32"),
+    (np.zeros((2, 28, 28), np.uint8), [0, 1, 2], r"labels must be integers of shape \(2,\), got int64 \(3,\)"),
+    (np.zeros((2, 28, 28), np.uint8), [0.0, 1.0], r"labels must be integers of shape \(2,\), got float64"),
+    (np.zeros((2, 28, 28), np.uint8), [0, 256], r"labels must be in \[0, 255\], got values in \[0, 256\]"),
+    (np.zeros((2, 28, 28), np.uint8), [-1, 3], r"labels must be in \[0, 255\]"),
+])
+def test_split_from_arrays_refuses_bad_input(images, labels, message):
+    with pytest.raises(ValueError, match=message):
+        data.Split.from_arrays(images, np.asarray(labels))
+
+
+def _keras_npz(path, mnist, **override):
+    arrays = {"x_train": mnist["train"].images[:40], "y_train": mnist["train"].labels[:40].astype(np.int64),
+              "x_test": mnist["test"].images[:20, :, :, None], "y_test": mnist["test"].labels[:20]}
+    arrays.update(override)
+    np.savez(path, **{key: value for key, value in arrays.items() if value is not None})
+    return path
+
+
+def test_load_npz_keras_layout(tmp_path, mnist):
+    path = _keras_npz(tmp_path / "mnist.npz", mnist)
+    for splits in (data.load_npz(path), data.load_dataset(path), data.load_mnist(path)):
+        assert set(splits) == {"train", "test"}
+        chex.assert_shape([splits["train"].images, splits["test"].images], [(40, 28, 28), (20, 28, 28)])
+        chex.assert_type([splits["train"].labels, splits["test"].labels], np.uint8)
+        np.testing.assert_array_equal(splits["test"].images, mnist["test"].images[:20])
+        np.testing.assert_array_equal(splits["train"].labels, mnist["train"].labels[:40])
+
+
+def test_load_npz_errors_name_the_file_and_key(tmp_path, mnist):
+    missing = _keras_npz(tmp_path / "missing.npz", mnist, y_test=None)
+    with pytest.raises(data.DataError, match=r"has no array 'y_test' \(holds \['x_test', 'x_train', 'y_train'\]\)") \
+            as excinfo:
+        data.load_npz(missing)
+    _assert_names(excinfo, missing)
+    wrong = _keras_npz(tmp_path / "wrong.npz", mnist, x_test=np.zeros((20, 32, 32), np.uint8))
+    with pytest.raises(data.DataError, match=r"x_test/y_test: images must be 28x28") as excinfo:
+        data.load_npz(wrong)
+    _assert_names(excinfo, wrong)
+    with pytest.raises(data.DataError, match="npz file not found") as excinfo:
+        data.load_npz(tmp_path / "nowhere.npz")
+    _assert_names(excinfo, tmp_path / "nowhere.npz")
+    not_zip = tmp_path / "text.npz"
+    not_zip.write_text("not an archive")
+    with pytest.raises(data.DataError, match="corrupt or not an npz archive") as excinfo:
+        data.load_npz(not_zip)
+    _assert_names(excinfo, not_zip)
+    single = tmp_path / "single.npz"
+    with single.open("wb") as f:
+        np.save(f, np.zeros(3))
+    with pytest.raises(data.DataError, match="not an npz archive \\(holds a single array\\)") as excinfo:
+        data.load_npz(single)
+    _assert_names(excinfo, single)
+
+
+def test_check_split_and_device_dataset_take_any_classes():
+    images = np.zeros((3, 28, 28), np.uint8)
+    data.check_split(images, np.array([0, 4, 17]))
+    dataset = data.device_dataset(data.Split(images, np.array([0, 4, 17], np.uint8)))
+    np.testing.assert_array_equal(np.asarray(dataset["label"]), [0, 4, 17])
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 10\), got values in \[0, 17\]"):
+        data.device_dataset(data.Split(images, np.array([0, 4, 17], np.uint8)), num_classes=10)
+    with pytest.raises(ValueError, match=r"labels must be non-negative, got values in \[-1, 4\]"):
+        data.check_split(images, np.array([0, 4, -1]))
+
+
 # ------------------------------------------------------------- array helpers
 
 def test_to_float_nhwc():
@@ -336,7 +514,7 @@ def test_to_float_nhwc_real_images(mnist):
     [np.zeros((2, 28, 28), np.float32), np.zeros((2, 28, 28), np.int32), np.zeros((2, 28, 28, 1), np.uint8)],
 )
 def test_to_float_nhwc_rejects_bad_input(bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="images must be uint8 of shape \\(N, H, W\\)"):
         data.to_float_nhwc(bad)
 
 
@@ -396,12 +574,12 @@ def test_shuffled_batches_key_determines_order():
 
 @pytest.mark.parametrize("batch_size", [0, -1])
 def test_shuffled_batches_invalid_batch_size(batch_size):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="batch_size must be positive"):
         data.shuffled_batches(jax.random.key(0), 10, batch_size)
 
 
 def test_shuffled_batches_invalid_num_examples():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="num_examples must be positive"):
         data.shuffled_batches(jax.random.key(0), 0, 4)
 
 

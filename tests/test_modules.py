@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn as tnn
 
-from aejax import modules
+from aejax import conv_kernels, modules
 from aejax.modules import ConvTranspose2x, Decoder, Encoder
 from torch_reference import (TorchDecoder, TorchEncoder, _nchw, _nhwc, _np, conv_transpose_weight_to_flax,
                              flax_kernel_to_conv_transpose_weight, torch_to_flax)
@@ -311,11 +311,11 @@ def test_conv_transpose_impls_agree(conv_transpose_case, impl):
 def test_conv_transpose_taps_each_tap_reaches_one_phase():
     """Per axis the three kernel taps split 1 (even outputs) + 2 (odd outputs); a 1-pixel axis
     drops the tap that reads the next pixel."""
-    terms = modules._phase_terms(3, 3)
+    terms = conv_kernels._phase_terms(3, 3)
     taps = [(i, j) for phase in terms.values() for i, j, _, _ in phase]
     assert sorted(taps) == [(i, j) for i in range(3) for j in range(3)]
     assert [len(terms[p, q]) for p in (0, 1) for q in (0, 1)] == [1, 2, 2, 4]
-    assert sorted((i, j) for phase in modules._phase_terms(2, 3).values() for i, j, _, _ in phase) == \
+    assert sorted((i, j) for phase in conv_kernels._phase_terms(2, 3).values() for i, j, _, _ in phase) == \
         [(i, j) for i in range(2) for j in range(3)]
 
 
@@ -323,18 +323,18 @@ def test_matmul_value_and_gradient_equal_dot():
     rng = np.random.default_rng(11)
     x, w = (jnp.asarray(rng.normal(size=shape), jnp.float32) for shape in ((37, 5), (5, 9)))
     g = jnp.asarray(rng.normal(size=(37, 9)), jnp.float32)
-    chex.assert_trees_all_close(modules.matmul(x, w), jnp.dot(x, w), atol=1e-6)
-    ours = jax.grad(lambda x, w: jnp.sum(modules.matmul(x, w) * g), argnums=(0, 1))(x, w)
+    chex.assert_trees_all_close(conv_kernels.matmul(x, w), jnp.dot(x, w), atol=1e-6)
+    ours = jax.grad(lambda x, w: jnp.sum(conv_kernels.matmul(x, w) * g), argnums=(0, 1))(x, w)
     plain = jax.grad(lambda x, w: jnp.sum(jnp.dot(x, w) * g), argnums=(0, 1))(x, w)
     chex.assert_trees_all_close(ours, plain, atol=1e-5)
     chex.assert_trees_all_close(ours[1], np.asarray(x).T @ np.asarray(g), atol=1e-4)
 
 
 def test_conv_transpose_impl_choice():
-    assert modules.resolve_conv_transpose_impl("auto") == ("taps" if jax.default_backend() == "cpu" else "subpixel")
-    assert modules.resolve_conv_transpose_impl("lax") == "lax"
+    assert conv_kernels.resolve_conv_transpose_impl("auto") == ("taps" if jax.default_backend() == "cpu" else "subpixel")
+    assert conv_kernels.resolve_conv_transpose_impl("lax") == "lax"
     with pytest.raises(ValueError, match="conv transpose impl"):
-        modules.resolve_conv_transpose_impl("winograd")
+        conv_kernels.resolve_conv_transpose_impl("winograd")
 
 
 @pytest.mark.parametrize("height,width", [(5, 4), (1, 1), (1, 3)])  # 1-pixel inputs skip padding-only taps
@@ -377,7 +377,7 @@ def test_patch_conv_equals_lax_conv(kernel, stride, padding, size, features):
 
     def loss(impl):
         def f(x, w):
-            y = modules.conv2d(x, w, (stride, stride), padding, impl)
+            y = conv_kernels.conv2d(x, w, (stride, stride), padding, impl)
             return jnp.sum(jnp.sin(y)), y
         return f
 
@@ -399,10 +399,10 @@ def test_conv_impls_give_the_same_autoencoder():
 
 
 def test_conv_impl_choice():
-    assert modules.resolve_conv_impl("auto") == ("patches" if jax.default_backend() == "cpu" else "lax")
-    assert modules.resolve_conv_impl("lax") == "lax"
+    assert conv_kernels.resolve_conv_impl("auto") == ("patches" if jax.default_backend() == "cpu" else "lax")
+    assert conv_kernels.resolve_conv_impl("lax") == "lax"
     with pytest.raises(ValueError, match="conv impl"):
-        modules.resolve_conv_impl("winograd")
+        conv_kernels.resolve_conv_impl("winograd")
 
 
 def test_conv_transpose_rejects_unknown_impl(conv_transpose_case):

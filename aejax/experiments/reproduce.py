@@ -1,8 +1,9 @@
 """Reproduce the lecture: every experiment of sections 1-10 in order, then one report.
 
-    python -m experiments.reproduce --quick          # minutes on a laptop CPU: data subsets, 1 epoch
-    python -m experiments.reproduce                  # the lecture's epochs (GPU-sized)
-    python -m experiments.reproduce --only s8_aae_uniform,s8_aae_uniform_corrected
+    aejax reproduce --quick          # minutes on a laptop CPU: data subsets, 1 epoch
+    aejax reproduce                  # the lecture's epochs
+    aejax reproduce --only s8_aae_uniform,s8_aae_uniform_corrected
+    aejax reproduce --report-only --no-html --out docs/results   # the committed report
 
 Each experiment writes its figures and metrics.json into ``<out>/<name>`` (staged: a
 failed run keeps the previous result; an interrupted one resumes with the same
@@ -28,14 +29,14 @@ import time
 import traceback
 from typing import Any
 
-from aejax.experiments import common
+from aejax import runs
 
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:
     name: str  # folder under --out
-    module: str  # the script, run as ``experiments.<module>.main(flags)``
-    flags: tuple[str, ...]  # the lecture's settings
+    module: str  # the experiment, run as ``aejax.experiments.<module>.main(flags)``
+    flags: tuple[str, ...]  # its preset and any further flags
     section: str
     claim: str  # what the lecture shows, in a sentence
     headline: tuple[tuple[str, str, str], ...]  # (label, metrics.json key path "a.b", format spec)
@@ -61,26 +62,26 @@ EXPERIMENTS: tuple[Experiment, ...] = (
          [("components kept", "pca_components", "d"), ("test MSE", "test_mse", ".4f"),
           ("PSNR noisy (dB)", "psnr_noisy_db", ".2f"), ("PSNR PCA-filtered (dB)", "psnr_filtered_db", ".2f")],
          ["reconstructions.png", "denoising.png", "latent_scatter.png"]),
-    _exp("s2_latent2", "s2_conv_ae", ["--latent-dim", "2"], "2. Convolutional autoencoder",
+    _exp("s2_latent2", "s2_conv_ae", ["--preset", "lecture_latent2"], "2. Convolutional autoencoder",
          "Latent 2: recognisable but blurry reconstructions; the 2-D codes cluster by digit.",
          [*RECON, ("PCA(2) test MSE", "pca2_test_mse", ".4f")],
          ["reconstructions.png", "latent_scatter.png"]),
-    _exp("s2_latent24", "s2_conv_ae", ["--latent-dim", "24"], "2. Convolutional autoencoder",
+    _exp("s2_latent24", "s2_conv_ae", ["--preset", "lecture"], "2. Convolutional autoencoder",
          "Latent 24: sharp reconstructions; it denoises the first 64 test digits (noise std 0.3).",
          [*RECON, ("PCA(24) test MSE", "pca24_test_mse", ".4f"), ("PSNR noisy (dB)", "psnr_noisy_db", ".2f"),
           ("PSNR AE (dB)", "psnr_ae_eval_db", ".2f"), ("PSNR PCA(0.90) (dB)", "psnr_pca90_db", ".2f")],
          ["reconstructions.png", "denoising.png"]),
-    _exp("s2_denoising", "s2_conv_ae", ["--latent-dim", "24", "--train-noise-std", "0.3"],
+    _exp("s2_denoising", "s2_conv_ae", ["--preset", "lecture_denoising"],
          "2. Convolutional autoencoder",
          "A denoising AE (noisy inputs, clean targets) removes the noise better than the plain one.",
          [*RECON, ("PSNR noisy (dB)", "psnr_noisy_db", ".2f"), ("PSNR AE (dB)", "psnr_ae_eval_db", ".2f")],
          ["denoising.png"]),
-    _exp("s3_sparse_l1", "s3_sparse_ae", ["--sparsity", "l1"], "3. Sparse autoencoder",
+    _exp("s3_sparse_l1", "s3_sparse_ae", ["--preset", "lecture"], "3. Sparse autoencoder",
          "Latent 900 with an L1 penalty on activations (beta 0.01): mean activation about 0.10, "
          "class-specific activation maps.",
          [*RECON, ("mean activation", "mean_activation", ".3f"), ("PSNR denoised (dB)", "psnr_denoised_db", ".2f")],
          ["class_activation_maps.png", "activation_histograms.png", "denoising.png"]),
-    _exp("s3_sparse_kl", "s3_sparse_ae", ["--sparsity", "kl_per_unit", "--beta", "0.1"], "3. Sparse autoencoder",
+    _exp("s3_sparse_kl", "s3_sparse_ae", ["--preset", "lecture_kl"], "3. Sparse autoencoder",
          "KL sparsity towards a target rate 0.1 (per unit, over the batch).",
          [*RECON, ("mean activation", "mean_activation", ".3f")],
          ["class_activation_maps.png", "activation_histograms.png", "sparsity_costs.png"]),
@@ -93,10 +94,10 @@ EXPERIMENTS: tuple[Experiment, ...] = (
          [("mean |mu|", "mu_mean_abs", ".3f"), ("mean variance", "variance_mean", ".3f"),
           ("probe accuracy from mu", "probe_accuracy_from_mu", ".1%")],
          ["histograms.png", "latent_scatter.png"]),
-    _exp("s5_vae_latent2", "s5_vae", ["--latent-dim", "2"], "5. Variational autoencoder",
+    _exp("s5_vae_latent2", "s5_vae", ["--preset", "lecture_latent2"], "5. Variational autoencoder",
          "BCE + 0.005 KL, latent 2: mu clusters by digit (4 and 9 overlap); a grid decodes to the digit map.",
          [*RECON, *ELBO], ["latent_scatter.png", "latent_grid.png", "reconstructions.png"]),
-    _exp("s5_vae_latent24", "s5_vae", ["--latent-dim", "24"], "5. Variational autoencoder",
+    _exp("s5_vae_latent24", "s5_vae", ["--preset", "lecture"], "5. Variational autoencoder",
          "Latent 24: smooth 7 -> 6 interpolation, denoising, blurrier reconstructions than the AE; "
          "vector arithmetic only partly transfers style.",
          [*RECON, *ELBO, ("active latent dimensions", "active_dims", "d")],
@@ -115,22 +116,17 @@ EXPERIMENTS: tuple[Experiment, ...] = (
          [*ELBO, ("generated digits classified as their label", "generation_accuracy.overall", ".1%"),
           ("style transfer classified as the target label", "style_transfer_accuracy.overall", ".1%")],
          ["latent_all.png", "grid_label4.png", "grid_label9.png", "style_transfer.png"], uses_classifier=True),
-    _exp("s8_aae_uniform", "s8_aae", ["--prior", "uniform", "--batch-size", "512"], "8. Adversarial autoencoder",
+    _exp("s8_aae_uniform", "s8_aae", ["--preset", "lecture"], "8. Adversarial autoencoder",
          "Uniform prior on [-2.5, 2.5]^2, the lecture's discriminator (BatchNorm): the codes should fill the box.",
          [*PRIOR_MATCH, *RECON], ["latent_final.png", "latent_epochs.gif", "grid.png"]),
-    _exp("s8_aae_uniform_corrected", "s8_aae",
-         ["--prior", "uniform", "--batch-size", "512", "--discriminator-norm", "none", "--discriminator-loss", "balanced",
-          "--generator-optimizer", "shared"], "8. Adversarial autoencoder",
+    _exp("s8_aae_uniform_corrected", "s8_aae", ["--preset", "recommended"], "8. Adversarial autoencoder",
          "The same with aejax's corrected discriminator (no BatchNorm, balanced loss, the generator term in the "
          "autoencoder's Adam): the codes' scale is matched too.",
          [*PRIOR_MATCH, *RECON], ["latent_final.png", "latent_epochs.gif", "grid.png"]),
-    _exp("s8_aae_boxes", "s8_aae", ["--prior", "boxes", "--batch-size", "128", "--prior-samples-per-code", "10"],
+    _exp("s8_aae_boxes", "s8_aae", ["--preset", "lecture_boxes"],
          "8. Adversarial autoencoder", "Ten uniform boxes as the prior: the codes gather in the boxes.",
          [*PRIOR_MATCH, *RECON], ["prior_samples.png", "latent_final.png"]),
-    _exp("s8_aae_boxes_corrected", "s8_aae",
-         ["--prior", "boxes", "--batch-size", "128", "--prior-samples-per-code", "10", "--discriminator-norm", "none",
-          "--discriminator-loss", "balanced", "--generator-optimizer", "shared", "--label-conditioning",
-          "--standardize-components", "--discriminator-learning-rate", "4e-3", "--lr-schedule", "cosine"],
+    _exp("s8_aae_boxes_corrected", "s8_aae", ["--preset", "recommended_boxes"],
          "8. Adversarial autoencoder", "Ten boxes with the corrected discriminator, label-conditioned: digit k in box k "
          "(rates cosine-decayed over the run).",
          [*PRIOR_MATCH, *RECON], ["latent_final.png"]),
@@ -141,19 +137,19 @@ EXPERIMENTS: tuple[Experiment, ...] = (
           ("label leak: 10-NN probe on z", "label_leak_knn", ".1%"),
           ("style transfer classified as the target label", "style_transfer_accuracy.overall", ".1%")],
          ["style_transfer.png", "style_by_label.png"], uses_classifier=True),
-    _exp("s10_ssl_100", "s10_semi_supervised", ["--labels", "100"], "10. Semi-supervised AAE",
+    _exp("s10_ssl_100", "s10_semi_supervised", ["--preset", "lecture", "--labels", "100"], "10. Semi-supervised AAE",
          "(Text only in the lecture.) Makhzani et al. (2015): 1.90% (+-0.10) test error with 100 labels.",
          [("test error", "test_error", ".2%")], S10_FIGURES),
-    _exp("s10_ssl_1000", "s10_semi_supervised", ["--labels", "1000"], "10. Semi-supervised AAE",
+    _exp("s10_ssl_1000", "s10_semi_supervised", ["--preset", "lecture", "--labels", "1000"], "10. Semi-supervised AAE",
          "With 1000 labels (the paper: 1.60% +-0.08).", [("test error", "test_error", ".2%")], S10_FIGURES),
     _exp("s10_ssl_100_shift_pseudo", "s10_semi_supervised",
-         ["--labels", "100", "--lr-schedule", "cosine", "--augment-shift", "2", "--consistency-weight", "1"],
+         ["--preset", "recommended", "--labels", "100"],
          "10. Semi-supervised AAE", "Beyond the paper: shifted labelled images, pseudo-labels on confident "
          "unlabelled ones, cosine rates (100 labels).", [("test error", "test_error", ".2%")], S10_FIGURES),
     _exp("s10_ssl_1000_shift_pseudo", "s10_semi_supervised",
-         ["--labels", "1000", "--lr-schedule", "cosine", "--augment-shift", "2", "--consistency-weight", "1"],
+         ["--preset", "recommended", "--labels", "1000"],
          "10. Semi-supervised AAE", "The same with 1000 labels.", [("test error", "test_error", ".2%")], S10_FIGURES),
-    _exp("s10_clusters16", "s10_semi_supervised", ["--labels", "0", "--clusters", "16"], "10. Semi-supervised AAE",
+    _exp("s10_clusters16", "s10_semi_supervised", ["--preset", "clustering"], "10. Semi-supervised AAE",
          "Unsupervised clustering into 16 categories (the paper: 9.55% error +-0.09).",
          [("clustering error (majority label per cluster)", "clustering_error", ".2%")],
          ("clusters.png", "error_by_epoch.png")),
@@ -162,14 +158,24 @@ BY_NAME = {e.name: e for e in EXPERIMENTS}
 MANIFEST = "reproduce.json"
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/reproduce"),
                         help="folder of the runs and the report")
     parser.add_argument("--quick", action="store_true",
-                        help=f"every script's --quick: 1 epoch on {common.QUICK_TRAIN_EXAMPLES} train / "
-                             f"{common.QUICK_TEST_EXAMPLES} test images")
+                        help=f"every script's --quick: 1 epoch on {runs.QUICK_TRAIN_EXAMPLES} train / "
+                             f"{runs.QUICK_TEST_EXAMPLES} test images")
     parser.add_argument("--only", default=None, help="comma-separated experiment names (see --list); default: all")
     parser.add_argument("--list", action="store_true", help="list the experiments and exit")
     parser.add_argument("--force", action="store_true", help="rerun experiments already completed with the same flags")
@@ -178,8 +184,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-html", action="store_true", help="write REPORT.md only (the HTML inlines every figure)")
     parser.add_argument("--data-dir", type=pathlib.Path, default=None, help="folder with the four MNIST IDX files")
     parser.add_argument("--seed", type=int, default=42, help="seed of every experiment")
-    parser.add_argument("--train-limit", type=common.positive_int, default=None, help="first N training images only")
-    parser.add_argument("--test-limit", type=common.positive_int, default=None, help="first N test images only")
+    parser.add_argument("--train-limit", type=_positive_int, default=None, help="first N training images only")
+    parser.add_argument("--test-limit", type=_positive_int, default=None, help="first N test images only")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     args.command_line = list(sys.argv[1:] if argv is None else argv)
@@ -190,7 +196,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"unknown experiment(s) {', '.join(unknown) or repr(args.only)}; "
                          f"choose from {', '.join(BY_NAME)}")
         args.only = names
-    common.check_writable(parser, args.out)
+    try:
+        runs.check_writable(args.out)
+    except runs.UsageError as e:
+        parser.error(str(e))
     return args
 
 
@@ -235,12 +244,12 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
         if not args.force and is_complete(args.out, experiment, argv, manifest):
             print(f"{label}: complete, skipped (--force reruns it)", flush=True)
             continue
-        print(f"{label}: python -m experiments.{experiment.module} {' '.join(argv)}", flush=True)
+        print(f"{label}: aejax run {experiment.module} {' '.join(argv)}", flush=True)
         full_argv = [*argv, "--out", str(args.out / experiment.name), "--no-progress" if args.no_progress else None]
         full_argv += [] if args.data_dir is None else ["--data-dir", str(args.data_dir)]
         started = time.perf_counter()
         try:
-            importlib.import_module(f"experiments.{experiment.module}").main([a for a in full_argv if a])
+            importlib.import_module(f"aejax.experiments.{experiment.module}").main([a for a in full_argv if a])
             entry = {"status": "done"}
         except SystemExit as e:  # argparse's usage errors inside a script: a bug in this table
             entry = {"status": "failed", "error": f"exit {e.code}"}
@@ -301,9 +310,9 @@ def collect(out: pathlib.Path, manifest: dict[str, Any], args: argparse.Namespac
             status = "done"
             command = "run outside the runner: its settings are in metrics.json"
         else:
-            command = "python -m experiments." + experiment.module + " " + " ".join(
+            command = "aejax run " + experiment.module + " " + " ".join(
                 info["argv"] if info else experiment_argv(experiment, args))
-        wall, wall_label = ((metrics.get("train_seconds"), "training time") if outside
+        wall, wall_label = (((metrics.get("seconds") or {}).get("train", metrics.get("train_seconds")), "training time") if outside
                             else (None if info is None else info.get("wall_seconds"), "wall time"))
         entries.append(ReportEntry(
             experiment, status, command.strip(),
@@ -330,7 +339,7 @@ def render_markdown(entries: list[ReportEntry], header: dict[str, str]) -> str:
         if e.experiment.section != section:
             section = e.experiment.section
             lines += ["", f"## {section}"]
-        command = f"`{e.command}`" if e.command.startswith("python") else f"*{e.command}*"
+        command = f"`{e.command}`" if e.command.startswith("aejax") else f"*{e.command}*"
         lines += ["", f"### {e.experiment.name}", "", f"**Lecture:** {e.experiment.claim}", "", command, ""]
         if e.status != "done":
             lines += [f"**{e.status}**" + (f": {e.error}" if e.error else ""), ""]
@@ -383,7 +392,7 @@ def write_report(out: pathlib.Path, manifest: dict[str, Any], args: argparse.Nam
             else "full (the lecture's epochs and data)")
     header = {
         "mode": f"report of the runs found in {args.out}" if args.report_only else mode,
-        "command": " ".join(["python -m experiments.reproduce", *args.command_line]),
+        "command": " ".join(["aejax reproduce", *args.command_line]),
         "device": (f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind} (host {platform.node()})"
                    if not args.report_only else "each run's own (below)"),
         "written": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -404,7 +413,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.list:
         for e in EXPERIMENTS:
-            print(f"{e.name:28s} {e.section}: python -m experiments.{e.module} {' '.join(e.flags)}")
+            print(f"{e.name:28s} {e.section}: aejax run {e.module} {' '.join(e.flags)}")
         return {}
     manifest = _read_manifest(args.out) if args.report_only else run_all(args)
     report = write_report(args.out, manifest, args)
