@@ -128,25 +128,31 @@ def plot_image_row(images: np.ndarray, path: PathLike, title: str | None = None)
     return _save(fig, path)
 
 
-def save_gif(images: np.ndarray, path: PathLike, upscale: int = 10, frame_ms: int = 40) -> pathlib.Path:
-    """An animated, looping GIF of images in [0, 1] ((N, 28, 28) or (N, 28, 28, 1)), upscaled."""
+def save_gif(images: np.ndarray, path: PathLike, upscale: int = 4, frame_ms: int = 40) -> pathlib.Path:
+    """An animated, looping GIF of images in [0, 1] ((N, 28, 28) or (N, 28, 28, 1)), upscaled.
+
+    Greyscale frames at 4x (112 px): a 200-frame interpolation stays a few hundred KB.
+    """
     images = _as_images(images)
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     size = (images.shape[2] * upscale, images.shape[1] * upscale)
-    frames = [Image.fromarray(np.uint8(np.clip(im, 0, 1) * 255)).resize(size).convert("RGB") for im in images]
-    frames[0].save(path, save_all=True, append_images=frames[1:], optimize=False, duration=frame_ms, loop=0)
+    frames = [Image.fromarray(np.uint8(np.clip(im, 0, 1) * 255)).resize(size, Image.NEAREST) for im in images]
+    frames[0].save(path, save_all=True, append_images=frames[1:], optimize=True, duration=frame_ms, loop=0)
     return path
 
 
-def save_frames_gif(frames: list[PathLike], path: PathLike, frame_ms: int = 700) -> pathlib.Path:
-    """An animated, looping GIF of saved figures (PNG paths, shown in order, resized to the first's size)."""
+def save_frames_gif(frames: list[PathLike], path: PathLike, frame_ms: int = 700, max_width: int = 400) -> pathlib.Path:
+    """An animated, looping GIF of saved figures (PNG paths, shown in order, all at the first's
+    size, at most ``max_width`` pixels wide, 64 colours: the GIF stays a few hundred KB)."""
     if not frames:
         raise ValueError("no frames to animate")
-    images = [Image.open(f).convert("RGB") for f in frames]
-    images = [im.resize(images[0].size) for im in images]
+    first = Image.open(frames[0])
+    scale = min(1.0, max_width / first.size[0])
+    size = (round(first.size[0] * scale), round(first.size[1] * scale))
+    images = [Image.open(f).convert("RGB").resize(size, Image.LANCZOS).quantize(64) for f in frames]
     path = pathlib.Path(path)
-    images[0].save(path, save_all=True, append_images=images[1:], optimize=False, duration=frame_ms, loop=0)
+    images[0].save(path, save_all=True, append_images=images[1:], optimize=True, duration=frame_ms, loop=0)
     return path
 
 
@@ -157,7 +163,8 @@ def plot_image_grid(images: np.ndarray, path: PathLike, title: str | None = None
     rows, cols = images.shape[:2]
     tiles = images.reshape(rows, cols, 28, 28)
     canvas = tiles.transpose(0, 2, 1, 3).reshape(rows * 28, cols * 28)
-    fig, ax = plt.subplots(figsize=(max(4, cols * 0.6), max(4, rows * 0.6)))
+    # at most 10 inches a side: a 50x50 grid is a figure to look at, not a lossless archive
+    fig, ax = plt.subplots(figsize=(min(10, max(4, cols * 0.6)), min(10, max(4, rows * 0.6))))
     ax.imshow(canvas, cmap="Greys_r", clim=(0, 1))
     ax.set_xticks(np.arange(cols) * 28 + 14 if col_labels else [], labels=col_labels or [])
     ax.set_yticks(np.arange(rows) * 28 + 14 if row_labels else [], labels=row_labels or [])

@@ -361,7 +361,7 @@ def test_other_idx_dir_via_env_var(other_idx_dir, monkeypatch):
     assert len(data.load_mnist()["test"].images) == 8_000
 
 
-def test_cache_folder_must_hold_mnist(other_idx_dir, mnist_dir, monkeypatch):
+def test_cache_folder_must_hold_mnist(other_idx_dir, monkeypatch):
     # the cache is MNIST's own folder: other counts there are an error, not another data set
     monkeypatch.delenv(data.ENV_DATA_DIR, raising=False)
     monkeypatch.setenv(data.ENV_CACHE_DIR, str(other_idx_dir))

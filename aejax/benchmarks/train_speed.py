@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None, prog: str = DEFAULT_PROG) -> int:
         parser.error(f"output folder {args.out} is not writable")
     try:
         splits = data.load_mnist(args.data_dir)
-    except (FileNotFoundError, ValueError, OSError) as error:
+    except (data.DataError, ValueError, OSError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     images, labels = splits["train"]
     import torch
