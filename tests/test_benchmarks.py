@@ -32,14 +32,14 @@ def test_quick_run_writes_json_and_markdown_under_benchmarks_results_by_default(
                                                                                capsys):
     pytest.importorskip("torch")
     monkeypatch.chdir(tmp_path)  # the default folder is relative to where it is run
-    assert train_speed.main(["--quick", "--steps", "2", "--data-dir", str(mnist_dir)]) == 0
+    assert train_speed.main(["--quick", "--data-dir", str(mnist_dir)]) == 0
     results = tmp_path / "benchmarks" / "results"
     [json_file] = results.glob("train_speed_*_quick.json")
     assert sorted(p.name for p in results.iterdir()) == [json_file.name, json_file.with_suffix(".md").name]
     report = json.loads(json_file.read_text())
-    assert report["command"] == f"aejax bench --quick --steps 2 --data-dir {mnist_dir}"
+    assert report["command"] == f"aejax bench --quick --data-dir {mnist_dir}"
     [result] = report["results"]
-    assert (result["family"], result["batch_size"], result["steps_per_round"]) == ("ae", 64, 2)
+    assert (result["family"], result["batch_size"], result["steps_per_round"]) == ("ae", 64, 3)  # the --quick preset
     assert set(result["impls"]) == {"aejax", "torch_eager"}
     for value in result["impls"].values():
         assert len(value["round_seconds"]) == 2 and all(seconds > 0 for seconds in value["round_seconds"])

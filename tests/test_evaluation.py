@@ -161,7 +161,7 @@ def test_train_evaluate_is_evaluation_evaluate():
 def test_each_helper_traces_once_per_model_and_shape():
     traces = collections.Counter()
     model, dataset = _tiny_model(traces), _dataset()
-    other_params = {"scale": jnp.full((), 2.0)}
+    other_params = {"scale": jnp.full((), 2.0, jnp.float32)}
 
     def run_all(params):
         return (evaluation.evaluate(model, params, STATS, dataset, batch_size=2),

@@ -11,19 +11,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-from torch import nn as tnn
 
 from aejax import conv_kernels, modules
 from aejax.modules import ConvTranspose2x, Decoder, Encoder
-from torch_reference import (TorchDecoder, TorchEncoder, _nchw, _nhwc, _np, conv_transpose_weight_to_flax,
-                             flax_kernel_to_conv_transpose_weight, torch_to_flax)
 
 ATOL = 1e-5
 RTOL = 1e-5
 PARITY_LATENT = 8
 PARITY_BATCH = 6
 DECODER_OUT_GAIN = 30.0
+
+
+def _torch():
+    """torch, torch.nn and tests/torch_reference.py; the calling test is skipped where torch is missing."""
+    torch = pytest.importorskip("torch")
+    import torch_reference
+
+    return torch, torch.nn, torch_reference
 
 
 def _assert_close(actual, expected, atol=ATOL, rtol=RTOL):
@@ -33,13 +37,14 @@ def _assert_close(actual, expected, atol=ATOL, rtol=RTOL):
     assert np.all(err <= atol + rtol * np.abs(expected)), f"max abs err {err.max():.3g}"
 
 
-def _randomise_batchnorm(module: tnn.Module, gen: torch.Generator, batches) -> None:
+def _randomise_batchnorm(module, gen, batches) -> None:
     """Non-trivial BatchNorm affine parameters and running statistics.
 
     The running statistics come from train-mode passes over real-looking batches (a
     high momentum makes them close to the data's statistics, so eval-mode activations
     stay well scaled); momentum goes back to PyTorch's 0.1 afterwards.
     """
+    torch, tnn, _ = _torch()
     bns = [m for m in module.modules() if isinstance(m, tnn.BatchNorm2d)]
     with torch.no_grad():
         for bn in bns:
@@ -58,9 +63,10 @@ def _randomise_batchnorm(module: tnn.Module, gen: torch.Generator, batches) -> N
 @pytest.fixture(scope="module")
 def torch_pair():
     """Lecture Encoder/Decoder with random weights and non-trivial BatchNorm state."""
+    torch, _, ref = _torch()
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1)
-    encoder, decoder = TorchEncoder(PARITY_LATENT), TorchDecoder(PARITY_LATENT)
+    encoder, decoder = ref.TorchEncoder(PARITY_LATENT), ref.TorchDecoder(PARITY_LATENT)
     _randomise_batchnorm(encoder, gen, [torch.rand(16, 1, 28, 28, generator=gen) for _ in range(2)])
     _randomise_batchnorm(decoder, gen, [torch.randn(16, PARITY_LATENT, generator=gen) for _ in range(2)])
     with torch.no_grad():  # larger final weights: images spread over (0, 1), not all near 0.5
@@ -99,24 +105,22 @@ def _count(tree) -> int:
     ],
 )
 def test_trainable_parameter_counts(module, latent, expected):
-    if module == "encoder":
-        shapes = _flax_shapes(Encoder(latent), (1, 28, 28, 1))
-        torch_count = sum(p.numel() for p in TorchEncoder(latent).parameters())
-    else:
-        shapes = _flax_shapes(Decoder(), (1, latent))
-        torch_count = sum(p.numel() for p in TorchDecoder(latent).parameters())
+    shapes = _flax_shapes(Encoder(latent), (1, 28, 28, 1)) if module == "encoder" else _flax_shapes(Decoder(), (1, latent))
     assert set(shapes) == {"params", "batch_stats"}
     assert _count(shapes["params"]) == expected
-    assert torch_count == expected  # the lecture's own count agrees
+    _, _, ref = _torch()
+    torch_module = ref.TorchEncoder(latent) if module == "encoder" else ref.TorchDecoder(latent)
+    assert sum(p.numel() for p in torch_module.parameters()) == expected  # the lecture's own count agrees
 
 
 def test_converter_covers_every_variable(torch_pair):
     """The converted trees have exactly the structure and shapes of flax's own init."""
+    _, _, ref = _torch()
     encoder, decoder = torch_pair
     chex.assert_trees_all_equal_shapes_and_dtypes(
-        torch_to_flax(encoder), _flax_shapes(Encoder(PARITY_LATENT), (1, 28, 28, 1)))
+        ref.torch_to_flax(encoder), _flax_shapes(Encoder(PARITY_LATENT), (1, 28, 28, 1)))
     chex.assert_trees_all_equal_shapes_and_dtypes(
-        torch_to_flax(decoder), _flax_shapes(Decoder(), (1, PARITY_LATENT)))
+        ref.torch_to_flax(decoder), _flax_shapes(Decoder(), (1, PARITY_LATENT)))
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +186,7 @@ def test_pytorch_like_init(flax_init):
         assert np.abs(w).max() <= bound + 1e-7
         assert np.abs(w).max() > 0.8 * bound  # spread over the whole range, not a narrower init
     # torch's own ConvTranspose2d weight bound, for the record
+    _, tnn, _ = _torch()
     t = tnn.ConvTranspose2d(512, 256, 3)
     assert float(t.weight.detach().abs().max()) <= 1 / np.sqrt(256 * 9) + 1e-7
 
@@ -189,11 +194,12 @@ def test_pytorch_like_init(flax_init):
 # ------------------------------------------------------------ PyTorch parity
 
 def test_encoder_eval_parity(torch_pair, parity_inputs):
+    torch, _, ref = _torch()
     encoder, _ = torch_pair
     images, _ = parity_inputs
     with torch.no_grad():
-        expected = _np(encoder(_nchw(images)))
-    got = Encoder(PARITY_LATENT).apply(torch_to_flax(encoder), jnp.asarray(images), False)
+        expected = ref._np(encoder(ref._nchw(images)))
+    got = Encoder(PARITY_LATENT).apply(ref.torch_to_flax(encoder), jnp.asarray(images), False)
     chex.assert_shape(got, (PARITY_BATCH, PARITY_LATENT))
     assert np.abs(expected).max() > 0.1  # a meaningful comparison, not of near-zeros
     _assert_close(got, expected)
@@ -201,18 +207,20 @@ def test_encoder_eval_parity(torch_pair, parity_inputs):
 
 def _torch_decoder_logits(decoder, z):
     """The torch decoder's output before its final Sigmoid."""
+    _, tnn, _ = _torch()
     assert isinstance(decoder.net[-1], tnn.Sigmoid)
     return decoder.net[:-1](decoder.fc(z).view(-1, 512, 1, 1))
 
 
 @pytest.mark.parametrize("impl", ["taps", "subpixel", "lax"])
 def test_decoder_eval_parity(torch_pair, parity_inputs, impl):
+    torch, _, ref = _torch()
     _, decoder = torch_pair
     _, latents = parity_inputs
     with torch.no_grad():
-        expected = _nhwc(decoder(torch.from_numpy(latents)))
-        expected_logits = _nhwc(_torch_decoder_logits(decoder, torch.from_numpy(latents)))
-    logits = Decoder(conv_transpose_impl=impl).apply(torch_to_flax(decoder), jnp.asarray(latents), False)
+        expected = ref._nhwc(decoder(torch.from_numpy(latents)))
+        expected_logits = ref._nhwc(_torch_decoder_logits(decoder, torch.from_numpy(latents)))
+    logits = Decoder(conv_transpose_impl=impl).apply(ref.torch_to_flax(decoder), jnp.asarray(latents), False)
     chex.assert_shape(logits, (PARITY_BATCH, 28, 28, 1))
     chex.assert_type(logits, jnp.float32)
     assert expected.std() > 0.1 and expected.min() < 0.1 and expected.max() > 0.9  # images, not a constant
@@ -221,15 +229,16 @@ def test_decoder_eval_parity(torch_pair, parity_inputs, impl):
 
 
 def test_encoder_train_parity(torch_pair, parity_inputs):
+    torch, _, ref = _torch()
     encoder = copy.deepcopy(torch_pair[0])
     images, _ = parity_inputs
-    variables = torch_to_flax(encoder)
+    variables = ref.torch_to_flax(encoder)
     encoder.train()
     with torch.no_grad():
-        expected = _np(encoder(_nchw(images)))
+        expected = ref._np(encoder(ref._nchw(images)))
     got, updates = Encoder(PARITY_LATENT).apply(variables, jnp.asarray(images), True, mutable=["batch_stats"])
     _assert_close(got, expected)
-    expected_stats = torch_to_flax(encoder)["batch_stats"]
+    expected_stats = ref.torch_to_flax(encoder)["batch_stats"]
     chex.assert_trees_all_equal_structs(updates["batch_stats"], expected_stats)
     # the statistics did move, and moved the same way
     old = variables["batch_stats"]["BatchNorm_0"]["var"]
@@ -238,12 +247,13 @@ def test_encoder_train_parity(torch_pair, parity_inputs):
 
 
 def test_decoder_train_parity(torch_pair, parity_inputs):
+    torch, _, ref = _torch()
     decoder = copy.deepcopy(torch_pair[1])
     _, latents = parity_inputs
-    variables = torch_to_flax(decoder)
+    variables = ref.torch_to_flax(decoder)
     decoder.train()
     with torch.no_grad():
-        expected = _nhwc(decoder(torch.from_numpy(latents)))
+        expected = ref._nhwc(decoder(torch.from_numpy(latents)))
     logits, updates = Decoder().apply(variables, jnp.asarray(latents), True, mutable=["batch_stats"])
     assert expected.std() > 0.1
     # Looser than eval mode: the first BatchNorm normalises 256 channels by statistics
@@ -251,7 +261,7 @@ def test_decoder_train_parity(torch_pair, parity_inputs):
     # differences between the two conv implementations; the observed max abs error is
     # about 1.2e-5 (eval mode: 1.3e-6), on images spread over (0, 1).
     _assert_close(jax.nn.sigmoid(logits), expected, atol=5e-5)
-    expected_stats = torch_to_flax(decoder)["batch_stats"]
+    expected_stats = ref.torch_to_flax(decoder)["batch_stats"]
     chex.assert_trees_all_equal_structs(updates["batch_stats"], expected_stats)
     jax.tree_util.tree_map(_assert_close, updates["batch_stats"], expected_stats)
 
@@ -268,12 +278,13 @@ def test_batchnorm_running_var_uses_unbiased_variance():
     _assert_close(stats["var"], 0.9 + 0.1 * flat.var(0, ddof=1))
     # the output is normalised with the biased variance, as torch does
     _assert_close(y, ((flat - flat.mean(0)) / np.sqrt(flat.var(0) + 1e-5)).reshape(x.shape), atol=1e-5)
+    torch, tnn, ref = _torch()
     torch_bn = tnn.BatchNorm2d(3).train()
     with torch.no_grad():
-        torch_y = torch_bn(_nchw(x))
-    _assert_close(y, _nhwc(torch_y))
-    _assert_close(stats["var"], _np(torch_bn.running_var))
-    _assert_close(stats["mean"], _np(torch_bn.running_mean))
+        torch_y = torch_bn(ref._nchw(x))
+    _assert_close(y, ref._nhwc(torch_y))
+    _assert_close(stats["var"], ref._np(torch_bn.running_var))
+    _assert_close(stats["mean"], ref._np(torch_bn.running_mean))
 
 
 # ------------------------------------------------------------ ConvTranspose2x
@@ -340,16 +351,17 @@ def test_conv_transpose_impl_choice():
 @pytest.mark.parametrize("height,width", [(5, 4), (1, 1), (1, 3)])  # 1-pixel inputs skip padding-only taps
 @pytest.mark.parametrize("conv_impl", ["patches", "lax"])
 def test_conv_transpose_matches_torch(height, width, conv_impl):
+    _, tnn, ref = _torch()
     rng = np.random.default_rng(height * 10 + width)
     x = jnp.asarray(rng.normal(size=(2, height, width, 3)), jnp.float32)
     cotangent = jnp.asarray(rng.normal(size=(2, 2 * height, 2 * width, 6)), jnp.float32)
     layer = tnn.ConvTranspose2d(3, 6, 3, stride=2, padding=1, output_padding=1)
-    params = {"kernel": jnp.asarray(conv_transpose_weight_to_flax(layer.weight)), "bias": jnp.asarray(_np(layer.bias))}
+    params = {"kernel": jnp.asarray(ref.conv_transpose_weight_to_flax(layer.weight)), "bias": jnp.asarray(ref._np(layer.bias))}
     # round trip of the converter
-    np.testing.assert_array_equal(_np(flax_kernel_to_conv_transpose_weight(params["kernel"])), _np(layer.weight))
-    tx = _nchw(np.asarray(x)).requires_grad_(True)
+    np.testing.assert_array_equal(ref._np(ref.flax_kernel_to_conv_transpose_weight(params["kernel"])), ref._np(layer.weight))
+    tx = ref._nchw(np.asarray(x)).requires_grad_(True)
     ty = layer(tx)
-    (ty * _nchw(np.asarray(cotangent))).sum().backward()
+    (ty * ref._nchw(np.asarray(cotangent))).sum().backward()
     for impl in ("taps", "subpixel", "lax"):
         module = ConvTranspose2x(6, impl, conv_impl)
 
@@ -357,11 +369,11 @@ def test_conv_transpose_matches_torch(height, width, conv_impl):
             return jnp.sum(module.apply({"params": params}, x) * cotangent)
 
         y = module.apply({"params": params}, x)
-        _assert_close(y, _nhwc(ty))
+        _assert_close(y, ref._nhwc(ty))
         g_params, g_x = jax.grad(loss, argnums=(0, 1))(params, x)
-        _assert_close(g_params["kernel"], conv_transpose_weight_to_flax(layer.weight.grad), atol=1e-4)
-        _assert_close(g_params["bias"], _np(layer.bias.grad), atol=1e-4)
-        _assert_close(g_x, _nhwc(tx.grad), atol=1e-4)
+        _assert_close(g_params["kernel"], ref.conv_transpose_weight_to_flax(layer.weight.grad), atol=1e-4)
+        _assert_close(g_params["bias"], ref._np(layer.bias.grad), atol=1e-4)
+        _assert_close(g_x, ref._nhwc(tx.grad), atol=1e-4)
 
 
 @pytest.mark.parametrize("kernel,stride,padding,size,features", [
@@ -409,3 +421,17 @@ def test_conv_transpose_rejects_unknown_impl(conv_transpose_case):
     x, _, params = conv_transpose_case
     with pytest.raises(ValueError, match="impl"):
         ConvTranspose2x(6, "fft").apply({"params": params}, x)
+
+
+def test_impl_names_are_the_config_choices():
+    """The impl names are Literal types, so a config field of that type lists them (e.g. as CLI choices)."""
+    import typing
+
+    from aejax import autoencoder
+
+    hints = typing.get_type_hints(autoencoder.AEConfig)
+    assert typing.get_args(hints["conv_impl"]) == conv_kernels.CONV_IMPLS == ("auto", "patches", "lax")
+    assert typing.get_args(hints["conv_transpose_impl"]) == conv_kernels.CONV_TRANSPOSE_IMPLS
+    assert conv_kernels.CONV_TRANSPOSE_IMPLS == ("auto", "taps", "subpixel", "lax")
+    hints = typing.get_type_hints(modules.Decoder)
+    assert hints["conv_impl"] is conv_kernels.ConvImpl and hints["conv_transpose_impl"] is conv_kernels.ConvTransposeImpl

@@ -1,33 +1,173 @@
-"""Beyond the lecture: beta-VAE with an optional linear KL warm-up.
+"""Beyond the lecture: the beta-VAE with a linear KL warm-up (latent 24).
+
+    aejax run s11_beta_vae --out runs/s11_beta_vae                          # beta = 1, one-epoch warm-up
+    aejax run s11_beta_vae --beta 4 --kl-warmup-epochs 0 --out runs/s11_beta4
 
 beta is the KL weight in per-image ELBO units (beta = 1 is the plain VAE; the lecture's
 0.005 on a pixel-mean BCE is beta = 3.92). The warm-up raises the KL weight linearly
-from 0 over the given number of epochs, against posterior collapse early in training.
-Same figures and metrics as ``experiments.s5_vae`` (negative ELBO and IWAE NLL are
-always reported at beta = 1, so runs with different beta compare).
-
-    python -m experiments.s11_beta_vae --beta 1 --kl-warmup-epochs 1 --latent-dim 24 --out runs/s11_beta_vae
+from 0 over the given epochs, against posterior collapse early in training. The same
+figures as ``s5_vae``: reconstructions and denoising of 9 test images, the 7 -> 6
+interpolation (row and GIF), the vector arithmetic z(1) + z(9 first) - z(9 second), for
+latent 2 the posterior means and a decoded grid (on data without a lecture class the
+last class stands in for 7 and 9, the class before the start class for 6, class 0 for
+1). metrics.json: test BCE / MSE, denoising PSNR, negative ELBO and IWAE NLL in nats
+(always at beta = 1, so runs of different beta compare), KL per latent dimension, the
+warm-up in steps.
 """
 
 from __future__ import annotations
 
-from aejax import vae
-from aejax.experiments import common
-from aejax.experiments.s5_vae import add_vae_flags, train_and_report
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from aejax import data, evaluation, likelihood, likelihood_metrics, plots, runs, vae
+from aejax import train as train_lib
+
+GRID_STEPS = 20
+GRID_LIMIT = 3.0  # a latent-2 grid covers [-3, 3]^2
+SHOWN = 9  # test images in the reconstruction and denoising figures
+FIRST_BATCH = 64  # the lecture draws its figure digits from the first test batch
+DEFAULT_BETA = 1.0
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = common.make_parser(__doc__.split("\n")[0], out="runs/s11_beta_vae", epochs=5, latent_dim=24)
-    parser.add_argument("--beta", type=common.non_negative_float, default=1.0, help="KL weight per image")
-    parser.add_argument("--kl-warmup-epochs", type=common.non_negative_float, default=1.0,
-                        help="epochs over which the KL weight rises linearly from 0 (0: none)")
-    add_vae_flags(parser)
-    args = common.parse(parser, argv)
-    steps_per_epoch = -(-(args.train_limit or 60000) // args.batch_size)
-    config = vae.VAEConfig(latent_dim=args.latent_dim, kld_weight=vae.beta_to_kld_weight(args.beta),
-                           kl_warmup_steps=round(args.kl_warmup_epochs * steps_per_epoch))
-    return train_and_report(config, args, extra={"beta": args.beta, "kl_warmup_steps": config.kl_warmup_steps})
+@dataclasses.dataclass(frozen=True)
+class Config:
+    model: vae.VAEConfig = vae.VAEConfig(latent_dim=24, kld_weight=vae.beta_to_kld_weight(DEFAULT_BETA))
+    train: runs.TrainConfig = runs.TrainConfig(epochs=5, batch_size=64)
+    beta: float = dataclasses.field(
+        default=DEFAULT_BETA, metadata={"help": "KL weight per image (>= 0; sets kld_weight = beta / 784; "
+                                                "1: the plain ELBO)"})
+    kl_warmup_epochs: float = dataclasses.field(
+        default=1.0, metadata={"help": "epochs over which the KL weight rises linearly from 0 (>= 0; 0: none, "
+                                       "or kl_warmup_steps)"})
+    start_digit: int | None = dataclasses.field(
+        default=None, metadata={"help": "class of the interpolation's first image (none: the lecture's 7, "
+                                        "the last class if the data has no 7)"})
+    end_digit: int | None = dataclasses.field(
+        default=None, metadata={"help": "class of the interpolation's last image (none: the lecture's 6, "
+                                        "the class before the first one if the data has no 6)"})
+    iwae_samples: int | None = dataclasses.field(
+        default=None, metadata={"help": "importance samples k of the IWAE bound (none: 500 on a GPU, 100 on a CPU, "
+                                        "8 with --quick)"})
+    iwae_images: int | None = dataclasses.field(
+        default=None, metadata={"help": "first N test images of the IWAE bound (none: all on a GPU, 1000 on a CPU, "
+                                        "128 with --quick)"})
+
+    def __post_init__(self):
+        if self.train.lr_schedule != "constant":
+            raise ValueError("lr_schedule must be constant: the VAE's Adam has no learning-rate schedule")
+        for name in ("beta", "kl_warmup_epochs"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
+        kld_weight = vae.beta_to_kld_weight(self.beta)
+        if self.model.kld_weight not in (kld_weight, vae.beta_to_kld_weight(DEFAULT_BETA)):
+            raise ValueError(f"kld_weight {self.model.kld_weight} is set here by beta (beta / 784); give --beta instead")
+        if self.kl_warmup_epochs and self.model.kl_warmup_steps:
+            raise ValueError("give kl_warmup_epochs or kl_warmup_steps, not both (kl_warmup_epochs 0 lets the steps count)")
+        object.__setattr__(self, "model", dataclasses.replace(self.model, kld_weight=kld_weight))
+        for name in ("start_digit", "end_digit"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ValueError(f"{name} must be a class (>= 0), got {getattr(self, name)}")
+        for name in ("iwae_samples", "iwae_images"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
 
 
-if __name__ == "__main__":
-    common.run_main(main)
+PRESETS: dict[str, dict[str, Any]] = {
+    "lecture": {},
+    # nothing better is known yet: beta = 1 with the one-epoch warm-up is this experiment's recipe
+    "recommended": {},
+}
+
+
+def interpolation_classes(config: Config, classes: int) -> tuple[int, int]:
+    """(start, end) classes of the interpolation; a usage error names a given class the data lacks."""
+    for name in ("start_digit", "end_digit"):
+        value = getattr(config, name)
+        if value is not None and value >= classes:
+            raise runs.UsageError(f"{name} {value} is not a class of the data (classes 0..{classes - 1})")
+    start = config.start_digit if config.start_digit is not None else (7 if 7 < classes else classes - 1)
+    end = config.end_digit if config.end_digit is not None else (6 if 6 < classes and start != 6 else max(start - 1, 0))
+    return start, end
+
+
+def example(split: data.Split, label: int, index: int = 0) -> np.ndarray:
+    """The ``index``-th test image (28, 28, 1) of ``label`` in the first batch, as the lecture, else in the split."""
+    within = FIRST_BATCH if np.count_nonzero(split.labels[:FIRST_BATCH] == label) > index else len(split.labels)
+    return evaluation.first_of_class(split, label, index, within)
+
+
+def vector_arithmetic(model: train_lib.Model, params: train_lib.Params, batch_stats: train_lib.BatchStats,
+                      inputs: np.ndarray) -> np.ndarray:
+    """inputs (3, 28, 28, 1) = [a, b, c] -> [a, b, c, decode(mu(a) + mu(b) - mu(c))] (4, 28, 28, 1)."""
+    mu = model.encode(params, batch_stats, jnp.asarray(inputs), None)
+    result = jax.nn.sigmoid(model.decode(params, batch_stats, (mu[0] + mu[1] - mu[2])[None], None))
+    return np.concatenate([inputs, np.asarray(result)])
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    config, options, preset = runs.parse(Config(), PRESETS, argv, __doc__, "s11_beta_vae")
+    run = runs.Run(config, options, preset)
+    splits = run.load_splits()
+    classes = data.num_classes(splits)
+    start, end = interpolation_classes(config, classes)
+    one, nine = (1 if 1 < classes else 0), (9 if 9 < classes else classes - 1)
+    steps_per_epoch = -(-len(splits["train"].labels) // config.train.batch_size)
+    model_config = config.model
+    if config.kl_warmup_epochs:
+        model_config = dataclasses.replace(model_config, kl_warmup_steps=round(config.kl_warmup_epochs * steps_per_epoch))
+    model = vae.make_model(model_config)
+    train_key, noise_key, likelihood_key = jax.random.split(jax.random.key(config.train.seed), 3)
+    train_set, test_set = data.device_dataset(splits["train"]), data.device_dataset(splits["test"])
+    with run.output() as out:
+        state, history = run.fit(model, train_set, train_key, out)
+        params, stats = state.params, state.batch_stats
+        with run.timer("evaluation"):
+            test = evaluation.evaluate(model, params, stats, test_set)
+            clean, noisy_set = evaluation.noisy_test_set(splits["test"], noise_key)
+            denoised = evaluation.evaluate(model, params, stats, noisy_set)["reconstructions"]
+            mu, log_var = likelihood.posterior_moments(model, params, stats, test_set)
+            metrics = {
+                **evaluation.reconstruction_metrics(test),
+                "psnr_noisy_db": evaluation.psnr(np.asarray(noisy_set["image"]), clean),
+                "psnr_vae_eval_db": evaluation.psnr(denoised, clean),
+                **likelihood_metrics.summarize(model, params, stats, test_set, likelihood_key, config.iwae_samples,
+                                               config.iwae_images, quick=options.quick),
+                **likelihood_metrics.kl_summary(mu, log_var),
+                "kl_warmup_steps": model_config.kl_warmup_steps,
+                "interpolation_classes": [start, end],
+                "vector_arithmetic_classes": [one, nine],
+                "train_history": history.epochs,
+            }
+            first, last = example(splits["test"], start), example(splits["test"], end)
+            row = evaluation.interpolation_frames(model, params, stats, first, last, 10)
+            frames = evaluation.interpolation_frames(model, params, stats, first, last, 200)
+            arithmetic = vector_arithmetic(model, params, stats, np.stack(
+                [example(splits["test"], one), example(splits["test"], nine), example(splits["test"], nine, 1)]))
+            grid = (evaluation.decode_on_grid(model, params, stats, (-GRID_LIMIT,) * 2, (GRID_LIMIT,) * 2, GRID_STEPS)
+                    if model_config.latent_dim == 2 else None)
+        with run.timer("figures"):
+            plots.plot_digits(test["inputs"][:SHOWN], test["reconstructions"][:SHOWN], path=out / "reconstructions.png",
+                              titles=["input", f"beta-VAE ({config.beta:g})"])
+            plots.plot_digits(np.asarray(noisy_set["image"][:SHOWN]), denoised[:SHOWN], path=out / "denoising.png",
+                              titles=["noisy", f"beta-VAE ({config.beta:g})"])
+            plots.plot_image_row(row, out / "interpolation.png",
+                                 title=f"{start} -> {end}, beta-VAE (beta {config.beta:g}, latent "
+                                       f"{model_config.latent_dim})")
+            plots.save_gif(frames, out / "interpolation.gif")
+            plots.plot_image_row(arithmetic, out / "vector_arithmetic.png",
+                                 title=f"{one},  {nine} (first),  {nine} (second),  "
+                                       f"decode(z({one}) + z({nine} first) - z({nine} second))")
+            if grid is not None:
+                plots.plot_latent_scatter(mu, test["labels"], out / "latent_scatter.png", title="test posterior means")
+                plots.plot_image_grid(grid, out / "latent_grid.png",
+                                      title=f"decoded over [-{GRID_LIMIT:g}, {GRID_LIMIT:g}]^2 "
+                                            "(rows z[0], columns z[1])")
+        runs.save_state(out, state)
+        run.write_metrics(out, metrics)
+    return metrics

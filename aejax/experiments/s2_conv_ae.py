@@ -1,80 +1,110 @@
 """Section 2: the convolutional autoencoder, its latent space, and denoising.
 
-Trains the lecture's conv AE (BCE, Adam 1e-4, batch 64), then writes: reconstructions
-of 9 test digits, the latent scatter (first two coordinates), the denoising figure
-(first 64 test images with N(0, 0.3) noise), and metrics.json with test BCE / MSE,
-PCA's MSE at the same number of components, and the PSNR of noisy input, the AE in
-eval mode, the AE with batch statistics (as the notebook runs it) and PCA(0.90).
-``--train-noise-std 0.3`` trains the denoising AE instead (noisy inputs, clean targets).
+    aejax run s2_conv_ae --out runs/s2_latent24                                # the lecture, latent 24
+    aejax run s2_conv_ae --preset lecture_latent2 --out runs/s2_latent2        # the lecture, latent 2
+    aejax run s2_conv_ae --preset lecture_denoising --out runs/s2_denoising    # the denoising AE
 
-    python -m experiments.s2_conv_ae --latent-dim 2 --out runs/s2_latent2
-    python -m experiments.s2_conv_ae --latent-dim 24 --out runs/s2_latent24
-    python -m experiments.s2_conv_ae --latent-dim 24 --train-noise-std 0.3 --out runs/s2_denoising
+Trains the lecture's conv AE (BCE, Adam 1e-4, batch 64, 5 epochs); the denoising AE
+sees noisy training inputs (std 0.3) and clean targets. Figures: reconstructions of 9
+test images, the latent scatter (first two coordinates), the denoising figure (noisy
+test images, std 0.3, and the AE's output). metrics.json: test BCE / MSE, PCA's test
+MSE at as many components as the latent size, and the PSNR against the clean test
+images of the noisy input, of the AE in eval mode, of the AE with batch statistics in
+batches of 64 (as the notebook runs it) and of PCA(0.90).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from typing import Any
+
 import jax
 import numpy as np
 
-from aejax import autoencoder, data, evaluation, pca, plots
+from aejax import autoencoder, data, evaluation, pca, plots, runs
 from aejax import train as train_lib
-from aejax.experiments import common
+
+SHOWN = 9  # test images in the reconstruction and denoising figures
+NOTEBOOK_EVAL_BATCH = 64  # the notebook denoises in train mode, in batches of 64
+PCA_VARIANCE = 0.90  # the PCA denoising baseline of section 1
 
 
+@dataclasses.dataclass(frozen=True)
+class Config:
+    model: autoencoder.AEConfig = autoencoder.AEConfig(latent_dim=24)
+    train: runs.TrainConfig = runs.TrainConfig(epochs=5, batch_size=64)
+    test_noise_std: float = dataclasses.field(
+        default=evaluation.LECTURE_NOISE_STD,
+        metadata={"help": "std of the Gaussian noise on the test images of the denoising metrics and figure (> 0)"})
 
-def denoising_metrics(model, state, splits, key) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """PSNR against the clean test images: noisy input, AE (eval / batch stats), PCA(0.90)."""
-    clean_np, noisy_set = common.noisy_test_set(splits["test"], key)
-    ae_eval = train_lib.evaluate(model, state.params, state.batch_stats, noisy_set)
-    ae_batch = train_lib.evaluate(model, state.params, state.batch_stats, noisy_set, batch_size=64,
-                                  batch_statistics=True)
-    pca90 = pca.fit_pca(splits["train"].images / 255.0, 0.90)
-    noisy_np = np.asarray(noisy_set["image"])
-    pca_denoised = pca.recode(pca90, noisy_np)
+    def __post_init__(self):
+        if not (math.isfinite(self.test_noise_std) and self.test_noise_std > 0):
+            raise ValueError(f"test_noise_std must be a finite number > 0, got {self.test_noise_std}")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "lecture": {},
+    "lecture_latent2": {"latent_dim": 2},
+    "lecture_denoising": {"input_noise_std": evaluation.LECTURE_NOISE_STD},
+    # nothing better is known for the plain conv AE: the lecture's settings (latent 24)
+    "recommended": {},
+}
+
+
+def denoising_metrics(model: train_lib.Model, state: train_lib.TrainState, splits: dict[str, data.Split],
+                      key: jax.Array, noise_std: float) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """PSNR against the clean test images of the noisy ones, the AE's output (eval mode and
+    batch statistics) and PCA(0.90)'s; returns them and the noisy and denoised images (N, 28, 28, 1)."""
+    clean, noisy_set = evaluation.noisy_test_set(splits["test"], key, noise_std)
+    ae_eval = evaluation.evaluate(model, state.params, state.batch_stats, noisy_set)
+    ae_batch = evaluation.evaluate(model, state.params, state.batch_stats, noisy_set, batch_size=NOTEBOOK_EVAL_BATCH,
+                                   batch_statistics=True)
+    baseline = pca.fit_pca(splits["train"].images / 255.0, PCA_VARIANCE)
+    noisy = np.asarray(noisy_set["image"])
     metrics = {
-        "noise_std": common.NOISE_STD,
-        "psnr_noisy_db": evaluation.psnr(noisy_np, clean_np),
-        "psnr_ae_eval_db": evaluation.psnr(ae_eval["reconstructions"], clean_np),
-        "psnr_ae_batch_stats_db": evaluation.psnr(ae_batch["reconstructions"], clean_np),
-        "psnr_pca90_db": evaluation.psnr(pca_denoised, clean_np),
-        "pca90_components": int(pca90.n_components_),
+        "noise_std": noise_std,
+        "psnr_noisy_db": evaluation.psnr(noisy, clean),
+        "psnr_ae_eval_db": evaluation.psnr(ae_eval["reconstructions"], clean),
+        "psnr_ae_batch_stats_db": evaluation.psnr(ae_batch["reconstructions"], clean),
+        "psnr_pca90_db": evaluation.psnr(pca.recode(baseline, noisy), clean),
+        "pca90_components": int(baseline.n_components_),
     }
-    return metrics, {"noisy": noisy_np, "denoised": ae_eval["reconstructions"]}
+    return metrics, {"noisy": noisy, "denoised": ae_eval["reconstructions"]}
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = common.make_parser(__doc__.split("\n")[0], out="runs/s2_conv_ae", epochs=5, latent_dim=24)
-    parser.add_argument("--train-noise-std", type=common.non_negative_float, default=0.0,
-                        help="std of Gaussian noise on training inputs (0: the lecture's plain AE)")
-    args = common.parse(parser, argv)
-    splits = common.load_data(args)
-    config = autoencoder.AEConfig(latent_dim=args.latent_dim, input_noise_std=args.train_noise_std)
-    model = autoencoder.make_model(config)
-    train_key, noise_key = jax.random.split(jax.random.key(args.seed))
-    with common.output(args) as out:
-        state, history, seconds = common.fit(model, splits, args, train_key, out)
-        test = train_lib.evaluate(model, state.params, state.batch_stats, data.device_dataset(splits["test"]))
-        pca_k = pca.fit_pca(splits["train"].images / 255.0, args.latent_dim)
-        denoise, denoise_images = denoising_metrics(model, state, splits, noise_key)
-        metrics = {
-            **common.reconstruction_metrics(test),
-            f"pca{args.latent_dim}_test_mse": evaluation.mean_squared_error(pca.recode(pca_k, test["inputs"]), test["inputs"]),
-            **denoise,
-            "train_history": history.epochs,
-            "train_seconds": seconds,
-            "train_images_per_second": args.epochs * len(splits["train"].labels) / seconds,
-        }
-        plots.plot_digits(test["inputs"][:9], test["reconstructions"][:9], path=out / "reconstructions.png",
-                          titles=["input", "AE"])
-        plots.plot_latent_scatter(test["latents"], test["labels"], out / "latent_scatter.png",
-                                  title=f"test latents (first 2 of {args.latent_dim} dims)")
-        plots.plot_digits(denoise_images["noisy"][:9], denoise_images["denoised"][:9],
-                          path=out / "denoising.png", titles=["noisy", "AE"])
-        common.save_state(out, state)
-        common.write_metrics(out, metrics, args)
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    config, options, preset = runs.parse(Config(), PRESETS, argv, __doc__, "s2_conv_ae")
+    run = runs.Run(config, options, preset)
+    splits = run.load_splits()
+    train_set, test_set = data.device_dataset(splits["train"]), data.device_dataset(splits["test"])
+    latent_dim = config.model.latent_dim
+    model = autoencoder.make_model(config.model)
+    train_key, noise_key = jax.random.split(jax.random.key(config.train.seed))
+    with run.output() as out:
+        state, history = run.fit(model, train_set, train_key, out)
+        with run.timer("evaluation"):
+            test = evaluation.evaluate(model, state.params, state.batch_stats, test_set)
+            denoise, denoise_images = denoising_metrics(model, state, splits, noise_key, config.test_noise_std)
+            metrics = {**evaluation.reconstruction_metrics(test)}
+            # PCA with as many components as the code has units, where the data allow that many
+            if latent_dim <= min(len(splits["train"].labels), data.IMAGE_SIDE * data.IMAGE_SIDE):
+                pca_k = pca.fit_pca(splits["train"].images / 255.0, latent_dim)
+                metrics[f"pca{latent_dim}_test_mse"] = evaluation.mean_squared_error(
+                    pca.recode(pca_k, test["inputs"]), test["inputs"])
+            metrics.update({
+                **denoise,
+                "train_history": history.epochs,
+                "train_images_per_second": config.train.epochs * len(splits["train"].labels) / history.seconds,
+            })
+        with run.timer("figures"):
+            plots.plot_digits(test["inputs"][:SHOWN], test["reconstructions"][:SHOWN], path=out / "reconstructions.png",
+                              titles=["input", "AE"])
+            codes = np.pad(test["latents"], ((0, 0), (0, max(0, 2 - latent_dim))))  # a 1-D code: z[1] = 0
+            plots.plot_latent_scatter(codes, test["labels"], out / "latent_scatter.png",
+                                      title=f"test latents (first 2 of {latent_dim} dims)")
+            plots.plot_digits(denoise_images["noisy"][:SHOWN], denoise_images["denoised"][:SHOWN],
+                              path=out / "denoising.png", titles=["noisy", "AE"])
+        runs.save_state(out, state)
+        run.write_metrics(out, metrics)
     return metrics
-
-
-if __name__ == "__main__":
-    common.run_main(main)
