@@ -41,11 +41,13 @@ class ContractiveConfig:
     learning_rate: float = dataclasses.field(default=1e-4, metadata={"help": "Adam learning rate (> 0)"})
     weight_decay: float = dataclasses.field(
         default=0.0, metadata={"help": "PyTorch-style coupled L2 weight decay of Adam (>= 0)"})
-    # The BCE is a mean over pixels (about 0.1 per pixel once trained) while an untrained
-    # encoder's ||J||_F^2 is of order 10; 0.01 lets the penalty shrink the Jacobian several
-    # times over within a few epochs at a small cost in reconstruction.
+    # The BCE is a mean over pixels (about 0.2 per pixel early on) while the encoder's
+    # ||J||_F^2 starts in the hundreds. The penalty can also be lowered by merely shrinking
+    # the code (the decoder scales it back up), so what counts is ||J||_F over the codes' std:
+    # after 128 steps on MNIST (latent 24) it was 16.8 at lambda 0, 9.3 at 1e-3 (best
+    # denoising PSNR too), 13.8 at 1e-2 and 18.5 at 1e-1, where shrinking takes over.
     contraction_weight: float = dataclasses.field(
-        default=0.01, metadata={"help": "weight lambda of the contraction penalty ||dh/dx||_F^2 (>= 0; 0: plain AE)"})
+        default=1e-3, metadata={"help": "weight lambda of the contraction penalty ||dh/dx||_F^2 (>= 0; 0: plain AE)"})
     # One projection adds about half a plain AE step on a CPU; the exact penalty (24
     # products at latent 24) makes a step about 5x a plain one (batch 64), cheap only on
     # an accelerator. A single Gaussian projection gives an unbiased, if noisy, gradient

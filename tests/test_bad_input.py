@@ -94,15 +94,17 @@ def test_a_prior_of_the_wrong_size_is_rejected_when_the_model_is_built():
         aae.make_model(aae.AAEConfig(latent_dim=2), priors.standard_normal(3))
 
 
-def _dataset(n=8, label_rows=None):
-    return {"image": jnp.zeros((n, 28, 28), jnp.uint8), "label": jnp.zeros(label_rows or n, jnp.int32)}
+def _dataset(n=8):
+    return {"image": jnp.zeros((n, 28, 28), jnp.uint8), "label": jnp.zeros(n, jnp.int32)}
 
 
 @pytest.mark.parametrize("dataset, message", [
-    (_dataset(8, label_rows=7), "must all have N rows"),
+    (_dataset(0), "^dataset is empty$"),
+    ({"image": jnp.zeros((8, 28, 28), jnp.uint8), "label": jnp.int32(3)},
+     r"dataset arrays need a leading example axis; \['label'\] have none"),
     ({"image": jnp.zeros((8, 28, 28), jnp.uint8)}, "needs a 'label' array"),
-    ({"image": jnp.zeros((8, 28, 28), jnp.uint8), "label": jnp.zeros(8)}, r"dataset\['label'\] must be integers"),
-    ({"image": jnp.zeros((8, 32, 32), jnp.uint8), "label": jnp.zeros(8, jnp.int32)}, r"dataset\['image'\] must be"),
+    ({"image": jnp.zeros((8, 32, 32), jnp.uint8), "label": jnp.zeros(8, jnp.int32)},
+     r"dataset\['image'\] must be \(N, 28, 28\) uint8 or \(N, 28, 28\[, 1\]\) float, got uint8 \(8, 32, 32\)"),
 ])
 def test_train_rejects_a_malformed_dataset(ae, dataset, message):
     model = ae[0]

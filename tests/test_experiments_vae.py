@@ -84,8 +84,6 @@ def test_summarize_scores_all_images_and_the_iwae_subset(tiny_vae):
         assert 0 < result[name] < 784 * 2  # random images under an untrained decoder: about a coin per pixel
     more = likelihood_metrics.summarize(model, params, batch_stats, test_set, jax.random.key(2), 4, 100)
     assert more["iwae_images"] == 6  # no more than there are
-    quick = likelihood_metrics.summarize(model, params, batch_stats, test_set, jax.random.key(2), quick=True)
-    assert quick["iwae_samples"] == likelihood_metrics.QUICK_SAMPLES and quick["iwae_images"] == 6
     with pytest.raises(ValueError, match="must be positive"):
         likelihood_metrics.summarize(model, params, batch_stats, test_set, jax.random.key(2), 0, 3)
 

@@ -50,5 +50,5 @@ def test_interpolate_endpoints_and_shape():
     np.testing.assert_allclose(path[0], 0)
     np.testing.assert_allclose(path[-1], 2)
     np.testing.assert_allclose(path[2], 1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="latents differ in shape"):
         evaluation.interpolate(np.zeros(3), np.zeros(4), 5)

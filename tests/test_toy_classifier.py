@@ -116,7 +116,7 @@ def test_sine_circle_points_per_shape():
 
 @pytest.mark.parametrize("kwargs", [{"points_per_shape": 0}, {"points_per_shape": -3}, {"noise_std": -0.01}])
 def test_sine_circle_rejects_bad_arguments(kwargs):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="points_per_shape must be > 0 and noise_std >= 0"):
         toy.make_sine_circle(jax.random.key(0), **kwargs)
 
 
@@ -238,7 +238,7 @@ def test_toy_model_matches_pytorch(toy_splits, conditional):
         # the label matters, and it is required
         flipped = model.decode(params, batch_stats, jnp.asarray(codes_in), jnp.asarray(1 - labels))
         assert np.abs(np.asarray(flipped) - want_decoded).max() > 1e-3
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="labels of shape"):
             model.encode(params, batch_stats, jnp.asarray(points))
     else:
         # a plain model ignores labels
@@ -478,9 +478,9 @@ def test_accuracy_by_label():
     assert per_label[9] == 0.0
     for absent in (2, 4, 5, 6, 7, 8):  # wanted never (2 and 5 are only predicted)
         assert math.isnan(per_label[absent])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="differ in shape"):
         classifier.accuracy_by_label(predicted[:-1], wanted)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="differ in shape"):
         classifier.accuracy_by_label(predicted.reshape(2, 5), wanted)
 
 
@@ -492,11 +492,11 @@ def random_classifier_params():
 def test_predict_checks_input_and_returns_digits(random_classifier_params):
     params = random_classifier_params
     images = np.random.default_rng(1).uniform(size=(7, 28, 28, 1)).astype(np.float32)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"images must be float \(N, 28, 28, 1\)"):
         classifier.predict(params, (images * 255).astype(np.uint8))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"images must be float \(N, 28, 28, 1\)"):
         classifier.predict(params, images[..., 0])  # (N, 28, 28)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"images must be float \(N, 28, 28, 1\)"):
         classifier.predict(params, images.reshape(7, 1, 28, 28))
     predicted = classifier.predict(params, images, batch_size=3)  # batches of 3, 3 and 1
     assert isinstance(predicted, np.ndarray) and predicted.shape == (7,)
@@ -634,9 +634,9 @@ def test_conditional_decoder_eval_parity(torch_cdecoder):
     flipped = decoder.apply(variables, jnp.asarray(z), False, labels=jnp.asarray((labels + 5) % 10))
     _assert_close(jax.nn.sigmoid(flipped), other)
     # labels are required, integer and one per code
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="needs labels"):
         decoder.apply(variables, jnp.asarray(z), False)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="labels must be integers of shape"):
         decoder.apply(variables, jnp.asarray(z), False, labels=jnp.asarray(labels, jnp.float32))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="labels must be integers of shape"):
         decoder.apply(variables, jnp.asarray(z), False, labels=jnp.asarray(labels[:3]))

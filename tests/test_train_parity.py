@@ -10,12 +10,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 from aejax import autoencoder
 from aejax import train as train_lib
-from torch_reference import TorchDecoder, TorchEncoder, _nchw, torch_to_flax
+
+torch = pytest.importorskip("torch")  # every test here compares with the lecture's PyTorch loop
+F = torch.nn.functional
+
+from torch_reference import TorchDecoder, TorchEncoder, _nchw, torch_to_flax  # noqa: E402 (needs torch)
 
 LATENT, BATCH, LR, WEIGHT_DECAY, STEPS = 4, 16, 1e-3, 1e-5, 2
 

@@ -7,6 +7,8 @@ initialisation of the networks, at most a couple of training steps.
 
 from __future__ import annotations
 
+import dataclasses
+
 import functools
 import math
 
@@ -658,19 +660,36 @@ def test_wae_loss_is_mean_bce_plus_weighted_mmd():
 
 # ------------------------------------------------------------ configs
 
-@pytest.mark.parametrize("bad", [dict(latent_dim=0), dict(latent_dim=-2), dict(kld_weight=-0.1),
-                                 dict(reconstruction_weight=-1.0), dict(kl_warmup_steps=-1),
-                                 dict(num_classes=-1), dict(learning_rate=0.0), dict(weight_decay=-1e-5)])
-def test_vae_config_rejects_bad_values(bad):
-    with pytest.raises(ValueError):
+NON_NEGATIVE = "kld_weight, reconstruction_weight, kl_warmup_steps and num_classes must be >= 0"
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(latent_dim=0), "latent_dim must be positive"), (dict(latent_dim=-2), "latent_dim must be positive"),
+    (dict(kld_weight=-0.1), NON_NEGATIVE), (dict(reconstruction_weight=-1.0), NON_NEGATIVE),
+    (dict(kl_warmup_steps=-1), NON_NEGATIVE), (dict(num_classes=-1), NON_NEGATIVE),
+    (dict(learning_rate=0.0), "learning_rate must be > 0"), (dict(weight_decay=-1e-5), "weight_decay >= 0"),
+])
+def test_vae_config_rejects_bad_values(bad, message):
+    with pytest.raises(ValueError, match=message):
         vae.VAEConfig(**bad)
 
 
-@pytest.mark.parametrize("bad", [dict(latent_dim=-1), dict(latent_dim=0), dict(mmd_weight=-1.0),
-                                 dict(learning_rate=-1e-3)])
-def test_wae_config_rejects_bad_values(bad):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("bad, message", [
+    (dict(latent_dim=-1), "latent_dim must be positive"), (dict(latent_dim=0), "latent_dim must be positive"),
+    (dict(mmd_weight=-1.0), "mmd_weight >= 0"), (dict(learning_rate=-1e-3), "learning_rate must be > 0"),
+])
+def test_wae_config_rejects_bad_values(bad, message):
+    with pytest.raises(ValueError, match=message):
         wae.WAEConfig(**bad)
+
+
+def test_config_fields_carry_command_line_help():
+    """Every field documents itself; num_classes comes from the data, not from a flag."""
+    for config in (vae.VAEConfig, wae.WAEConfig):
+        for field in dataclasses.fields(config):
+            assert field.metadata.get("help"), f"{config.__name__}.{field.name} has no help"
+    cli = {f.name: f.metadata.get("cli", True) for f in dataclasses.fields(vae.VAEConfig)}
+    assert cli["num_classes"] is False and cli["kld_weight"] is True
 
 
 def test_out_of_range_labels_are_rejected_outside_jit():

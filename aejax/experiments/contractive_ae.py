@@ -1,6 +1,6 @@
 """Extension: the contractive autoencoder (Rifai et al., 2011), the lecture's conv AE plus lambda ||dh/dx||_F^2.
 
-    aejax run contractive_ae --out runs/contractive_ae                          # lambda 0.01, 1 projection
+    aejax run contractive_ae --out runs/contractive_ae                          # lambda 1e-3, 1 projection
     aejax run contractive_ae --preset recommended --out runs/contractive_ae_rec # the exact penalty
     aejax run contractive_ae --contraction-weight 0 --out runs/contractive_ae_0 # the plain AE, to compare
 

@@ -66,9 +66,9 @@ class Config:
                 raise ValueError(f"{name} must be a finite number >= 0, got {getattr(self, name)}")
         kld_weight = vae.beta_to_kld_weight(self.beta)
         if self.model.kld_weight not in (kld_weight, vae.beta_to_kld_weight(DEFAULT_BETA)):
-            raise ValueError(f"kld_weight {self.model.kld_weight} is set here by beta (beta / 784); give --beta instead")
+            raise ValueError(f"kld_weight {self.model.kld_weight}: here beta sets it (beta / 784); give --beta instead")
         if self.kl_warmup_epochs and self.model.kl_warmup_steps:
-            raise ValueError("give kl_warmup_epochs or kl_warmup_steps, not both (kl_warmup_epochs 0 lets the steps count)")
+            raise ValueError("give kl_warmup_epochs or kl_warmup_steps, not both (kl_warmup_epochs 0: the steps count)")
         object.__setattr__(self, "model", dataclasses.replace(self.model, kld_weight=kld_weight))
         for name in ("start_digit", "end_digit"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     steps_per_epoch = -(-len(splits["train"].labels) // config.train.batch_size)
     model_config = config.model
     if config.kl_warmup_epochs:
-        model_config = dataclasses.replace(model_config, kl_warmup_steps=round(config.kl_warmup_epochs * steps_per_epoch))
+        model_config = dataclasses.replace(model_config,
+                                           kl_warmup_steps=round(config.kl_warmup_epochs * steps_per_epoch))
     model = vae.make_model(model_config)
     train_key, noise_key, likelihood_key = jax.random.split(jax.random.key(config.train.seed), 3)
     train_set, test_set = data.device_dataset(splits["train"]), data.device_dataset(splits["test"])

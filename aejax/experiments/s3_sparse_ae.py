@@ -40,7 +40,8 @@ class Config:
             raise ValueError("sparsity must be l1, kl_per_object or kl_per_unit: this experiment trains a sparse AE")
         side = math.isqrt(self.model.latent_dim)
         if side * side != self.model.latent_dim:
-            raise ValueError(f"latent_dim must be a perfect square for the activation maps, got {self.model.latent_dim}")
+            raise ValueError(f"latent_dim must be a perfect square for the activation maps, "
+                             f"got {self.model.latent_dim}")
         if not (math.isfinite(self.test_noise_std) and self.test_noise_std > 0):
             raise ValueError(f"test_noise_std must be a finite number > 0, got {self.test_noise_std}")
 
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "train_history": history.epochs,
             }
         with run.timer("figures"):
-            plots.plot_digits(noisy[:SHOWN], denoised[:SHOWN], path=out / "denoising.png", titles=["noisy", "sparse AE"])
+            plots.plot_digits(noisy[:SHOWN], denoised[:SHOWN], path=out / "denoising.png",
+                              titles=["noisy", "sparse AE"])
             plots.plot_class_activation_maps(activations, test["labels"], out / "class_activation_maps.png",
                                              side=math.isqrt(config.model.latent_dim))
             plots.plot_activation_histograms(activations, out / "activation_histograms.png")

@@ -78,7 +78,8 @@ def interpolation_classes(config: Config, num_classes: int) -> tuple[int, int]:
 
 
 def first_image(split: data.Split, label: int) -> np.ndarray:
-    """The first image (28, 28, 1) of ``label`` in the first test batch, as the lecture picks it; else the first in the split."""
+    """The first image (28, 28, 1) of ``label`` in the first test batch, as the lecture picks it;
+    else the first in the split."""
     within = FIRST_BATCH if np.any(split.labels[:FIRST_BATCH] == label) else len(split.labels)
     return evaluation.first_of_class(split, label, within=within)
 
@@ -109,7 +110,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "train_history": history.epochs,
             }
         with run.timer("figures"):
-            plots.plot_image_row(row, out / "interpolation.png", title=f"{start_class} -> {end_class}, plain autoencoder")
+            plots.plot_image_row(row, out / "interpolation.png",
+                                 title=f"{start_class} -> {end_class}, plain autoencoder")
             plots.save_gif(frames, out / "interpolation.gif")
         runs.save_state(out, state)
         run.write_metrics(out, metrics)

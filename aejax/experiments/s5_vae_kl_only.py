@@ -29,8 +29,8 @@ class Config:
         if self.train.lr_schedule != "constant":
             raise ValueError("lr_schedule must be constant: the VAE's Adam has no learning-rate schedule")
         if self.model.reconstruction_weight != 0:
-            raise ValueError(f"reconstruction_weight must be 0 in the KL-only run (got {self.model.reconstruction_weight});"
-                             " s5_vae trains with the BCE")
+            raise ValueError(f"reconstruction_weight must be 0 in the KL-only run, got "
+                             f"{self.model.reconstruction_weight} (s5_vae trains with the BCE)")
         if self.model.kld_weight <= 0:
             raise ValueError(f"kld_weight must be > 0: the KL term is the whole loss, got {self.model.kld_weight}")
 

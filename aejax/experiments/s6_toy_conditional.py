@@ -65,7 +65,8 @@ class Config:
         if self.points_per_shape < MIN_POINTS_PER_SHAPE:
             raise ValueError(f"points_per_shape must be >= {MIN_POINTS_PER_SHAPE}, got {self.points_per_shape}")
         if self.plateau_split not in typing.get_args(PlateauSplit):
-            raise ValueError(f"plateau_split must be one of {typing.get_args(PlateauSplit)}, got {self.plateau_split!r}")
+            raise ValueError(f"plateau_split must be one of {typing.get_args(PlateauSplit)}, "
+                             f"got {self.plateau_split!r}")
         if self.checkpoint_every <= 0:
             raise ValueError(f"checkpoint_every must be a positive integer, got {self.checkpoint_every}")
 

@@ -1,0 +1,206 @@
+"""The adversarial experiments (sections 8-10): quick runs on an 8-class data set, their
+presets, and one-line errors for settings that cannot run."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from aejax import data, flags, runs
+from aejax.experiments import s8_aae, s9_disentangled, s10_semi_supervised
+
+EIGHT_CLASSES = 8
+
+
+def _quick(script, data_dir, out, *flags_):
+    """One quick run on 512 train / 256 test images; returns metrics.json."""
+    script.main(["--quick", "--no-progress", "--data-dir", str(data_dir), "--out", str(out),
+                 "--train-limit", "512", "--test-limit", "256", *flags_])
+    return json.loads((out / "metrics.json").read_text())
+
+
+def _assert_recorded(script, metrics, preset="lecture"):
+    """metrics.json names the preset and holds every config field (and the quick run's options)."""
+    assert metrics["preset"] == preset == metrics["settings"]["preset"]
+    assert set(flags.as_flat_dict(script.Config())) <= set(metrics["settings"])
+    assert metrics["settings"]["quick"] is True and metrics["settings"]["train_limit"] == 512
+    assert metrics["settings"]["epochs"] == 1
+
+
+def _files(out):
+    return set(os.listdir(out))
+
+
+def _parse(script, *argv):
+    config, _, preset = runs.parse(script.Config(), script.PRESETS, list(argv), script.__doc__,
+                                   script.__name__.rsplit(".", 1)[-1])
+    return config, preset
+
+
+def _changed(config, reference):
+    """{leaf name: value} of the fields of ``config`` that differ from ``reference``."""
+    ours, theirs = flags.as_flat_dict(config), flags.as_flat_dict(reference)
+    return {k: v for k, v in ours.items() if theirs[k] != v}
+
+
+def _one_line_error(script, argv, capsys, code=2):
+    """Runs ``script`` through ``run_main``: it exits with ``code`` and one line on stderr, returned."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match=f"^{code}$"):
+        runs.run_main(script.main, argv)
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Traceback" not in err
+    return err
+
+
+# ------------------------------------------------------------------ section 8: adversarial autoencoder
+
+def test_s8_aae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
+    out = tmp_path / "run"
+    metrics = _quick(s8_aae, other_idx_dir, out)
+    assert {"prior_samples.png", "latent_epochs.gif", "latent_final.png", "latent_final_recomputed_bn.png",
+            "grid.png", "frames", "checkpoint", "metrics.json"} <= _files(out)
+    assert os.listdir(out / "frames") == ["latent_epoch01.png"]
+    _assert_recorded(s8_aae, metrics)
+    match = metrics["prior_match"]
+    assert match["prior"].startswith("uniform") and 0 <= match["inside_support"] <= 1
+    assert match["discriminator_accuracy"] == pytest.approx(
+        0.5 * (match["codes_called_codes"] + match["prior_called_prior"]))
+    # the recomputed encoder statistics move the codes (the trained running ones lag)
+    assert metrics["prior_match_recomputed_bn"]["code_min"] != match["code_min"]
+    assert 0 < metrics["test_bce"] < 0.75 and 0 < metrics["test_mse"] < 0.3  # near-untrained: about log 2
+    assert len(metrics["train_history"]) == 1
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no staging folder left
+
+
+def test_s8_aae_presets():
+    lecture, preset = _parse(s8_aae)
+    assert preset == "lecture" and lecture == s8_aae.Config()
+    recommended, _ = _parse(s8_aae, "--preset", "recommended")
+    assert _changed(recommended, lecture) == {"discriminator_norm": "none", "discriminator_loss": "balanced",
+                                              "generator_optimizer": "shared"}
+    boxes, _ = _parse(s8_aae, "--preset", "recommended_boxes", "--batch-size", "256")
+    assert boxes.prior == "boxes" and boxes.model.label_conditioning and boxes.model.standardize_components
+    assert boxes.train.batch_size == 256  # a flag overrides its preset's value
+    assert _parse(s8_aae, "--preset", "lecture_boxes")[0].prior == "boxes"
+
+
+def test_s8_aae_label_conditioned_boxes_need_ten_classes(other_idx_dir, tmp_path, capsys):
+    err = _one_line_error(s8_aae, ["--preset", "recommended_boxes", "--quick", "--no-progress",
+                                   "--data-dir", str(other_idx_dir), "--out", str(tmp_path / "o")], capsys, code=1)
+    assert "10 classes" in err and "num_classes=8" in err
+    assert not (tmp_path / "o").exists()
+    err = _one_line_error(s8_aae, ["--label-conditioning", "--out", str(tmp_path / "o")], capsys)
+    assert "label_conditioning needs a mixture prior" in err
+
+
+# ------------------------------------------------------------------ section 9: disentangled AAE
+
+def test_s9_disentangled_quick_run_on_eight_classes(other_idx_dir, tmp_path):
+    out = tmp_path / "run"
+    metrics = _quick(s9_disentangled, other_idx_dir, out)
+    assert {"style_transfer.png", "style_by_label.png", "checkpoint", "metrics.json"} <= _files(out)
+    _assert_recorded(s9_disentangled, metrics)
+    assert metrics["num_classes"] == EIGHT_CLASSES
+    for name in ("label_head_test_accuracy", "label_leak_logistic", "label_leak_knn", "adversary_test_accuracy",
+                 "classifier_test_accuracy"):
+        assert 0 <= metrics[name] <= 1, name
+    assert set(metrics["recomputed_bn"]) == {"label_head_test_accuracy", "label_leak_logistic", "label_leak_knn"}
+    # four steps teach the label head something, seen once its statistics fit the final weights
+    assert metrics["recomputed_bn"]["label_head_test_accuracy"] > metrics["majority_class_share"] + 0.1
+    assert 1 / EIGHT_CLASSES <= metrics["majority_class_share"] < 0.3
+    transfer = metrics["style_transfer_accuracy"]
+    assert 0 <= transfer["overall"] <= 1
+    # every one of the data's labels was asked for: a score for each, none for absent ones
+    assert len(transfer["per_label"]) == EIGHT_CLASSES and all(0 <= v <= 1 for v in transfer["per_label"])
+    assert transfer["overall"] == pytest.approx(np.mean(transfer["per_label"]))  # each label asked as often
+
+
+def test_s9_disentangled_presets():
+    lecture, preset = _parse(s9_disentangled)
+    assert preset == "lecture" and lecture == s9_disentangled.Config()
+    assert lecture.model.style_normalization == "none" and lecture.model.confusion_weight == 0.1
+    recommended, _ = _parse(s9_disentangled, "--preset", "recommended")
+    assert _changed(recommended, lecture) == {"style_normalization": "class", "kernel_dependence_weight": 10.0,
+                                              "batch_size": 512, "epochs": 4}
+    assert _parse(s9_disentangled, "--preset", "recommended", "--quick")[0].train.epochs == 1
+
+
+def test_s9_disentangled_class_style_needs_a_deterministic_style(tmp_path, capsys):
+    err = _one_line_error(s9_disentangled, ["--style-normalization", "class", "--style-kl-weight", "0.005",
+                                            "--out", str(tmp_path / "o")], capsys)
+    assert "deterministic style" in err
+    err = _one_line_error(s9_disentangled, ["--transfer-images", "0", "--out", str(tmp_path / "o")], capsys)
+    assert "transfer_images must be a positive integer" in err
+
+
+def test_s9_disentangled_refuses_a_classifier_of_other_classes(other_idx_dir, tmp_path, capsys):
+    saved = tmp_path / "classifier"
+    saved.mkdir()
+    (saved / "classifier.json").write_text(json.dumps({"test_accuracy": 0.99}))  # no count: MNIST's 10
+    err = _one_line_error(s9_disentangled, ["--classifier", str(saved), "--train-limit", "512", "--test-limit", "256",
+                                            "--data-dir", str(other_idx_dir), "--out", str(tmp_path / "o")], capsys)
+    assert "trained on 10 classes, the data has 8" in err
+    assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------ section 10: semi-supervised AAE
+
+def test_s10_semi_supervised_quick_run_on_eight_classes(other_idx_dir, tmp_path):
+    out = tmp_path / "run"
+    metrics = _quick(s10_semi_supervised, other_idx_dir, out, "--preset", "recommended", "--labels", "80")
+    assert {"error_by_epoch.png", "style_transfer.png", "checkpoint", "metrics.json"} <= _files(out)
+    assert "clusters.png" not in _files(out)
+    _assert_recorded(s10_semi_supervised, metrics, preset="recommended")
+    assert metrics["settings"]["consistency_weight"] == 1.0 and metrics["settings"]["semi_supervised"] is True
+    assert metrics["labels"] == 80 and metrics["num_classes"] == EIGHT_CLASSES
+    indices = np.asarray(metrics["labelled_indices"])
+    assert len(set(indices)) == 80 and indices.max() < 512  # from the run's training images
+    train_labels = data.load_mnist(other_idx_dir)["train"].labels
+    assert np.bincount(train_labels[indices], minlength=EIGHT_CLASSES).tolist() == [10] * EIGHT_CLASSES
+    assert 0 <= metrics["test_error"] < 0.85  # chance: 7/8
+    assert metrics["test_error_by_epoch"] == [pytest.approx(metrics["test_error"])]
+    assert 0 <= metrics["train_history"][0]["supervised/confident_share"] <= 1  # the pseudo-label term was on
+
+
+def test_s10_semi_supervised_presets():
+    lecture, preset = _parse(s10_semi_supervised)
+    assert preset == "lecture" and lecture == s10_semi_supervised.Config()
+    assert lecture.labels == 100 and lecture.model.semi_supervised and lecture.model.augment_shift == 0
+    recommended, _ = _parse(s10_semi_supervised, "--preset", "recommended")
+    assert _changed(recommended, lecture) == {"lr_schedule": "cosine", "augment_shift": 2, "consistency_weight": 1.0}
+    clustering, _ = _parse(s10_semi_supervised, "--preset", "clustering")
+    assert _changed(clustering, lecture) == {"labels": 0, "categorical_temperature": 0.3, "semi_supervised": False}
+    assert clustering.clusters == 16
+    # a label count given with the clustering preset makes it semi-supervised again
+    assert _parse(s10_semi_supervised, "--preset", "clustering", "--labels", "1000")[0].model.semi_supervised
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--labels", "-5"], "labels must be 0 (clustering) or positive"),
+    (["--labels", "0", "--consistency-weight", "1"], "consistency_weight needs labels"),
+    (["--no-semi-supervised"], "give --labels 0"),
+    (["--augment-shift", "14"], "augment_shift must be 0..13"),
+    (["--clusters", "1"], "clusters must be at least 2"),
+], ids=["negative-labels", "consistency-without-labels", "unsupervised-with-labels", "shift", "clusters"])
+def test_s10_semi_supervised_bad_settings(argv, message, tmp_path, capsys):
+    assert message in _one_line_error(s10_semi_supervised, [*argv, "--out", str(tmp_path / "o")], capsys)
+
+
+def test_s10_semi_supervised_labels_must_balance_over_the_classes(other_idx_dir, tmp_path, capsys):
+    err = _one_line_error(s10_semi_supervised, ["--labels", "100", "--quick", "--no-progress",
+                                                "--data-dir", str(other_idx_dir), "--out", str(tmp_path / "o")], capsys)
+    assert "100 labels cannot be balanced over 8 classes" in err and "multiple of 8" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_s10_cluster_examples_leaves_empty_clusters_blank(mnist):
+    split = data.Split(mnist["test"].images[:6], mnist["test"].labels[:6])
+    grid = s10_semi_supervised.cluster_examples(split, np.array([2, 0, 2, 2, 0, 2]), num_clusters=3, per_cluster=3)
+    assert grid.shape == (3, 3, 28, 28, 1)
+    assert not grid[1].any() and not grid[0, 2].any()  # cluster 1 empty; cluster 0 has two members
+    np.testing.assert_allclose(grid[2, 0], data.to_float_nhwc(split.images[:1])[0])
+    np.testing.assert_allclose(grid[0, 1], data.to_float_nhwc(split.images[4:5])[0])
