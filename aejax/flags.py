@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import pathlib
 import types
 import typing
@@ -83,10 +84,13 @@ def _converter(kind: Any) -> tuple[Any, tuple | None]:
     if kind in (int, float, str):
         def convert(text: str, kind=kind):
             try:
-                return kind(text)
+                value = kind(text)
             except ValueError:
                 raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
                                                  f"got {text!r}") from None
+            if kind is float and not math.isfinite(value):  # a nan slips past every "< 0" check
+                raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+            return value
         convert.__name__ = kind.__name__
         return convert, None
     if kind is pathlib.Path:

@@ -151,25 +151,25 @@ def _one_error_line(stderr):
 
 @pytest.mark.parametrize("args, message", [
     (["experiments.reproduce", "--only", "s1_pca,s99_nothing"], "unknown experiment(s) s99_nothing"),
-    (["experiments.s8_aae", "--learning-rate", "0"], "expected a finite number > 0"),
-    (["experiments.s9_disentangled", "--adversary-learning-rate", "nan"], "expected a finite number > 0"),
+    (["experiments.s8_aae", "--learning-rate", "0"], "learning rates must be > 0"),
+    (["experiments.s9_disentangled", "--adversary-learning-rate", "nan"], "expected a finite number"),
     (["experiments.s1_pca", "--variance", "1.5"], "strictly between 0 and 1"),
-    (["experiments.s3_sparse_ae", "--target", "0"], "strictly between 0 and 1"),
+    (["experiments.s3_sparse_ae", "--sparsity-target", "0"], "sparsity_target must be in (0, 1)"),
     (["experiments.s2_conv_ae", "--checkpoint-every", "0"], "positive integer"),
     (["experiments.s2_conv_ae", "--on-nonfinite", "ignore"], "invalid choice"),
     (["experiments.s8_aae", "--prior", "cauchy"], "invalid choice"),
-    (["experiments.s8_aae", "--gradient-penalty", "1"], "--gradient-penalty needs --discriminator-norm none"),
-    (["experiments.s8_aae", "--label-conditioning"], "--label-conditioning needs a mixture prior"),
+    (["experiments.s8_aae", "--gradient-penalty", "1"], "gradient_penalty needs discriminator_norm='none'"),
+    (["experiments.s8_aae", "--label-conditioning"], "label_conditioning needs a mixture prior"),
     (["experiments.s8_aae", "--prior", "boxes", "--standardize-components"],
-     "--standardize-components needs --label-conditioning"),
+     "standardize_components needs label_conditioning"),
     (["experiments.s8_aae", "--generator-optimizer", "shared", "--generator-learning-rate", "1e-4"],
-     "--generator-learning-rate needs --generator-optimizer separate"),
+     "generator_learning_rate needs generator_optimizer='separate'"),
     (["experiments.s9_disentangled", "--style-normalization", "class", "--style-kl-weight", "0.005"],
-     "--style-normalization class needs a deterministic style"),
-    (["experiments.s10_semi_supervised", "--augment-shift", "20"], "--augment-shift must be 0..13 pixels"),
+     "style_normalization='class' needs a deterministic style"),
+    (["experiments.s10_semi_supervised", "--augment-shift", "20"], "augment_shift must be 0..13 pixels"),
     (["experiments.s10_semi_supervised", "--labels", "0", "--consistency-weight", "1"],
-     "--consistency-weight needs labels"),
-    (["experiments.s10_semi_supervised", "--categorical-temperature", "-0.3"], "a finite number >= 0"),
+     "consistency_weight needs labels"),
+    (["experiments.s10_semi_supervised", "--categorical-temperature", "-0.3"], "categorical_temperature must be >= 0"),
 ])
 def test_bad_cli_values_are_usage_errors(args, message, tmp_path):
     result = _run([*args, "--out", str(tmp_path / "o")])
@@ -197,7 +197,7 @@ def test_nonfinite_loss_in_a_script_exits_1_naming_step_and_term_and_keeps_old_r
     (out / "metrics.json").write_text("complete")
     # noise of std 1e39 overflows float32 to inf: the first step's loss is NaN
     result = _run(["experiments.s2_conv_ae", "--quick", "--no-progress", "--train-limit", "64", "--test-limit", "64",
-                   "--train-noise-std", "1e39", "--data-dir", str(mnist_dir), "--out", str(out)])
+                   "--input-noise-std", "1e39", "--data-dir", str(mnist_dir), "--out", str(out)])
     assert result.returncode == 1
     assert "non-finite loss at training step 0 (epoch 1)" in result.stderr and "loss=nan" in result.stderr
     assert _one_error_line(result.stderr)
