@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from experiments import reproduce
+from aejax.experiments import reproduce
 
 
 def test_every_lecture_section_has_an_experiment_and_each_headline_names_a_metric():
