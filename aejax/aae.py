@@ -63,7 +63,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from aejax import losses
+from aejax import flags, losses
 from aejax.modules import Decoder, Discriminator, Encoder, apply_inference, apply_training, init_encoder_decoder
 from aejax.priors import Prior, Sampler
 from aejax.train import Batch, BatchStats, Metrics, Model, Params, Phase, module_variables
@@ -81,40 +81,35 @@ GeneratorOptimizer = Literal["separate", "shared"]
 GENERATOR_OPTIMIZERS = typing.get_args(GeneratorOptimizer)
 
 
-def _field(default: Any, text: str, cli: bool = True) -> Any:
-    """A config field with its command-line help ``text``; ``cli=False``: set by the run (from the data or its length)."""
-    return dataclasses.field(default=default, metadata={"help": text} if cli else {"help": text, "cli": False})
-
-
 @dataclasses.dataclass(frozen=True)
 class AAEConfig:
-    latent_dim: int = _field(2, "code dimension; must match the prior's")
-    learning_rate: float = _field(1e-3, "Adam rate of every phase unless generator_learning_rate or "
+    latent_dim: int = flags.field(2, "code dimension; must match the prior's")
+    learning_rate: float = flags.field(1e-3, "Adam rate of every phase unless generator_learning_rate or "
                                         "adversary_learning_rate is set")
     # Adam normalises each phase's step, so generator_weight hardly weakens the generator
     # phase; a smaller generator rate does (two time scales, encoder-fooling vs discriminator).
-    generator_learning_rate: float | None = _field(None, "Adam rate of the generator phase (none: learning_rate)")
-    adversary_learning_rate: float | None = _field(None, "Adam rate of the discriminator (none: learning_rate)")
-    weight_decay: float = _field(1e-6, "PyTorch-style coupled L2 of every optimizer")
-    generator_weight: float = _field(0.01, "weight of the generator's BCE(D(z), 1)")
-    prior_samples_per_code: int = _field(20, "prior samples per code in the discriminator's batch "
+    generator_learning_rate: float | None = flags.field(None, "Adam rate of the generator phase (none: learning_rate)")
+    adversary_learning_rate: float | None = flags.field(None, "Adam rate of the discriminator (none: learning_rate)")
+    weight_decay: float = flags.field(1e-6, "PyTorch-style coupled L2 of every optimizer")
+    generator_weight: float = flags.field(0.01, "weight of the generator's BCE(D(z), 1)")
+    prior_samples_per_code: int = flags.field(20, "prior samples per code in the discriminator's batch "
                                              "(the lecture: 20 uniform, 10 ten boxes)")
-    discriminator_norm: DiscriminatorNorm = _field(
+    discriminator_norm: DiscriminatorNorm = flags.field(
         "batch_separate", "discriminator BatchNorm: codes and prior samples normalised apart (the lecture), "
                           "together, or no BatchNorm")
-    discriminator_loss: DiscriminatorLoss = _field(
+    discriminator_loss: DiscriminatorLoss = flags.field(
         "pooled", "one BCE over codes and prior samples together (the lecture), or the mean of the two classes' BCEs")
-    gradient_penalty: float = _field(0.0, "R1 weight gamma on prior samples, 0: none; needs discriminator_norm none")
-    generator_optimizer: GeneratorOptimizer = _field(
+    gradient_penalty: float = flags.field(0.0, "R1 weight gamma on prior samples, 0: none; needs discriminator_norm none")
+    generator_optimizer: GeneratorOptimizer = flags.field(
         "separate", "the generator phase's own Adam (the lecture), or its term added to the autoencoder loss")
-    label_conditioning: bool = _field(False, "the discriminator sees (code, one-hot label), class k matched to "
+    label_conditioning: bool = flags.field(False, "the discriminator sees (code, one-hot label), class k matched to "
                                              "mixture component k")
-    num_classes: int = _field(10, "labels 0..num_classes-1, one per prior component (label_conditioning only)",
+    num_classes: int = flags.field(10, "labels 0..num_classes-1, one per prior component (label_conditioning only)",
                               cli=False)
-    standardize_components: bool = _field(False, "the discriminator sees (z - mean_k) / std_k of component k; "
+    standardize_components: bool = flags.field(False, "the discriminator sees (z - mean_k) / std_k of component k; "
                                                  "needs label_conditioning")
     # the adversarial game's jitter shrinks at the end instead of being frozen at full rate
-    decay_steps: int = _field(0, "> 0: every rate follows a cosine decay to 1% over this many steps "
+    decay_steps: int = flags.field(0, "> 0: every rate follows a cosine decay to 1% over this many steps "
                                  "(the run's length); 0: constant rates", cli=False)
 
     def __post_init__(self):

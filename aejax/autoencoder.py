@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 
 from aejax import data as data_lib
-from aejax import losses
-from aejax.conv_kernels import ConvImpl, ConvTransposeImpl, resolve_conv_impl, resolve_conv_transpose_impl
+from aejax import flags, losses
+from aejax.conv_kernels import (CONV_IMPL_HELP, CONV_TRANSPOSE_IMPL_HELP, ConvImpl, ConvTransposeImpl,
+                                resolve_conv_impl, resolve_conv_transpose_impl)
 from aejax.modules import Decoder, Encoder, apply_inference, apply_training, init_encoder_decoder
 from aejax.optimizers import torch_adam
 from aejax.train import Model, Phase, module_variables
@@ -41,18 +42,14 @@ class AEConfig:
     sparsity_weight: float = dataclasses.field(default=0.01, metadata={"help": "weight beta of the sparsity penalty"})
     sparsity_target: float = dataclasses.field(
         default=0.1, metadata={"help": "target activation p of the KL sparsity penalties, in (0, 1)"})
-    conv_impl: ConvImpl = dataclasses.field(
-        default="auto", metadata={"help": "how convolutions run, the same function by each "
-                                          "(auto: patches on CPU, lax elsewhere)"})
-    conv_transpose_impl: ConvTransposeImpl = dataclasses.field(
-        default="auto", metadata={"help": "how the decoder's transposed convolutions run, the same function by each "
-                                          "(auto: taps on CPU, subpixel elsewhere)"})
+    conv_impl: ConvImpl = flags.field("auto", CONV_IMPL_HELP)
+    conv_transpose_impl: ConvTransposeImpl = flags.field("auto", CONV_TRANSPOSE_IMPL_HELP)
 
     def __post_init__(self):
         if self.latent_dim <= 0:
             raise ValueError(f"latent_dim must be positive, got {self.latent_dim}")
-        if self.learning_rate <= 0 or self.weight_decay < 0 or self.input_noise_std < 0:
-            raise ValueError("learning_rate must be > 0; weight_decay and input_noise_std >= 0")
+        if not (self.learning_rate > 0 and self.weight_decay >= 0 and self.input_noise_std >= 0):  # NaN fails too
+            raise ValueError("learning_rate must be > 0; weight_decay and input_noise_std >= 0 (finite numbers)")
         if self.sparsity not in SPARSITY_CHOICES:
             raise ValueError(f"sparsity must be one of {SPARSITY_CHOICES}, got {self.sparsity!r}")
         if not 0 < self.sparsity_target < 1:

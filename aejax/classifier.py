@@ -8,6 +8,7 @@ trained copy on disk (orbax) with its test accuracy beside it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import pathlib
@@ -23,15 +24,18 @@ from aejax import data as data_lib
 from aejax import train as train_lib
 from aejax.modules import Classifier
 
-NUM_CLASSES = 10
+INFO_FILE = "classifier.json"  # beside the checkpoint: test accuracy, epochs, images, classes
 
 
-def make_model(learning_rate: float = 1e-3, decay_steps: int | None = None) -> train_lib.Model:
-    """The classifier as the generic loop sees it; ``encode`` gives the class logits (B, 10).
+def make_model(num_classes: int = data_lib.MNIST_NUM_CLASSES, learning_rate: float = 1e-3,
+               decay_steps: int | None = None) -> train_lib.Model:
+    """The classifier as the generic loop sees it; ``encode`` gives the class logits (B, num_classes).
 
     Adam; with ``decay_steps`` its rate follows a cosine decay to 0 over that many steps.
     """
-    network = Classifier(NUM_CLASSES)
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    network = Classifier(num_classes)
 
     def init(key):
         return {"classifier": network.init(key, jnp.zeros((1, 28, 28, 1)))["params"]}, {"classifier": {}}
@@ -55,38 +59,48 @@ def make_model(learning_rate: float = 1e-3, decay_steps: int | None = None) -> t
     return train_lib.Model(init=init, phases=(phase,), encode=encode, decode=decode)
 
 
+def num_classes_of(params: train_lib.Params) -> int:
+    """The number of classes a trained classifier's ``params`` score (its last layer's width)."""
+    layers = params["classifier"]
+    last = max((name for name in layers if name.startswith("Dense_")), key=lambda name: int(name.split("_")[1]))
+    return int(layers[last]["bias"].shape[0])
+
+
 def predict(params: train_lib.Params, images: jax.Array | np.ndarray, batch_size: int = 2000) -> np.ndarray:
-    """Predicted digits (N,) for images (N, 28, 28, 1) float in [0, 1]."""
+    """Predicted classes (N,) for images (N, 28, 28, 1) float in [0, 1]."""
     images = jnp.asarray(images)
     if images.ndim != 4 or images.shape[1:] != (28, 28, 1) or not jnp.issubdtype(images.dtype, jnp.floating):
         raise ValueError(f"images must be float (N, 28, 28, 1) in [0, 1], got {images.dtype} {images.shape}")
-    return np.concatenate([np.asarray(_predict_batch(params["classifier"], images[i:i + batch_size]))
+    classes = num_classes_of(params)
+    return np.concatenate([np.asarray(_predict_batch(params["classifier"], images[i:i + batch_size], classes))
                            for i in range(0, images.shape[0], batch_size)])
 
 
-@jax.jit
-def _predict_batch(params, images):  # module level: compiled once per batch shape, not per call
-    return jnp.argmax(Classifier(NUM_CLASSES).apply({"params": params}, images), -1)
+@functools.partial(jax.jit, static_argnums=2)
+def _predict_batch(params, images, num_classes):  # module level: compiled once per batch shape, not per call
+    return jnp.argmax(Classifier(num_classes).apply({"params": params}, images), -1)
 
 
-def accuracy_by_label(predicted: np.ndarray, wanted: np.ndarray) -> dict[str, float | list[float]]:
-    """Share of ``predicted`` (N,) equal to ``wanted`` (N,): overall and per wanted label (NaN if absent)."""
+def accuracy_by_label(predicted: np.ndarray, wanted: np.ndarray, num_classes: int) -> dict[str, float | list[float]]:
+    """Share of ``predicted`` (N,) equal to ``wanted`` (N,): overall and per wanted label
+    0 .. num_classes - 1 (NaN for a label never wanted)."""
     predicted, wanted = np.asarray(predicted), np.asarray(wanted)
     if predicted.shape != wanted.shape:
         raise ValueError(f"predicted {predicted.shape} and wanted {wanted.shape} differ in shape")
     hits = predicted == wanted
-    per_label = [float(hits[wanted == y].mean()) if np.any(wanted == y) else float("nan") for y in range(NUM_CLASSES)]
+    per_label = [float(hits[wanted == y].mean()) if np.any(wanted == y) else float("nan") for y in range(num_classes)]
     return {"overall": float(hits.mean()), "per_label": per_label}
 
 
-def train_classifier(train_set: Mapping[str, jax.Array], key: jax.Array, epochs: int = 5, batch_size: int = 128,
-                     progress: bool = False, checkpoint_dir: str | os.PathLike | None = None) -> train_lib.Params:
+def train_classifier(train_set: Mapping[str, jax.Array], key: jax.Array, num_classes: int, epochs: int = 5,
+                     batch_size: int = 128, progress: bool = False,
+                     checkpoint_dir: str | os.PathLike | None = None) -> train_lib.Params:
     """Trains the classifier on ``{"image", "label"}`` (``data.device_dataset``); returns its params.
 
     ``checkpoint_dir``: keep the training state there after every epoch and resume from it.
     """
     steps = epochs * -(-int(train_set["label"].shape[0]) // batch_size)
-    model = make_model(decay_steps=steps)
+    model = make_model(num_classes, decay_steps=steps)
     state = train_lib.create_train_state(model, key)
     with contextlib.ExitStack() as stack:
         checkpoints = (None if checkpoint_dir is None
@@ -101,29 +115,44 @@ def test_accuracy(params: train_lib.Params, test_split: data_lib.Split) -> float
     return float(np.mean(predicted == test_split.labels))
 
 
+def saved_num_classes(path: str | os.PathLike) -> int | None:
+    """The class count of the classifier saved at ``path`` (None: none saved there); one saved
+    without a count was trained on MNIST."""
+    info = pathlib.Path(path) / INFO_FILE
+    if not info.is_file():
+        return None
+    return int(json.loads(info.read_text()).get("num_classes", data_lib.MNIST_NUM_CLASSES))
+
+
 def load_or_train(path: str | os.PathLike | None, splits: Mapping[str, data_lib.Split], key: jax.Array,
                   epochs: int = 5, progress: bool = False, checkpoint_dir: str | os.PathLike | None = None,
-                  ) -> tuple[train_lib.Params, float]:
+                  num_classes: int | None = None) -> tuple[train_lib.Params, float]:
     """The saved classifier at ``path`` if there is one, else a newly trained one saved there.
 
     ``path=None`` trains one without saving (smoke runs on data subsets must not leave
     a weak classifier behind for real runs). ``checkpoint_dir``: see ``train_classifier``.
-    Returns (params, test accuracy).
+    ``num_classes``: the classes it scores (default: those of ``splits``); a saved
+    classifier for another count is refused. Returns (params, test accuracy).
     """
-    like = make_model().init(jax.random.key(0))[0]
+    num_classes = data_lib.num_classes(splits) if num_classes is None else num_classes
     folder = None if path is None else pathlib.Path(path).absolute()
     if folder is not None and (folder / "checkpoint").is_dir():
-        if not (folder / "classifier.json").is_file():
-            raise ValueError(f"{folder} holds a classifier checkpoint without classifier.json; remove it to retrain")
+        if not (folder / INFO_FILE).is_file():
+            raise ValueError(f"{folder} holds a classifier checkpoint without {INFO_FILE}; remove it to retrain")
+        saved = saved_num_classes(folder)
+        if saved != num_classes:
+            raise ValueError(f"the classifier in {folder} was trained on {saved} classes, the data has "
+                             f"{num_classes}; give another classifier folder")
+        like = make_model(num_classes).init(jax.random.key(0))[0]
         params = checkpoint.restore(folder / "checkpoint", {"params": like})["params"]
-        info = json.loads((folder / "classifier.json").read_text())
-        return params, float(info["test_accuracy"])
-    params = train_classifier(data_lib.device_dataset(splits["train"]), key, epochs, progress=progress,
+        return params, float(json.loads((folder / INFO_FILE).read_text())["test_accuracy"])
+    params = train_classifier(data_lib.device_dataset(splits["train"]), key, num_classes, epochs, progress=progress,
                               checkpoint_dir=checkpoint_dir)
     accuracy = test_accuracy(params, splits["test"])
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         checkpoint.save(folder / "checkpoint", {"params": params})
-        (folder / "classifier.json").write_text(json.dumps(
-            {"test_accuracy": accuracy, "epochs": epochs, "train_images": int(len(splits["train"].labels))}, indent=2) + "\n")
+        (folder / INFO_FILE).write_text(json.dumps(
+            {"test_accuracy": accuracy, "epochs": epochs, "train_images": int(len(splits["train"].labels)),
+             "num_classes": num_classes}, indent=2) + "\n")
     return params, accuracy

@@ -6,8 +6,9 @@
     aejax bench --batch-sizes 64
     aejax list
 
-``aejax run NAME --help`` lists an experiment's flags and presets; NAME may be any
-unambiguous prefix of an experiment's name (``s2`` for ``s2_conv_ae``).
+``aejax run NAME --help`` lists an experiment's flags and presets; NAME may be an
+experiment's section (``s1`` for ``s1_pca``) or any unambiguous prefix of its name
+(``s2`` for ``s2_conv_ae``).
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ def experiment_names() -> list[str]:
 
 
 def resolve_experiment(name: str) -> str:
-    """The full name of the experiment ``name`` names exactly or as the unique prefix; ValueError otherwise."""
+    """The full name of the experiment ``name`` names exactly, by its section (the part before the
+    first underscore) or as the unique prefix; ValueError otherwise."""
     names = experiment_names()
     if name in names:
         return name
-    matches = [n for n in names if n.startswith(name)]
+    matches = [n for n in names if n.split("_")[0] == name] or [n for n in names if n.startswith(name)]
     if len(matches) == 1:
         return matches[0]
     if not matches:

@@ -24,8 +24,9 @@ import numpy as np
 from flax import traverse_util
 
 from aejax import data as data_lib
-from aejax import losses
-from aejax.conv_kernels import ConvImpl, ConvTransposeImpl, resolve_conv_impl, resolve_conv_transpose_impl
+from aejax import flags, losses
+from aejax.conv_kernels import (CONV_IMPL_HELP, CONV_TRANSPOSE_IMPL_HELP, ConvImpl, ConvTransposeImpl,
+                                resolve_conv_impl, resolve_conv_transpose_impl)
 from aejax.modules import BatchNorm, Decoder, Encoder, apply_inference, apply_training, init_encoder_decoder
 from aejax.optimizers import torch_adam
 from aejax.train import Batch, BatchStats, Metrics, Model, Params, Phase, map_over_split, module_variables
@@ -55,12 +56,8 @@ class ContractiveConfig:
     jacobian_projections: int = dataclasses.field(
         default=1, metadata={"help": "0: the exact penalty (one vector-Jacobian product per code unit); "
                                      "K > 0: Hutchinson's estimate from K random Gaussian projections"})
-    conv_impl: ConvImpl = dataclasses.field(
-        default="auto", metadata={"help": "how convolutions run, the same function by each "
-                                          "(auto: patches on CPU, lax elsewhere)"})
-    conv_transpose_impl: ConvTransposeImpl = dataclasses.field(
-        default="auto", metadata={"help": "how the decoder's transposed convolutions run, the same function by each "
-                                          "(auto: taps on CPU, subpixel elsewhere)"})
+    conv_impl: ConvImpl = flags.field("auto", CONV_IMPL_HELP)
+    conv_transpose_impl: ConvTransposeImpl = flags.field("auto", CONV_TRANSPOSE_IMPL_HELP)
 
     def __post_init__(self):
         if self.latent_dim <= 0:

@@ -19,6 +19,9 @@ import jax.numpy as jnp
 ConvImpl = Literal["auto", "patches", "lax"]
 CONV_IMPLS: tuple[str, ...] = typing.get_args(ConvImpl)
 ConvTransposeImpl = Literal["auto", "taps", "subpixel", "lax"]
+CONV_IMPL_HELP = "how convolutions run, the same function by each (auto: patches on CPU, lax elsewhere)"
+CONV_TRANSPOSE_IMPL_HELP = ("how the decoder's transposed convolutions run, the same function by each "
+                            "(auto: taps on CPU, subpixel elsewhere)")
 CONV_TRANSPOSE_IMPLS: tuple[str, ...] = typing.get_args(ConvTransposeImpl)
 
 

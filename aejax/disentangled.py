@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from aejax import losses, vae
+from aejax import flags, losses, vae
 from aejax.label_style import (ClassStandardize, class_mean_share, label_dependence, label_style_functions,
                                split_label_style, standardize, uniform_cross_entropy)
 from aejax.modules import MLP, Decoder, Encoder, apply_inference, apply_training, init_encoder_decoder
@@ -37,34 +37,29 @@ DecoderLabel = Literal["predicted", "true"]
 StyleNormalization = Literal["none", "class"]
 
 
-def _field(default: Any, text: str, cli: bool = True) -> Any:
-    """A config field with its command-line help ``text``; ``cli=False``: not a command-line flag."""
-    return dataclasses.field(default=default, metadata={"help": text} if cli else {"help": text, "cli": False})
-
-
 @dataclasses.dataclass(frozen=True)
 class DisentangledConfig:
-    latent_dim: int = _field(8, "style dimension")
-    num_classes: int = _field(10, "label classes: the label head's outputs and the decoder's label input", cli=False)
-    learning_rate: float = _field(1e-3, "Adam rate of the autoencoder and confusion phases")
-    adversary_learning_rate: float = _field(1e-3, "Adam rate of the label adversary")
-    weight_decay: float = _field(1e-6, "PyTorch-style coupled L2 of every optimizer")
-    label_weight: float = _field(1.0, "weight of the label head's cross-entropy in the autoencoder loss")
-    confusion_weight: float = _field(0.1, "weight of the confusion loss (uniform cross-entropy of the adversary)")
-    adversary_hidden: tuple[int, ...] = _field((256, 256), "hidden widths of the label adversary's MLP", cli=False)
+    latent_dim: int = flags.field(8, "style dimension")
+    num_classes: int = flags.field(10, "label classes: the label head's outputs and the decoder's label input", cli=False)
+    learning_rate: float = flags.field(1e-3, "Adam rate of the autoencoder and confusion phases")
+    adversary_learning_rate: float = flags.field(1e-3, "Adam rate of the label adversary")
+    weight_decay: float = flags.field(1e-6, "PyTorch-style coupled L2 of every optimizer")
+    label_weight: float = flags.field(1.0, "weight of the label head's cross-entropy in the autoencoder loss")
+    confusion_weight: float = flags.field(0.1, "weight of the confusion loss (uniform cross-entropy of the adversary)")
+    adversary_hidden: tuple[int, ...] = flags.field((256, 256), "hidden widths of the label adversary's MLP", cli=False)
     # the bottleneck then drops what the decoder already gets from the label
-    style_kl_weight: float = _field(0.0, "> 0: a Gaussian style (mu, log_var), sampled in training, with this "
+    style_kl_weight: float = flags.field(0.0, "> 0: a Gaussian style (mu, log_var), sampled in training, with this "
                                          "weight times its KL to N(0, I) per image; 0: a deterministic style")
     # "true" as Makhzani et al.'s supervised AAE: z never has to stand in for a label the head got wrong
-    decoder_label: DecoderLabel = _field("predicted", "what the decoder reads in training: the label head's softmax "
+    decoder_label: DecoderLabel = flags.field("predicted", "what the decoder reads in training: the label head's softmax "
                                                       "(the lecture) or the true label")
     # a closed-form linear adversary that the encoder cannot dodge by moving the label information around
-    class_mean_weight: float = _field(0.0, "weight of the share of the style's variance explained by the class "
+    class_mean_weight: float = flags.field(0.0, "weight of the share of the style's variance explained by the class "
                                            "means, added to the confusion loss")
-    kernel_dependence_weight: float = _field(0.0, "weight of the style's kernel dependence (CKA) on the labels, "
+    kernel_dependence_weight: float = flags.field(0.0, "weight of the style's kernel dependence (CKA) on the labels, "
                                                   "added to the confusion loss")
     # "class" removes the linear leak by construction rather than penalising it
-    style_normalization: StyleNormalization = _field(
+    style_normalization: StyleNormalization = flags.field(
         "none", "'class': the style standardised per class (true labels in training, the label head's in eval); "
                 "'none': the lecture's style")
 

@@ -8,6 +8,7 @@ argument of a module-level ``jax.jit``), so calling them every epoch recompiles 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Mapping
 
@@ -16,10 +17,52 @@ import jax.numpy as jnp
 import numpy as np
 
 from aejax import data as data_lib
+from aejax import flags
 from aejax.train import BatchStats, Model, Params, map_over_split
 
 LECTURE_NOISE_STD = 0.3  # the lecture's denoising noise: x + 0.3 N(0, 1), unclipped
 DECODE_BATCH = 1000  # latents decoded per compiled call
+LECTURE_FIRST_BATCH = 64  # the lecture draws its figure digits from the first (unshuffled) test batch
+LECTURE_INTERPOLATION = (7, 6)  # the lecture interpolates from a 7 to a 6
+
+
+@dataclasses.dataclass(frozen=True)
+class InterpolationClasses:
+    """The two classes an interpolation figure runs between; ``resolve`` fits them to the data."""
+
+    start_class: int | None = flags.field(
+        None, f"class to start the interpolation from (none: the lecture's {LECTURE_INTERPOLATION[0]} if the data "
+              "have it, else the last class)")
+    end_class: int | None = flags.field(
+        None, f"class to end the interpolation at (none: the lecture's {LECTURE_INTERPOLATION[1]} if the data have "
+              "it, else the last class other than the start)")
+
+    def __post_init__(self):
+        for name in ("start_class", "end_class"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be a class label >= 0, got {value}")
+        if self.start_class is not None and self.start_class == self.end_class:
+            raise ValueError(f"start_class and end_class must differ, got {self.start_class} for both")
+
+    def resolve(self, num_classes: int) -> tuple[int, int]:
+        """(start, end) for data with labels 0 .. num_classes - 1; a ValueError names a class the data lack."""
+        if num_classes < 2:
+            raise ValueError(f"interpolating between two classes needs at least two, the data have {num_classes}")
+        start = _choose_class(self.start_class, LECTURE_INTERPOLATION[0], num_classes, self.end_class)
+        return start, _choose_class(self.end_class, LECTURE_INTERPOLATION[1], num_classes, start)
+
+
+def _choose_class(given: int | None, lecture: int, num_classes: int, other: int | None) -> int:
+    """``given``, else the lecture's class if the data have it (and it is not ``other``), else the last
+    class other than ``other``."""
+    if given is not None:
+        if given >= num_classes:
+            raise ValueError(f"class {given} is not in the data (labels 0..{num_classes - 1})")
+        return given
+    if lecture < num_classes and lecture != other:
+        return lecture
+    return max(c for c in range(num_classes) if c != other)
 
 
 def mean_squared_error(estimate: np.ndarray, target: np.ndarray) -> float:
@@ -95,7 +138,26 @@ def noisy_test_set(split: data_lib.Split, key: jax.Array, std: float = LECTURE_N
     return np.asarray(clean), {"image": noisy, "label": jnp.asarray(split.labels, jnp.int32)}
 
 
-def first_of_class(split: data_lib.Split, label: int, index: int = 0, within: int = 64) -> np.ndarray:
+def lecture_example(split: data_lib.Split, label: int, index: int = 0) -> np.ndarray:
+    """The ``index``-th image (28, 28, 1) of ``label`` in the split's first batch, where the lecture
+    picks its figure digits; else in the whole split."""
+    first = np.asarray(split.labels[:LECTURE_FIRST_BATCH])
+    within = LECTURE_FIRST_BATCH if np.count_nonzero(first == label) > index else len(split.labels)
+    return first_of_class(split, label, index, within)
+
+
+def vector_arithmetic(model: Model, params: Params, batch_stats: BatchStats, inputs: np.ndarray) -> np.ndarray:
+    """inputs (3, 28, 28, 1) = [a, b, c] -> [a, b, c, decode(encode(a) + encode(b) - encode(c))] (4, 28, 28, 1)."""
+    inputs = np.asarray(inputs)
+    if inputs.shape != (3, 28, 28, 1):
+        raise ValueError(f"vector arithmetic takes three images (3, 28, 28, 1), got {inputs.shape}")
+    codes = _encode(model, params, batch_stats, jnp.asarray(inputs))
+    result = _decode_images(model, params, batch_stats, (codes[0] + codes[1] - codes[2])[None], None)
+    return np.concatenate([inputs, np.asarray(result)])
+
+
+def first_of_class(split: data_lib.Split, label: int, index: int = 0,
+                   within: int = LECTURE_FIRST_BATCH) -> np.ndarray:
     """The ``index``-th image (28, 28, 1) in [0, 1] labelled ``label`` among the split's first ``within``
     (64: the lecture's first test batch)."""
     found = np.flatnonzero(np.asarray(split.labels[:within]) == label)

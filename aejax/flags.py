@@ -28,6 +28,13 @@ from typing import Any, Literal, Mapping
 PRESET_DEFAULT = "lecture"
 
 
+def field(default: Any, help: str, cli: bool = True) -> Any:
+    """A config field with its command-line ``help``; ``cli=False``: not a flag (the run sets it,
+    e.g. from the data or the run's length)."""
+    metadata = {"help": help} if cli else {"help": help, "cli": False}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 def _field_type(cls: type, field: dataclasses.Field) -> Any:
     return typing.get_type_hints(cls)[field.name]
 

@@ -65,13 +65,16 @@ def plot_latent_scatter(latents: np.ndarray, labels: np.ndarray | None, path: Pa
 
 def plot_class_activation_maps(activations: np.ndarray, labels: np.ndarray, path: PathLike,
                                side: int = 30, clim: tuple[float, float] = (0, 0.5)) -> pathlib.Path:
-    """Per-class mean activation of the latent units (N, side*side) as side x side maps."""
-    fig, axes = plt.subplots(2, 5, figsize=(16, 7))
-    for label in range(10):
-        ax = axes[label // 5, label % 5]
-        image = ax.imshow(activations[labels == label].mean(axis=0).reshape(side, side), cmap="Greys", clim=clim)
-        ax.set_title(f"digit {label}")
+    """Per-class mean activation of the latent units (N, side*side) as side x side maps, one per
+    class present in ``labels`` (N,), five to a row."""
+    classes = np.unique(np.asarray(labels))
+    rows = -(-len(classes) // 5)
+    fig, axes = plt.subplots(rows, 5, figsize=(16, 3.5 * rows), squeeze=False)
+    for ax in axes.ravel():
         ax.axis("off")
+    for ax, label in zip(axes.ravel(), classes):
+        image = ax.imshow(activations[labels == label].mean(axis=0).reshape(side, side), cmap="Greys", clim=clim)
+        ax.set_title(f"class {label}")
     fig.colorbar(image, ax=axes, shrink=0.8, label="mean activation")
     return _save(fig, path)
 

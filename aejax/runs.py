@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Literal
 import jax
 import numpy as np
 
-from aejax import checkpoint, data, flags
+from aejax import checkpoint, classifier, data, flags
 from aejax import train as train_lib
 
 QUICK_TRAIN_EXAMPLES = 2048
@@ -40,6 +40,17 @@ LRSchedule = Literal["constant", "cosine"]
 
 class UsageError(ValueError):
     """A command line that cannot run as given (exit code 2, as argparse's errors)."""
+
+
+@contextlib.contextmanager
+def usage_errors(prefix: str = "") -> Iterator[None]:
+    """Turns a ValueError raised inside into a ``UsageError`` (a bad command-line value, exit 2)."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except ValueError as e:
+        raise UsageError(f"{prefix}{e}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,9 +236,10 @@ class Run:
         self.seconds: dict[str, float] = {}
         self._started = time.perf_counter()
 
-    def settings(self) -> dict[str, Any]:
-        """Every config field and the options that change the numbers, JSON-ready."""
-        return {**flags.as_flat_dict(self.config), **flags.as_flat_dict(self.options), "preset": self.preset}
+    def settings(self, config: Any = None) -> dict[str, Any]:
+        """Every field of ``config`` (default: the run's) and the options that change the numbers, JSON-ready."""
+        config = self.config if config is None else config
+        return {**flags.as_flat_dict(config), **flags.as_flat_dict(self.options), "preset": self.preset}
 
     def output(self) -> contextlib.AbstractContextManager[pathlib.Path]:
         """``staged_output`` for ``--out``, resuming an interrupted run of the same settings."""
@@ -269,13 +281,37 @@ class Run:
         self.seconds["train"] = self.seconds.get("train", 0.0) + history.seconds
         return state, history
 
-    def write_metrics(self, folder: pathlib.Path, metrics: dict[str, Any]) -> pathlib.Path:
-        """metrics.json: the numbers, the preset, every config field, timings, device and host."""
+    def evaluation_classifier(self, folder: pathlib.Path, splits: dict[str, data.Split], key: jax.Array,
+                              epochs: int) -> tuple[train_lib.Params, float]:
+        """The classifier that scores generated images, and its test accuracy.
+
+        ``--quick`` trains a throwaway one on the run's images (a weak one must not be left
+        for real runs); otherwise the one saved in ``folder``, else one trained on the whole
+        data set (the run's limits lifted) and saved there. A saved one for another number
+        of classes is a usage error.
+        """
+        if self.options.quick:
+            return classifier.load_or_train(None, splits, key, epochs=1)
+        classes = data.num_classes(splits)
+        saved = classifier.saved_num_classes(folder.absolute())
+        if saved is not None and saved != classes:
+            raise UsageError(f"the classifier in {folder.absolute()} was trained on {saved} classes, the data has "
+                             f"{classes}; give another --classifier folder")
+        limited = self.options.train_limit is not None or self.options.test_limit is not None
+        whole = load_splits(dataclasses.replace(self.options, train_limit=None, test_limit=None)) if limited else splits
+        return classifier.load_or_train(folder.absolute(), whole, key, epochs=epochs, num_classes=classes)
+
+    def write_metrics(self, folder: pathlib.Path, metrics: dict[str, Any], config: Any = None) -> pathlib.Path:
+        """metrics.json: the numbers, the preset, every config field, timings, device and host.
+
+        ``config``: the config the run actually used, where it differs from the parsed one
+        by fields derived from the data (the number of classes, the decay steps).
+        """
         self.seconds["total"] = time.perf_counter() - self._started
         payload = {
             **metrics,
             "preset": self.preset,
-            "settings": self.settings(),
+            "settings": self.settings(config),
             "seconds": dict(self.seconds),
             "device": device_name(),
             "host": platform.node(),

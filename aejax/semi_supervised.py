@@ -46,7 +46,7 @@ import numpy as np
 import optax
 
 from aejax import data as data_lib
-from aejax import losses
+from aejax import flags, losses
 from aejax.label_style import label_style_functions, split_label_style
 from aejax.modules import Decoder, Discriminator, Encoder, apply_training, init_encoder_decoder
 from aejax.optimizers import torch_adam
@@ -54,34 +54,30 @@ from aejax.priors import Prior, categorical, standard_normal
 from aejax.train import Batch, BatchStats, Model, Params, Phase, map_over_split, module_variables
 
 
-def _field(default: Any, text: str, cli: bool = True) -> Any:
-    """A config field with its command-line help ``text``; ``cli=False``: not a command-line flag."""
-    return dataclasses.field(default=default, metadata={"help": text} if cli else {"help": text, "cli": False})
-
-
 @dataclasses.dataclass(frozen=True)
 class SemiSupervisedConfig:
-    latent_dim: int = _field(10, "style dimension")
-    num_classes: int = _field(10, "the label head's outputs: the data's classes, or the clusters when not "
+    latent_dim: int = flags.field(10, "style dimension")
+    num_classes: int = flags.field(10, "the label head's outputs: the data's classes, or the clusters when not "
                                   "semi_supervised", cli=False)
-    learning_rate: float = _field(1e-3, "Adam rate of the autoencoder and supervised phases")
-    adversary_learning_rate: float = _field(1e-4, "Adam rate of the adversarial networks' optimizers: the "
+    learning_rate: float = flags.field(1e-3, "Adam rate of the autoencoder and supervised phases")
+    adversary_learning_rate: float = flags.field(1e-4, "Adam rate of the adversarial networks' optimizers: the "
                                                   "discriminators' phase and the generator phase (one Adam each)")
-    weight_decay: float = _field(0.0, "PyTorch-style coupled L2 of every optimizer")
-    generator_weight: float = _field(1.0, "weight of the generator's BCE of both discriminators' verdicts")
-    supervised_weight: float = _field(1.0, "weight of the label head's cross-entropy on the labelled images")
-    discriminator_hidden: tuple[int, ...] = _field((1000, 1000), "hidden widths of both discriminators (the paper's)",
+    weight_decay: float = flags.field(0.0, "PyTorch-style coupled L2 of every optimizer")
+    generator_weight: float = flags.field(1.0, "weight of the generator's BCE of both discriminators' verdicts")
+    supervised_weight: float = flags.field(1.0, "weight of the label head's cross-entropy on the labelled images")
+    discriminator_hidden: tuple[int, ...] = flags.field((1000, 1000), "hidden widths of both discriminators (the paper's)",
                                                    cli=False)
-    semi_supervised: bool = _field(True, "train the label head on the labelled subset; off: unsupervised clustering")
+    semi_supervised: bool = flags.field(True, "train the label head on the labelled subset; off: unsupervised clustering",
+                                   cli=False)
     # the paper lowers its rates late in training; at constant rates the test error swings
     # by a point from epoch to epoch
-    decay_steps: int = _field(0, "> 0: every rate follows a cosine decay to 1% over this many steps "
+    decay_steps: int = flags.field(0, "> 0: every rate follows a cosine decay to 1% over this many steps "
                                  "(the run's length); 0: constant rates", cli=False)
-    augment_shift: int = _field(0, "max random translation (pixels) of the labelled images; 0: none (the paper)")
-    consistency_weight: float = _field(0.0, "weight of the pseudo-label term on unlabelled images; 0: none (the paper)")
-    confidence_threshold: float = _field(0.95, "least label-head probability that makes an unlabelled image's "
+    augment_shift: int = flags.field(0, "max random translation (pixels) of the labelled images; 0: none (the paper)")
+    consistency_weight: float = flags.field(0.0, "weight of the pseudo-label term on unlabelled images; 0: none (the paper)")
+    confidence_threshold: float = flags.field(0.95, "least label-head probability that makes an unlabelled image's "
                                                "argmax its pseudo-label")
-    categorical_temperature: float = _field(0.0, "> 0: the label discriminator's prior samples are relaxed one-hot "
+    categorical_temperature: float = flags.field(0.0, "> 0: the label discriminator's prior samples are relaxed one-hot "
                                                  "vectors at this temperature; 0: exact one-hot (the paper)")
 
     def __post_init__(self):

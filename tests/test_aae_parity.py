@@ -17,7 +17,7 @@ from torch import nn as tnn  # noqa: E402  (after the importorskip)
 
 from aejax import aae, priors  # noqa: E402
 from aejax.modules import Discriminator, apply_training  # noqa: E402
-from test_aae import (AAE_CONFIG, B, LABELLED_CONFIG, box_centres, box_sides, count, max_abs_diff,  # noqa: E402
+from adversarial_support import (AAE_CONFIG, B, LABELLED_CONFIG, box_centres, box_sides, count, max_abs_diff,  # noqa: E402
                       random_codes, user_prior)
 
 

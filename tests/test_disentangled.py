@@ -17,7 +17,7 @@ import pytest
 from aejax import data, disentangled, label_style, losses, vae
 from aejax import train as train_lib
 from aejax.modules import apply_training, condition_on_labels
-from test_aae import (B, assert_config_fields_documented, assert_label_head_model, assert_phase_changed_only,
+from adversarial_support import (B, assert_config_fields_documented, assert_label_head_model, assert_phase_changed_only,
                       max_abs_diff, phase_runner, state_without_compiling_init)
 
 NUM_CLASSES = 10

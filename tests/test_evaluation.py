@@ -80,6 +80,45 @@ def test_first_of_class_picks_by_label_within_the_first_images():
         evaluation.first_of_class(split, 3, index=1, within=2)
 
 
+def test_lecture_example_looks_in_the_first_batch_then_the_whole_split():
+    labels = np.array([1] * 63 + [2] + [2] * 10 + [5], np.uint8)  # one 2 in the first batch of 64, a 5 after it
+    images = np.arange(len(labels), dtype=np.uint8)[:, None, None] * np.ones((1, 28, 28), np.uint8)
+    split = data.Split(images, labels)
+    assert evaluation.lecture_example(split, 2)[0, 0, 0] == pytest.approx(63 / 255)
+    assert evaluation.lecture_example(split, 2, index=1)[0, 0, 0] == pytest.approx(64 / 255)  # beyond the batch
+    assert evaluation.lecture_example(split, 5)[0, 0, 0] == pytest.approx(74 / 255)
+    with pytest.raises(ValueError, match="fewer than 1 images of class 7"):
+        evaluation.lecture_example(split, 7)
+
+
+def test_interpolation_classes_fall_back_to_the_data_and_are_checked():
+    lecture = evaluation.InterpolationClasses()
+    assert lecture.resolve(10) == (7, 6)
+    assert lecture.resolve(3) == (2, 1)  # no 7 or 6: the last two classes
+    assert lecture.resolve(7) == (6, 5)  # a 6 but no 7: 6 starts, 5 ends
+    assert evaluation.InterpolationClasses(end_class=2).resolve(3) == (1, 2)
+    with pytest.raises(ValueError, match="class 9 is not in the data"):
+        evaluation.InterpolationClasses(start_class=9).resolve(8)
+    with pytest.raises(ValueError, match="needs at least two"):
+        lecture.resolve(1)
+    with pytest.raises(ValueError, match="must differ"):
+        evaluation.InterpolationClasses(start_class=3, end_class=3)
+    with pytest.raises(ValueError, match="end_class must be a class label >= 0"):
+        evaluation.InterpolationClasses(end_class=-1)
+
+
+def test_vector_arithmetic_decodes_a_plus_b_minus_c():
+    model = _tiny_model(collections.Counter())
+    inputs = np.stack([np.full((28, 28, 1), v, np.float32) for v in (0.5, 0.25, 0.125)])
+    result = evaluation.vector_arithmetic(model, PARAMS, STATS, inputs)
+    assert result.shape == (4, 28, 28, 1)
+    np.testing.assert_array_equal(result[:3], inputs)
+    z = 0.5 + 0.25 - 0.125  # each code is (mean, max) of a constant image: (v, v)
+    assert _pixels(result)[3] == pytest.approx(_sigmoid(z + 2 * z), rel=1e-5)
+    with pytest.raises(ValueError, match="three images"):
+        evaluation.vector_arithmetic(model, PARAMS, STATS, inputs[:2])
+
+
 def test_decode_on_grid_rows_follow_the_first_coordinate():
     model = _tiny_model(collections.Counter())
     images = evaluation.decode_on_grid(model, PARAMS, STATS, (-1.0, 0.0), (1.0, 2.0), 3)

@@ -9,62 +9,23 @@ import os
 import numpy as np
 import pytest
 
-from aejax import data, flags, runs
+from aejax import data
 from aejax.experiments import s8_aae, s9_disentangled, s10_semi_supervised
 
+from experiment_support import assert_recorded, changed, files, one_line_error, parse, quick_run
+
 EIGHT_CLASSES = 8
-
-
-def _quick(script, data_dir, out, *flags_):
-    """One quick run on 512 train / 256 test images; returns metrics.json."""
-    script.main(["--quick", "--no-progress", "--data-dir", str(data_dir), "--out", str(out),
-                 "--train-limit", "512", "--test-limit", "256", *flags_])
-    return json.loads((out / "metrics.json").read_text())
-
-
-def _assert_recorded(script, metrics, preset="lecture"):
-    """metrics.json names the preset and holds every config field (and the quick run's options)."""
-    assert metrics["preset"] == preset == metrics["settings"]["preset"]
-    assert set(flags.as_flat_dict(script.Config())) <= set(metrics["settings"])
-    assert metrics["settings"]["quick"] is True and metrics["settings"]["train_limit"] == 512
-    assert metrics["settings"]["epochs"] == 1
-
-
-def _files(out):
-    return set(os.listdir(out))
-
-
-def _parse(script, *argv):
-    config, _, preset = runs.parse(script.Config(), script.PRESETS, list(argv), script.__doc__,
-                                   script.__name__.rsplit(".", 1)[-1])
-    return config, preset
-
-
-def _changed(config, reference):
-    """{leaf name: value} of the fields of ``config`` that differ from ``reference``."""
-    ours, theirs = flags.as_flat_dict(config), flags.as_flat_dict(reference)
-    return {k: v for k, v in ours.items() if theirs[k] != v}
-
-
-def _one_line_error(script, argv, capsys, code=2):
-    """Runs ``script`` through ``run_main``: it exits with ``code`` and one line on stderr, returned."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit, match=f"^{code}$"):
-        runs.run_main(script.main, argv)
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "Traceback" not in err
-    return err
 
 
 # ------------------------------------------------------------------ section 8: adversarial autoencoder
 
 def test_s8_aae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
-    metrics = _quick(s8_aae, other_idx_dir, out)
+    metrics = quick_run(s8_aae, other_idx_dir, out)
     assert {"prior_samples.png", "latent_epochs.gif", "latent_final.png", "latent_final_recomputed_bn.png",
-            "grid.png", "frames", "checkpoint", "metrics.json"} <= _files(out)
+            "grid.png", "frames", "checkpoint", "metrics.json"} <= files(out)
     assert os.listdir(out / "frames") == ["latent_epoch01.png"]
-    _assert_recorded(s8_aae, metrics)
+    assert_recorded(s8_aae, metrics)
     match = metrics["prior_match"]
     assert match["prior"].startswith("uniform") and 0 <= match["inside_support"] <= 1
     assert match["discriminator_accuracy"] == pytest.approx(
@@ -77,23 +38,23 @@ def test_s8_aae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
 
 
 def test_s8_aae_presets():
-    lecture, preset = _parse(s8_aae)
+    lecture, preset = parse(s8_aae)
     assert preset == "lecture" and lecture == s8_aae.Config()
-    recommended, _ = _parse(s8_aae, "--preset", "recommended")
-    assert _changed(recommended, lecture) == {"discriminator_norm": "none", "discriminator_loss": "balanced",
+    recommended, _ = parse(s8_aae, "--preset", "recommended")
+    assert changed(recommended, lecture) == {"discriminator_norm": "none", "discriminator_loss": "balanced",
                                               "generator_optimizer": "shared"}
-    boxes, _ = _parse(s8_aae, "--preset", "recommended_boxes", "--batch-size", "256")
+    boxes, _ = parse(s8_aae, "--preset", "recommended_boxes", "--batch-size", "256")
     assert boxes.prior == "boxes" and boxes.model.label_conditioning and boxes.model.standardize_components
     assert boxes.train.batch_size == 256  # a flag overrides its preset's value
-    assert _parse(s8_aae, "--preset", "lecture_boxes")[0].prior == "boxes"
+    assert parse(s8_aae, "--preset", "lecture_boxes")[0].prior == "boxes"
 
 
 def test_s8_aae_label_conditioned_boxes_need_ten_classes(other_idx_dir, tmp_path, capsys):
-    err = _one_line_error(s8_aae, ["--preset", "recommended_boxes", "--quick", "--no-progress",
+    err = one_line_error(s8_aae, ["--preset", "recommended_boxes", "--quick", "--no-progress",
                                    "--data-dir", str(other_idx_dir), "--out", str(tmp_path / "o")], capsys, code=1)
     assert "10 classes" in err and "num_classes=8" in err
     assert not (tmp_path / "o").exists()
-    err = _one_line_error(s8_aae, ["--label-conditioning", "--out", str(tmp_path / "o")], capsys)
+    err = one_line_error(s8_aae, ["--label-conditioning", "--out", str(tmp_path / "o")], capsys)
     assert "label_conditioning needs a mixture prior" in err
 
 
@@ -101,9 +62,9 @@ def test_s8_aae_label_conditioned_boxes_need_ten_classes(other_idx_dir, tmp_path
 
 def test_s9_disentangled_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
-    metrics = _quick(s9_disentangled, other_idx_dir, out)
-    assert {"style_transfer.png", "style_by_label.png", "checkpoint", "metrics.json"} <= _files(out)
-    _assert_recorded(s9_disentangled, metrics)
+    metrics = quick_run(s9_disentangled, other_idx_dir, out)
+    assert {"style_transfer.png", "style_by_label.png", "checkpoint", "metrics.json"} <= files(out)
+    assert_recorded(s9_disentangled, metrics)
     assert metrics["num_classes"] == EIGHT_CLASSES
     for name in ("label_head_test_accuracy", "label_leak_logistic", "label_leak_knn", "adversary_test_accuracy",
                  "classifier_test_accuracy"):
@@ -120,20 +81,20 @@ def test_s9_disentangled_quick_run_on_eight_classes(other_idx_dir, tmp_path):
 
 
 def test_s9_disentangled_presets():
-    lecture, preset = _parse(s9_disentangled)
+    lecture, preset = parse(s9_disentangled)
     assert preset == "lecture" and lecture == s9_disentangled.Config()
     assert lecture.model.style_normalization == "none" and lecture.model.confusion_weight == 0.1
-    recommended, _ = _parse(s9_disentangled, "--preset", "recommended")
-    assert _changed(recommended, lecture) == {"style_normalization": "class", "kernel_dependence_weight": 10.0,
+    recommended, _ = parse(s9_disentangled, "--preset", "recommended")
+    assert changed(recommended, lecture) == {"style_normalization": "class", "kernel_dependence_weight": 10.0,
                                               "batch_size": 512, "epochs": 4}
-    assert _parse(s9_disentangled, "--preset", "recommended", "--quick")[0].train.epochs == 1
+    assert parse(s9_disentangled, "--preset", "recommended", "--quick")[0].train.epochs == 1
 
 
 def test_s9_disentangled_class_style_needs_a_deterministic_style(tmp_path, capsys):
-    err = _one_line_error(s9_disentangled, ["--style-normalization", "class", "--style-kl-weight", "0.005",
+    err = one_line_error(s9_disentangled, ["--style-normalization", "class", "--style-kl-weight", "0.005",
                                             "--out", str(tmp_path / "o")], capsys)
     assert "deterministic style" in err
-    err = _one_line_error(s9_disentangled, ["--transfer-images", "0", "--out", str(tmp_path / "o")], capsys)
+    err = one_line_error(s9_disentangled, ["--transfer-images", "0", "--out", str(tmp_path / "o")], capsys)
     assert "transfer_images must be a positive integer" in err
 
 
@@ -141,7 +102,7 @@ def test_s9_disentangled_refuses_a_classifier_of_other_classes(other_idx_dir, tm
     saved = tmp_path / "classifier"
     saved.mkdir()
     (saved / "classifier.json").write_text(json.dumps({"test_accuracy": 0.99}))  # no count: MNIST's 10
-    err = _one_line_error(s9_disentangled, ["--classifier", str(saved), "--train-limit", "512", "--test-limit", "256",
+    err = one_line_error(s9_disentangled, ["--classifier", str(saved), "--train-limit", "512", "--test-limit", "256",
                                             "--data-dir", str(other_idx_dir), "--out", str(tmp_path / "o")], capsys)
     assert "trained on 10 classes, the data has 8" in err
     assert not (tmp_path / "o").exists()
@@ -151,10 +112,10 @@ def test_s9_disentangled_refuses_a_classifier_of_other_classes(other_idx_dir, tm
 
 def test_s10_semi_supervised_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
-    metrics = _quick(s10_semi_supervised, other_idx_dir, out, "--preset", "recommended", "--labels", "80")
-    assert {"error_by_epoch.png", "style_transfer.png", "checkpoint", "metrics.json"} <= _files(out)
-    assert "clusters.png" not in _files(out)
-    _assert_recorded(s10_semi_supervised, metrics, preset="recommended")
+    metrics = quick_run(s10_semi_supervised, other_idx_dir, out, "--preset", "recommended", "--labels", "80")
+    assert {"error_by_epoch.png", "style_transfer.png", "checkpoint", "metrics.json"} <= files(out)
+    assert "clusters.png" not in files(out)
+    assert_recorded(s10_semi_supervised, metrics, preset="recommended")
     assert metrics["settings"]["consistency_weight"] == 1.0 and metrics["settings"]["semi_supervised"] is True
     assert metrics["labels"] == 80 and metrics["num_classes"] == EIGHT_CLASSES
     indices = np.asarray(metrics["labelled_indices"])
@@ -167,31 +128,31 @@ def test_s10_semi_supervised_quick_run_on_eight_classes(other_idx_dir, tmp_path)
 
 
 def test_s10_semi_supervised_presets():
-    lecture, preset = _parse(s10_semi_supervised)
+    lecture, preset = parse(s10_semi_supervised)
     assert preset == "lecture" and lecture == s10_semi_supervised.Config()
     assert lecture.labels == 100 and lecture.model.semi_supervised and lecture.model.augment_shift == 0
-    recommended, _ = _parse(s10_semi_supervised, "--preset", "recommended")
-    assert _changed(recommended, lecture) == {"lr_schedule": "cosine", "augment_shift": 2, "consistency_weight": 1.0}
-    clustering, _ = _parse(s10_semi_supervised, "--preset", "clustering")
-    assert _changed(clustering, lecture) == {"labels": 0, "categorical_temperature": 0.3, "semi_supervised": False}
+    recommended, _ = parse(s10_semi_supervised, "--preset", "recommended")
+    assert changed(recommended, lecture) == {"lr_schedule": "cosine", "augment_shift": 2, "consistency_weight": 1.0}
+    clustering, _ = parse(s10_semi_supervised, "--preset", "clustering")
+    assert changed(clustering, lecture) == {"labels": 0, "categorical_temperature": 0.3, "semi_supervised": False}
     assert clustering.clusters == 16
     # a label count given with the clustering preset makes it semi-supervised again
-    assert _parse(s10_semi_supervised, "--preset", "clustering", "--labels", "1000")[0].model.semi_supervised
+    assert parse(s10_semi_supervised, "--preset", "clustering", "--labels", "1000")[0].model.semi_supervised
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--labels", "-5"], "labels must be 0 (clustering) or positive"),
     (["--labels", "0", "--consistency-weight", "1"], "consistency_weight needs labels"),
-    (["--no-semi-supervised"], "give --labels 0"),
+    (["--no-semi-supervised"], "unrecognized arguments: --no-semi-supervised"),
     (["--augment-shift", "14"], "augment_shift must be 0..13"),
     (["--clusters", "1"], "clusters must be at least 2"),
 ], ids=["negative-labels", "consistency-without-labels", "unsupervised-with-labels", "shift", "clusters"])
 def test_s10_semi_supervised_bad_settings(argv, message, tmp_path, capsys):
-    assert message in _one_line_error(s10_semi_supervised, [*argv, "--out", str(tmp_path / "o")], capsys)
+    assert message in one_line_error(s10_semi_supervised, [*argv, "--out", str(tmp_path / "o")], capsys)
 
 
 def test_s10_semi_supervised_labels_must_balance_over_the_classes(other_idx_dir, tmp_path, capsys):
-    err = _one_line_error(s10_semi_supervised, ["--labels", "100", "--quick", "--no-progress",
+    err = one_line_error(s10_semi_supervised, ["--labels", "100", "--quick", "--no-progress",
                                                 "--data-dir", str(other_idx_dir), "--out", str(tmp_path / "o")], capsys)
     assert "100 labels cannot be balanced over 8 classes" in err and "multiple of 8" in err
     assert not (tmp_path / "o").exists()

@@ -3,7 +3,6 @@ data set, their presets, and one-line errors for settings that cannot run."""
 
 from __future__ import annotations
 
-import json
 import os
 
 import jax.numpy as jnp
@@ -11,34 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aejax import flags, runs
+from aejax import flags
 from aejax.experiments import s1_pca, s2_conv_ae, s3_sparse_ae, s4_interpolation, s6_toy_conditional
 
-NOISY_PSNR_DB = 10.46  # std 0.3 noise on [0, 1] images; a little more where pixels are clipped to 0 and 1
+from experiment_support import NOISY_PSNR_DB, assert_recorded, files, one_line_error, parse, quick_run
 
-
-def _quick(script, data_dir, out, *flags_):
-    """One quick run on 512 train / 256 test images; returns metrics.json."""
-    script.main(["--quick", "--no-progress", "--data-dir", str(data_dir), "--out", str(out),
-                 "--train-limit", "512", "--test-limit", "256", *flags_])
-    return json.loads((out / "metrics.json").read_text())
-
-
-def _assert_recorded(script, metrics, preset="lecture"):
-    """metrics.json names the preset and holds every config field (and the quick run's options)."""
-    assert metrics["preset"] == preset == metrics["settings"]["preset"]
-    assert set(flags.as_flat_dict(script.Config())) <= set(metrics["settings"])
-    assert metrics["settings"]["quick"] is True and metrics["settings"]["train_limit"] == 512
-
-
-def _files(out):
-    return set(os.listdir(out))
-
-
-def _parse(script, *argv):
-    config, _, preset = runs.parse(script.Config(), script.PRESETS, list(argv), script.__doc__,
-                                   script.__name__.rsplit(".", 1)[-1])
-    return config, preset
 
 
 def _fields_but(config, name):
@@ -46,23 +22,13 @@ def _fields_but(config, name):
     return {k: v for k, v in flags.as_flat_dict(config).items() if k != name}
 
 
-def _one_line_error(script, argv, capsys, code=2):
-    """Runs ``script`` through ``run_main``: it exits with ``code`` and one line on stderr, returned."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit, match=f"^{code}$"):
-        runs.run_main(script.main, argv)
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "Traceback" not in err
-    return err
-
-
 # ------------------------------------------------------------------ section 1: PCA
 
 def test_s1_pca_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
-    metrics = _quick(s1_pca, other_idx_dir, out)
-    assert {"reconstructions.png", "denoising.png", "latent_scatter.png", "metrics.json"} <= _files(out)
-    _assert_recorded(s1_pca, metrics)
+    metrics = quick_run(s1_pca, other_idx_dir, out)
+    assert {"reconstructions.png", "denoising.png", "latent_scatter.png", "metrics.json"} <= files(out)
+    assert_recorded(s1_pca, metrics)
     assert 10 < metrics["pca_components"] < 200  # 90% of the variance of 512 digit images
     assert metrics["compression_ratio"] == pytest.approx(784 / metrics["pca_components"])
     assert 0 < metrics["test_mse"] < 0.05
@@ -72,9 +38,9 @@ def test_s1_pca_quick_run_on_eight_classes(other_idx_dir, tmp_path):
 
 
 def test_s1_pca_presets_and_bad_variance(tmp_path, capsys):
-    lecture, _ = _parse(s1_pca)
-    assert lecture.variance == 0.90 and _parse(s1_pca, "--preset", "recommended")[0] == lecture
-    err = _one_line_error(s1_pca, ["--variance", "1.5", "--out", str(tmp_path / "o")], capsys)
+    lecture, _ = parse(s1_pca)
+    assert lecture.variance == 0.90 and parse(s1_pca, "--preset", "recommended")[0] == lecture
+    err = one_line_error(s1_pca, ["--variance", "1.5", "--out", str(tmp_path / "o")], capsys)
     assert "variance must be strictly between 0 and 1" in err
 
 
@@ -82,9 +48,9 @@ def test_s1_pca_presets_and_bad_variance(tmp_path, capsys):
 
 def test_s2_conv_ae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
-    metrics = _quick(s2_conv_ae, other_idx_dir, out)
-    assert {"reconstructions.png", "latent_scatter.png", "denoising.png", "checkpoint", "metrics.json"} <= _files(out)
-    _assert_recorded(s2_conv_ae, metrics)
+    metrics = quick_run(s2_conv_ae, other_idx_dir, out)
+    assert {"reconstructions.png", "latent_scatter.png", "denoising.png", "checkpoint", "metrics.json"} <= files(out)
+    assert_recorded(s2_conv_ae, metrics)
     assert metrics["settings"]["latent_dim"] == 24 and metrics["settings"]["epochs"] == 1
     assert 0 < metrics["test_mse"] < 0.25 and 0 < metrics["test_bce"] < 1
     assert 0 < metrics["pca24_test_mse"] < 0.1
@@ -96,13 +62,13 @@ def test_s2_conv_ae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
 
 
 def test_s2_presets_are_the_lecture_runs(tmp_path, capsys):
-    lecture, preset = _parse(s2_conv_ae)
+    lecture, preset = parse(s2_conv_ae)
     assert preset == "lecture" and lecture.model.latent_dim == 24 and lecture.model.input_noise_std == 0
-    assert _parse(s2_conv_ae, "--preset", "lecture_latent2")[0].model.latent_dim == 2
-    denoising = _parse(s2_conv_ae, "--preset", "lecture_denoising")[0]
+    assert parse(s2_conv_ae, "--preset", "lecture_latent2")[0].model.latent_dim == 2
+    denoising = parse(s2_conv_ae, "--preset", "lecture_denoising")[0]
     assert denoising.model.input_noise_std == 0.3 and denoising.model.latent_dim == 24
-    assert _parse(s2_conv_ae, "--preset", "recommended")[0] == lecture  # nothing better known
-    err = _one_line_error(s2_conv_ae, ["--test-noise-std", "0", "--out", str(tmp_path / "o")], capsys)
+    assert parse(s2_conv_ae, "--preset", "recommended")[0] == lecture  # nothing better known
+    err = one_line_error(s2_conv_ae, ["--test-noise-std", "0", "--out", str(tmp_path / "o")], capsys)
     assert "test_noise_std must be a finite number > 0" in err
 
 
@@ -110,10 +76,10 @@ def test_s2_presets_are_the_lecture_runs(tmp_path, capsys):
 
 def test_s3_sparse_ae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
-    metrics = _quick(s3_sparse_ae, other_idx_dir, out)
+    metrics = quick_run(s3_sparse_ae, other_idx_dir, out)
     assert {"denoising.png", "class_activation_maps.png", "activation_histograms.png", "sparsity_costs.png",
-            "checkpoint", "metrics.json"} <= _files(out)
-    _assert_recorded(s3_sparse_ae, metrics)
+            "checkpoint", "metrics.json"} <= files(out)
+    assert_recorded(s3_sparse_ae, metrics)
     assert metrics["settings"]["latent_dim"] == 900 and metrics["settings"]["sparsity"] == "l1"
     assert 0 < metrics["test_mse"] < 0.25
     assert 0 < metrics["mean_activation"] < 1 and 0 <= metrics["share_of_units_mean_below_0.2"] <= 1
@@ -123,23 +89,23 @@ def test_s3_sparse_ae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
 
 
 def test_s3_presets_and_impossible_settings(tmp_path, capsys):
-    lecture, _ = _parse(s3_sparse_ae)
+    lecture, _ = parse(s3_sparse_ae)
     assert (lecture.model.sparsity, lecture.model.sparsity_weight) == ("l1", 0.01)
-    kl = _parse(s3_sparse_ae, "--preset", "lecture_kl")[0]
+    kl = parse(s3_sparse_ae, "--preset", "lecture_kl")[0]
     assert (kl.model.sparsity, kl.model.sparsity_weight, kl.model.sparsity_target) == ("kl_per_unit", 0.1, 0.1)
-    assert _parse(s3_sparse_ae, "--preset", "recommended")[0] == lecture  # nothing better known
+    assert parse(s3_sparse_ae, "--preset", "recommended")[0] == lecture  # nothing better known
     out = str(tmp_path / "o")
-    assert "perfect square" in _one_line_error(s3_sparse_ae, ["--latent-dim", "24", "--out", out], capsys)
-    assert "trains a sparse AE" in _one_line_error(s3_sparse_ae, ["--sparsity", "none", "--out", out], capsys)
+    assert "perfect square" in one_line_error(s3_sparse_ae, ["--latent-dim", "24", "--out", out], capsys)
+    assert "trains a sparse AE" in one_line_error(s3_sparse_ae, ["--sparsity", "none", "--out", out], capsys)
 
 
 # ------------------------------------------------------------------ section 4: interpolation
 
 def test_s4_interpolation_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
-    metrics = _quick(s4_interpolation, other_idx_dir, out)
-    assert {"interpolation.png", "interpolation.gif", "checkpoint", "metrics.json"} <= _files(out)
-    _assert_recorded(s4_interpolation, metrics)
+    metrics = quick_run(s4_interpolation, other_idx_dir, out)
+    assert {"interpolation.png", "interpolation.gif", "checkpoint", "metrics.json"} <= files(out)
+    assert_recorded(s4_interpolation, metrics)
     assert metrics["settings"]["weight_decay"] == 1e-5
     assert (metrics["start_class"], metrics["end_class"]) == (7, 6)  # the lecture's digits: the data have them
     assert 0 < metrics["test_mse"] < 0.25
@@ -152,17 +118,12 @@ def test_s4_interpolation_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     assert sum(durations) == 200 * 40
 
 
-def test_s4_classes_fall_back_to_the_data_and_are_checked(other_idx_dir, tmp_path, capsys):
-    config = s4_interpolation.Config()
-    assert s4_interpolation.interpolation_classes(config, 10) == (7, 6)
-    assert s4_interpolation.interpolation_classes(config, 3) == (2, 1)  # no 7 or 6: the last two classes
-    assert s4_interpolation.interpolation_classes(config, 7) == (6, 5)  # a 6 but no 7: 6 starts, 5 ends
-    assert s4_interpolation.interpolation_classes(s4_interpolation.Config(end_class=2), 3) == (1, 2)
-    assert _parse(s4_interpolation, "--preset", "recommended")[0] == _parse(s4_interpolation)[0]
+def test_s4_classes_are_checked(other_idx_dir, tmp_path, capsys):
+    assert parse(s4_interpolation, "--preset", "recommended")[0] == parse(s4_interpolation)[0]
     out = str(tmp_path / "o")
-    err = _one_line_error(s4_interpolation, ["--start-class", "3", "--end-class", "3", "--out", out], capsys)
+    err = one_line_error(s4_interpolation, ["--start-class", "3", "--end-class", "3", "--out", out], capsys)
     assert "start_class and end_class must differ" in err
-    err = _one_line_error(s4_interpolation, ["--start-class", "9", "--data-dir", str(other_idx_dir), "--out", out],
+    err = one_line_error(s4_interpolation, ["--start-class", "9", "--data-dir", str(other_idx_dir), "--out", out],
                           capsys)
     assert "class 9 is not in the data (labels 0..7)" in err
     assert not (tmp_path / "o").exists()  # refused before any training
@@ -172,9 +133,9 @@ def test_s4_classes_fall_back_to_the_data_and_are_checked(other_idx_dir, tmp_pat
 
 def test_s6_toy_quick_run(other_idx_dir, tmp_path):
     out = tmp_path / "run"
-    metrics = _quick(s6_toy_conditional, other_idx_dir, out)
-    assert {"toy_reconstructions.png", "metrics.json"} <= _files(out)
-    _assert_recorded(s6_toy_conditional, metrics)
+    metrics = quick_run(s6_toy_conditional, other_idx_dir, out)
+    assert {"toy_reconstructions.png", "metrics.json"} <= files(out)
+    assert_recorded(s6_toy_conditional, metrics)
     assert metrics["settings"]["max_epochs"] == 300 and metrics["settings"]["plateau_split"] == "test"
     for name in ("plain", "conditional"):
         assert 0 < metrics[f"{name}_test_mse"] < 1  # the points lie within [-2.5, 2.5] x [-1.5, 1.5]
@@ -185,8 +146,8 @@ def test_s6_toy_quick_run(other_idx_dir, tmp_path):
 
 
 def test_s6_recommended_holds_the_test_split_out(tmp_path, capsys):
-    lecture, _ = _parse(s6_toy_conditional)
-    recommended, _ = _parse(s6_toy_conditional, "--preset", "recommended")
+    lecture, _ = parse(s6_toy_conditional)
+    recommended, _ = parse(s6_toy_conditional, "--preset", "recommended")
     assert lecture.plateau_split == "test" and recommended.plateau_split == "validation"
     assert _fields_but(recommended, "plateau_split") == _fields_but(lecture, "plateau_split")
     splits = {"train": {"points": jnp.zeros((100, 2)), "label": jnp.arange(100)},
@@ -194,6 +155,6 @@ def test_s6_recommended_holds_the_test_split_out(tmp_path, capsys):
     train, watched = s6_toy_conditional.schedule_split(splits, "validation")
     assert train["points"].shape == (80, 2) and np.array_equal(watched["label"], np.arange(80, 100))
     assert s6_toy_conditional.schedule_split(splits, "test")[1] is splits["test"]
-    err = _one_line_error(s6_toy_conditional, ["--points-per-shape", "3", "--out", str(tmp_path / "o")], capsys)
+    err = one_line_error(s6_toy_conditional, ["--points-per-shape", "3", "--out", str(tmp_path / "o")], capsys)
     assert "points_per_shape must be >= 10" in err
     assert "--conditional" not in flags.make_parser(recommended, s6_toy_conditional.PRESETS, "").format_help()

@@ -13,47 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aejax import flags, likelihood_metrics, runs, vae
+from aejax import likelihood_metrics, vae
 from aejax.experiments import classifier, s5_vae, s5_vae_kl_only, s7_cvae, s11_beta_vae, s11_wae
 
+from experiment_support import NOISY_PSNR_DB, assert_recorded, files, one_line_error, parse, quick_run
+
 CLASSES = 8  # the other_idx_dir data set: labels 0..7
-NOISY_PSNR_DB = 10.46  # std 0.3 noise on [0, 1] images
 VAE_FIGURES = {"reconstructions.png", "denoising.png", "interpolation.png", "interpolation.gif",
                "vector_arithmetic.png", "checkpoint", "metrics.json"}
-
-
-def _quick(script, data_dir, out, *flags_):
-    """One quick run on 512 train / 256 test images; returns metrics.json."""
-    script.main(["--quick", "--no-progress", "--data-dir", str(data_dir), "--out", str(out),
-                 "--train-limit", "512", "--test-limit", "256", *flags_])
-    return json.loads((out / "metrics.json").read_text())
-
-
-def _assert_recorded(script, metrics, preset="lecture"):
-    """metrics.json names the preset and holds every config field (and the quick run's options)."""
-    assert metrics["preset"] == preset == metrics["settings"]["preset"]
-    assert set(flags.as_flat_dict(script.Config())) <= set(metrics["settings"])
-    assert metrics["settings"]["quick"] is True and metrics["settings"]["train_limit"] == 512
-
-
-def _files(out):
-    return set(os.listdir(out))
-
-
-def _parse(script, *argv):
-    config, _, preset = runs.parse(script.Config(), script.PRESETS, list(argv), script.__doc__,
-                                   script.__name__.rsplit(".", 1)[-1])
-    return config
-
-
-def _one_line_error(script, argv, capsys, code=2):
-    """Runs ``script`` through ``run_main``: it exits with ``code`` and one line on stderr, returned."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit, match=f"^{code}$"):
-        runs.run_main(script.main, argv)
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "Traceback" not in err
-    return err
 
 
 def _assert_likelihood(metrics):
@@ -109,9 +76,9 @@ def test_kl_summary_counts_the_dimensions_away_from_the_prior():
 
 def test_s5_vae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
-    metrics = _quick(s5_vae, other_idx_dir, out, "--preset", "lecture_latent2")
-    assert VAE_FIGURES | {"latent_scatter.png", "latent_grid.png"} <= _files(out)
-    _assert_recorded(s5_vae, metrics, "lecture_latent2")
+    metrics = quick_run(s5_vae, other_idx_dir, out, "--preset", "lecture_latent2")
+    assert VAE_FIGURES | {"latent_scatter.png", "latent_grid.png"} <= files(out)
+    assert_recorded(s5_vae, metrics, "lecture_latent2")
     assert metrics["settings"]["latent_dim"] == 2 and len(metrics["kl_per_dim_nats"]) == 2
     assert 0 < metrics["test_mse"] < 0.25  # trained a little: better than noise
     assert metrics["psnr_noisy_db"] == pytest.approx(NOISY_PSNR_DB, abs=0.5)
@@ -123,25 +90,25 @@ def test_s5_vae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
 
 
 def test_s5_vae_presets_and_impossible_settings(other_idx_dir, tmp_path, capsys):
-    lecture = _parse(s5_vae)
+    lecture = parse(s5_vae)[0]
     assert (lecture.model.latent_dim, lecture.model.kld_weight, lecture.train.epochs) == (24, 0.005, 5)
-    assert _parse(s5_vae, "--preset", "lecture_latent2").model.latent_dim == 2
-    recommended = _parse(s5_vae, "--preset", "recommended")
+    assert parse(s5_vae, "--preset", "lecture_latent2")[0].model.latent_dim == 2
+    recommended = parse(s5_vae, "--preset", "recommended")[0]
     assert recommended.model.kld_weight == pytest.approx(1 / 784) and recommended.model.kl_warmup_steps > 0
     assert recommended.model.latent_dim == 24
-    err = _one_line_error(s5_vae, ["--lr-schedule", "cosine", "--out", str(tmp_path / "o")], capsys)
+    err = one_line_error(s5_vae, ["--lr-schedule", "cosine", "--out", str(tmp_path / "o")], capsys)
     assert "lr_schedule must be constant" in err
-    err = _one_line_error(s5_vae, ["--start-digit", "9", "--data-dir", str(other_idx_dir), "--train-limit", "512",
+    err = one_line_error(s5_vae, ["--start-class", "9", "--data-dir", str(other_idx_dir), "--train-limit", "512",
                                    "--test-limit", "256", "--no-progress", "--out", str(tmp_path / "o")], capsys)
-    assert "start_digit 9 is not a class of the data (classes 0..7)" in err
+    assert "class 9 is not in the data (labels 0..7)" in err
     assert not (tmp_path / "o").exists()
 
 
 def test_s5_vae_kl_only_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
-    metrics = _quick(s5_vae_kl_only, other_idx_dir, out)
-    assert {"histograms.png", "latent_scatter.png", "checkpoint", "metrics.json"} <= _files(out)
-    _assert_recorded(s5_vae_kl_only, metrics)
+    metrics = quick_run(s5_vae_kl_only, other_idx_dir, out)
+    assert {"histograms.png", "latent_scatter.png", "checkpoint", "metrics.json"} <= files(out)
+    assert_recorded(s5_vae_kl_only, metrics)
     assert metrics["settings"]["reconstruction_weight"] == 0 and metrics["settings"]["kld_weight"] == 0.1
     assert metrics["mu_mean_abs"] < 0.5 and 0.5 < metrics["variance_mean"] < 1.5  # about the prior
     assert 0.1 < metrics["majority_class_share"] < 0.2  # 8 classes of about equal size
@@ -150,10 +117,10 @@ def test_s5_vae_kl_only_quick_run_on_eight_classes(other_idx_dir, tmp_path):
 
 def test_s5_vae_kl_only_presets_and_impossible_settings(tmp_path, capsys):
     # the recommended preset is the lecture's (a demonstration, nothing to improve)
-    assert _parse(s5_vae_kl_only, "--preset", "recommended") == _parse(s5_vae_kl_only)
-    err = _one_line_error(s5_vae_kl_only, ["--reconstruction-weight", "1", "--out", str(tmp_path / "o")], capsys)
+    assert parse(s5_vae_kl_only, "--preset", "recommended")[0] == parse(s5_vae_kl_only)[0]
+    err = one_line_error(s5_vae_kl_only, ["--reconstruction-weight", "1", "--out", str(tmp_path / "o")], capsys)
     assert "reconstruction_weight must be 0" in err
-    err = _one_line_error(s5_vae_kl_only, ["--kld-weight", "0", "--out", str(tmp_path / "o")], capsys)
+    err = one_line_error(s5_vae_kl_only, ["--kld-weight", "0", "--out", str(tmp_path / "o")], capsys)
     assert "kld_weight must be > 0" in err
 
 
@@ -161,11 +128,11 @@ def test_s5_vae_kl_only_presets_and_impossible_settings(tmp_path, capsys):
 
 def test_s7_cvae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
-    metrics = _quick(s7_cvae, other_idx_dir, out)
+    metrics = quick_run(s7_cvae, other_idx_dir, out)
     # the lecture's 4 and 9: 9 is missing, the last class stands in
     assert {"latent_all.png", "latent_4.png", f"latent_{CLASSES - 1}.png", "grid_label4.png",
-            f"grid_label{CLASSES - 1}.png", "style_transfer.png", "checkpoint", "metrics.json"} <= _files(out)
-    _assert_recorded(s7_cvae, metrics)
+            f"grid_label{CLASSES - 1}.png", "style_transfer.png", "checkpoint", "metrics.json"} <= files(out)
+    assert_recorded(s7_cvae, metrics)
     _assert_likelihood(metrics)
     assert metrics["figure_grid_labels"] == [4, CLASSES - 1] and metrics["figure_transfer_classes"] == [2, 5]
     assert 1 / CLASSES < metrics["classifier_test_accuracy"] <= 1  # the throwaway classifier learnt something
@@ -181,7 +148,7 @@ def test_s7_cvae_refuses_a_saved_classifier_of_another_class_count(other_idx_dir
     saved = tmp_path / "classifier"
     (saved / "checkpoint").mkdir(parents=True)
     (saved / "classifier.json").write_text(json.dumps({"test_accuracy": 0.99, "num_classes": 10}))
-    err = _one_line_error(s7_cvae, ["--classifier", str(saved), "--data-dir", str(other_idx_dir), "--train-limit",
+    err = one_line_error(s7_cvae, ["--classifier", str(saved), "--data-dir", str(other_idx_dir), "--train-limit",
                                     "512", "--test-limit", "256", "--no-progress", "--out", str(tmp_path / "o")],
                           capsys)
     assert "trained on 10 classes, the data has 8" in err
@@ -189,11 +156,11 @@ def test_s7_cvae_refuses_a_saved_classifier_of_another_class_count(other_idx_dir
 
 
 def test_s7_cvae_presets_and_impossible_settings(tmp_path, capsys):
-    lecture = _parse(s7_cvae)
+    lecture = parse(s7_cvae)[0]
     assert (lecture.model.latent_dim, lecture.model.learning_rate, lecture.model.kld_weight) == (2, 1e-2, 0.005)
     # the recommended preset is the lecture's (nothing better measured)
-    assert _parse(s7_cvae, "--preset", "recommended") == lecture
-    err = _one_line_error(s7_cvae, ["--samples-per-label", "0", "--out", str(tmp_path / "o")], capsys)
+    assert parse(s7_cvae, "--preset", "recommended")[0] == lecture
+    err = one_line_error(s7_cvae, ["--samples-per-label", "0", "--out", str(tmp_path / "o")], capsys)
     assert "samples_per_label must be a positive integer" in err
 
 
@@ -201,9 +168,9 @@ def test_s7_cvae_presets_and_impossible_settings(tmp_path, capsys):
 
 def test_s11_beta_vae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
-    metrics = _quick(s11_beta_vae, other_idx_dir, out)
-    assert VAE_FIGURES <= _files(out) and "latent_grid.png" not in _files(out)  # latent 24: no grid
-    _assert_recorded(s11_beta_vae, metrics)
+    metrics = quick_run(s11_beta_vae, other_idx_dir, out)
+    assert VAE_FIGURES <= files(out) and "latent_grid.png" not in files(out)  # latent 24: no grid
+    assert_recorded(s11_beta_vae, metrics)
     assert metrics["settings"]["beta"] == 1.0 and metrics["settings"]["kld_weight"] == pytest.approx(1 / 784)
     assert metrics["kl_warmup_steps"] == 8  # one epoch: 512 images in batches of 64
     assert 0 < metrics["test_mse"] < 0.25
@@ -213,23 +180,23 @@ def test_s11_beta_vae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
 
 
 def test_s11_beta_vae_presets_and_impossible_settings(tmp_path, capsys):
-    lecture = _parse(s11_beta_vae)
+    lecture = parse(s11_beta_vae)[0]
     # the recommended preset is this experiment's recipe (nothing better known)
-    assert _parse(s11_beta_vae, "--preset", "recommended") == lecture
-    assert _parse(s11_beta_vae, "--beta", "4").model.kld_weight == pytest.approx(4 / 784)
-    steps = _parse(s11_beta_vae, "--kl-warmup-epochs", "0", "--kl-warmup-steps", "100")
+    assert parse(s11_beta_vae, "--preset", "recommended")[0] == lecture
+    assert parse(s11_beta_vae, "--beta", "4")[0].model.kld_weight == pytest.approx(4 / 784)
+    steps = parse(s11_beta_vae, "--kl-warmup-epochs", "0", "--kl-warmup-steps", "100")[0]
     assert steps.model.kl_warmup_steps == 100
-    err = _one_line_error(s11_beta_vae, ["--kld-weight", "0.01", "--out", str(tmp_path / "o")], capsys)
+    err = one_line_error(s11_beta_vae, ["--kld-weight", "0.01", "--out", str(tmp_path / "o")], capsys)
     assert "give --beta instead" in err
-    err = _one_line_error(s11_beta_vae, ["--kl-warmup-steps", "100", "--out", str(tmp_path / "o")], capsys)
+    err = one_line_error(s11_beta_vae, ["--kl-warmup-steps", "100", "--out", str(tmp_path / "o")], capsys)
     assert "give kl_warmup_epochs or kl_warmup_steps, not both" in err
 
 
 def test_s11_wae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
-    metrics = _quick(s11_wae, other_idx_dir, out)
-    assert {"reconstructions.png", "prior_samples.png", "checkpoint", "metrics.json"} <= _files(out)
-    _assert_recorded(s11_wae, metrics)
+    metrics = quick_run(s11_wae, other_idx_dir, out)
+    assert {"reconstructions.png", "prior_samples.png", "checkpoint", "metrics.json"} <= files(out)
+    assert_recorded(s11_wae, metrics)
     assert 0 < metrics["test_mse"] < 0.25
     assert metrics["mmd_samples_used"] == 256 and len(metrics["code_std"]) == 8
     # a barely trained encoder's codes are further from the prior than a second prior sample
@@ -237,12 +204,12 @@ def test_s11_wae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
 
 
 def test_s11_wae_presets_and_impossible_settings(tmp_path, capsys):
-    lecture = _parse(s11_wae)
+    lecture = parse(s11_wae)[0]
     assert (lecture.model.latent_dim, lecture.model.mmd_weight) == (8, pytest.approx(10 / 784))
-    assert _parse(s11_wae, "--preset", "recommended") == lecture  # nothing better known
-    err = _one_line_error(s11_wae, ["--lr-schedule", "cosine", "--out", str(tmp_path / "o")], capsys)
+    assert parse(s11_wae, "--preset", "recommended")[0] == lecture  # nothing better known
+    err = one_line_error(s11_wae, ["--lr-schedule", "cosine", "--out", str(tmp_path / "o")], capsys)
     assert "lr_schedule must be constant" in err
-    err = _one_line_error(s11_wae, ["--mmd-samples", "1", "--out", str(tmp_path / "o")], capsys)
+    err = one_line_error(s11_wae, ["--mmd-samples", "1", "--out", str(tmp_path / "o")], capsys)
     assert "mmd_samples must be at least 2" in err
 
 
@@ -250,9 +217,9 @@ def test_s11_wae_presets_and_impossible_settings(tmp_path, capsys):
 
 def test_classifier_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
-    metrics = _quick(classifier, other_idx_dir, out)
-    assert {"checkpoint", "classifier.json", "metrics.json"} <= _files(out)
-    _assert_recorded(classifier, metrics)
+    metrics = quick_run(classifier, other_idx_dir, out)
+    assert {"checkpoint", "classifier.json", "metrics.json"} <= files(out)
+    assert_recorded(classifier, metrics)
     assert metrics["num_classes"] == CLASSES
     assert json.loads((out / "classifier.json").read_text())["num_classes"] == CLASSES
     assert 1 / CLASSES < metrics["test_accuracy"] <= 1
@@ -261,6 +228,6 @@ def test_classifier_quick_run_on_eight_classes(other_idx_dir, tmp_path):
 
 
 def test_classifier_presets_and_bad_epochs(tmp_path, capsys):
-    assert _parse(classifier, "--preset", "recommended") == _parse(classifier)  # the lecture has none
-    err = _one_line_error(classifier, ["--epochs", "0", "--out", str(tmp_path / "o")], capsys)
+    assert parse(classifier, "--preset", "recommended")[0] == parse(classifier)[0]  # the lecture has none
+    err = one_line_error(classifier, ["--epochs", "0", "--out", str(tmp_path / "o")], capsys)
     assert "epochs must be a positive integer" in err

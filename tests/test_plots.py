@@ -24,6 +24,19 @@ def test_png_figures_are_written(tmp_path):
             assert image.format == "PNG" and image.size[0] > 100
 
 
+def test_class_activation_maps_take_the_data_classes(tmp_path):
+    rng = np.random.default_rng(1)
+    activations = rng.random((48, 900)) * 0.3
+    paths = [plots.plot_class_activation_maps(activations, np.arange(48) % classes, tmp_path / f"maps{classes}.png")
+             for classes in (8, 10, 13)]
+    heights = []
+    for path in paths:
+        with Image.open(path) as image:
+            heights.append(image.size[1])
+    # two rows of five for 8 and 10 classes (the same up to the tight bounding box), three for 13
+    assert abs(heights[0] - heights[1]) < 0.1 * heights[1] and heights[2] > 1.3 * max(heights[:2])
+
+
 def test_gif_has_every_frame_upscaled_looping_at_40ms(tmp_path):
     frames = np.linspace(0, 1, 200)[:, None, None] * np.ones((200, 28, 28))
     path = plots.save_gif(frames, tmp_path / "interp.gif")

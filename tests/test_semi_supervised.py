@@ -18,8 +18,8 @@ import pytest
 from aejax import data
 from aejax import semi_supervised as semi
 from aejax import train as train_lib
-from test_aae import (B, assert_config_fields_documented, assert_decay_lowers_every_phase_rate, assert_label_head_model,
-                      assert_phase_changed_only, phase_runner, softplus, state_without_compiling_init)
+from adversarial_support import (B, assert_config_fields_documented, assert_decay_lowers_every_phase_rate, assert_label_head_model,
+                      assert_phase_changed_only, LinearCritic, phase_runner, softplus, state_without_compiling_init)
 
 NUM_CLASSES = 10
 STYLE_DIM = 4
@@ -35,15 +35,6 @@ class FlatEncoder(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         del train
         return nn.Dense(self.features, use_bias=False)(x.reshape(x.shape[0], -1))
-
-
-class LinearCritic(nn.Module):
-    """A discriminator without BatchNorm whose logit is linear in its input: (N, D) -> (N, 1)."""
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        del train
-        return nn.Dense(1)(x)
 
 
 @pytest.fixture(scope="module")

@@ -51,8 +51,6 @@ class Config:
             raise ValueError(f"augment_shift must be 0..{MAX_AUGMENT_SHIFT} pixels, got {self.model.augment_shift}")
         if self.labels == 0 and self.model.consistency_weight > 0:
             raise ValueError("consistency_weight needs labels (--labels > 0)")
-        if self.labels > 0 and not self.model.semi_supervised:
-            raise ValueError("--no-semi-supervised is the clustering variant: give --labels 0")
         # the label count decides the variant: no labels, no supervised phase
         object.__setattr__(self, "model", dataclasses.replace(self.model, semi_supervised=self.labels > 0))
 
@@ -86,10 +84,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     supervised = config.labels > 0
     num_classes = data.num_classes(splits)
     if supervised:
-        try:
+        with runs.usage_errors("--labels: "):
             per_class = semi_supervised.labels_per_class(config.labels, num_classes)
-        except ValueError as e:
-            raise runs.UsageError(f"--labels: {e}") from None
         labelled = semi_supervised.balanced_subset(splits["train"].labels, per_class,
                                                    jax.random.key(config.label_seed), num_classes)
     else:
@@ -142,5 +138,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                       title="the first test images of each cluster (one row per cluster)",
                                       row_labels=[str(c) for c in range(model_config.num_classes)])
         runs.save_state(out, state)
-        run.write_metrics(out, metrics)
+        run.write_metrics(out, metrics, dataclasses.replace(config, model=model_config))
     return metrics

@@ -22,16 +22,13 @@ import math
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from aejax import data, evaluation, likelihood, likelihood_metrics, plots, runs, vae
-from aejax import train as train_lib
 
 GRID_STEPS = 20
 GRID_LIMIT = 3.0  # a latent-2 grid covers [-3, 3]^2
 SHOWN = 9  # test images in the reconstruction and denoising figures
-FIRST_BATCH = 64  # the lecture draws its figure digits from the first test batch
 DEFAULT_BETA = 1.0
 
 
@@ -45,12 +42,7 @@ class Config:
     kl_warmup_epochs: float = dataclasses.field(
         default=1.0, metadata={"help": "epochs over which the KL weight rises linearly from 0 (>= 0; 0: none, "
                                        "or kl_warmup_steps)"})
-    start_digit: int | None = dataclasses.field(
-        default=None, metadata={"help": "class of the interpolation's first image (none: the lecture's 7, "
-                                        "the last class if the data has no 7)"})
-    end_digit: int | None = dataclasses.field(
-        default=None, metadata={"help": "class of the interpolation's last image (none: the lecture's 6, "
-                                        "the class before the first one if the data has no 6)"})
+    interpolation: evaluation.InterpolationClasses = evaluation.InterpolationClasses()
     iwae_samples: int | None = dataclasses.field(
         default=None, metadata={"help": "importance samples k of the IWAE bound (none: 500 on a GPU, 100 on a CPU, "
                                         "8 with --quick)"})
@@ -70,9 +62,6 @@ class Config:
         if self.kl_warmup_epochs and self.model.kl_warmup_steps:
             raise ValueError("give kl_warmup_epochs or kl_warmup_steps, not both (kl_warmup_epochs 0: the steps count)")
         object.__setattr__(self, "model", dataclasses.replace(self.model, kld_weight=kld_weight))
-        for name in ("start_digit", "end_digit"):
-            if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise ValueError(f"{name} must be a class (>= 0), got {getattr(self, name)}")
         for name in ("iwae_samples", "iwae_images"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
@@ -85,37 +74,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def interpolation_classes(config: Config, classes: int) -> tuple[int, int]:
-    """(start, end) classes of the interpolation; a usage error names a given class the data lacks."""
-    for name in ("start_digit", "end_digit"):
-        value = getattr(config, name)
-        if value is not None and value >= classes:
-            raise runs.UsageError(f"{name} {value} is not a class of the data (classes 0..{classes - 1})")
-    start = config.start_digit if config.start_digit is not None else (7 if 7 < classes else classes - 1)
-    end = config.end_digit if config.end_digit is not None else (6 if 6 < classes and start != 6 else max(start - 1, 0))
-    return start, end
-
-
-def example(split: data.Split, label: int, index: int = 0) -> np.ndarray:
-    """The ``index``-th test image (28, 28, 1) of ``label`` in the first batch, as the lecture, else in the split."""
-    within = FIRST_BATCH if np.count_nonzero(split.labels[:FIRST_BATCH] == label) > index else len(split.labels)
-    return evaluation.first_of_class(split, label, index, within)
-
-
-def vector_arithmetic(model: train_lib.Model, params: train_lib.Params, batch_stats: train_lib.BatchStats,
-                      inputs: np.ndarray) -> np.ndarray:
-    """inputs (3, 28, 28, 1) = [a, b, c] -> [a, b, c, decode(mu(a) + mu(b) - mu(c))] (4, 28, 28, 1)."""
-    mu = model.encode(params, batch_stats, jnp.asarray(inputs), None)
-    result = jax.nn.sigmoid(model.decode(params, batch_stats, (mu[0] + mu[1] - mu[2])[None], None))
-    return np.concatenate([inputs, np.asarray(result)])
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     config, options, preset = runs.parse(Config(), PRESETS, argv, __doc__, "s11_beta_vae")
     run = runs.Run(config, options, preset)
     splits = run.load_splits()
     classes = data.num_classes(splits)
-    start, end = interpolation_classes(config, classes)
+    with runs.usage_errors():
+        start, end = config.interpolation.resolve(classes)
     one, nine = (1 if 1 < classes else 0), (9 if 9 < classes else classes - 1)
     steps_per_epoch = -(-len(splits["train"].labels) // config.train.batch_size)
     model_config = config.model
@@ -145,11 +110,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "vector_arithmetic_classes": [one, nine],
                 "train_history": history.epochs,
             }
-            first, last = example(splits["test"], start), example(splits["test"], end)
+            first, last = evaluation.lecture_example(splits["test"], start), evaluation.lecture_example(splits["test"], end)
             row = evaluation.interpolation_frames(model, params, stats, first, last, 10)
             frames = evaluation.interpolation_frames(model, params, stats, first, last, 200)
-            arithmetic = vector_arithmetic(model, params, stats, np.stack(
-                [example(splits["test"], one), example(splits["test"], nine), example(splits["test"], nine, 1)]))
+            arithmetic = evaluation.vector_arithmetic(model, params, stats, np.stack(
+                [evaluation.lecture_example(splits["test"], one), evaluation.lecture_example(splits["test"], nine), evaluation.lecture_example(splits["test"], nine, 1)]))
             grid = (evaluation.decode_on_grid(model, params, stats, (-GRID_LIMIT,) * 2, (GRID_LIMIT,) * 2, GRID_STEPS)
                     if model_config.latent_dim == 2 else None)
         with run.timer("figures"):

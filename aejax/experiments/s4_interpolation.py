@@ -22,30 +22,17 @@ import numpy as np
 
 from aejax import autoencoder, data, evaluation, plots, runs
 
-FIRST_BATCH = 64  # the lecture picks its digits from the first (unshuffled) test batch
 ROW_STEPS = 10  # decoded points in the interpolation row
-LECTURE_START, LECTURE_END = 7, 6
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     model: autoencoder.AEConfig = autoencoder.AEConfig(latent_dim=24, weight_decay=1e-5)
     train: runs.TrainConfig = runs.TrainConfig(epochs=5, batch_size=64)
-    start_class: int | None = dataclasses.field(
-        default=None, metadata={"help": f"class (digit) to start from (none: {LECTURE_START} if the data have it, "
-                                        "else the last class)"})
-    end_class: int | None = dataclasses.field(
-        default=None, metadata={"help": f"class (digit) to end at (none: {LECTURE_END} if the data have it, "
-                                        "else the last class other than the start)"})
+    interpolation: evaluation.InterpolationClasses = evaluation.InterpolationClasses()
     gif_frames: int = dataclasses.field(default=200, metadata={"help": "frames of the GIF (>= 2)"})
 
     def __post_init__(self):
-        for name in ("start_class", "end_class"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must be a class label >= 0, got {value}")
-        if self.start_class is not None and self.start_class == self.end_class:
-            raise ValueError(f"start_class and end_class must differ, got {self.start_class} for both")
         if self.gif_frames < 2:
             raise ValueError(f"gif_frames must be >= 2, got {self.gif_frames}")
 
@@ -57,39 +44,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _choose(given: int | None, lecture: int, num_classes: int, other: int | None) -> int:
-    """``given``, else the lecture's class if the data have it (and it is not ``other``), else the last class
-    other than ``other``. Raises ``runs.UsageError`` for a given class the data do not have."""
-    if given is not None:
-        if given >= num_classes:
-            raise runs.UsageError(f"class {given} is not in the data (labels 0..{num_classes - 1})")
-        return given
-    if lecture < num_classes and lecture != other:
-        return lecture
-    return max(c for c in range(num_classes) if c != other)
-
-
-def interpolation_classes(config: Config, num_classes: int) -> tuple[int, int]:
-    """The (start, end) classes of the interpolation for data with labels 0 .. num_classes - 1."""
-    if num_classes < 2:
-        raise runs.UsageError(f"interpolating between two classes needs at least two, the data have {num_classes}")
-    start = _choose(config.start_class, LECTURE_START, num_classes, config.end_class)
-    return start, _choose(config.end_class, LECTURE_END, num_classes, start)
-
-
-def first_image(split: data.Split, label: int) -> np.ndarray:
-    """The first image (28, 28, 1) of ``label`` in the first test batch, as the lecture picks it;
-    else the first in the split."""
-    within = FIRST_BATCH if np.any(split.labels[:FIRST_BATCH] == label) else len(split.labels)
-    return evaluation.first_of_class(split, label, within=within)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     config, options, preset = runs.parse(Config(), PRESETS, argv, __doc__, "s4_interpolation")
     run = runs.Run(config, options, preset)
     splits = run.load_splits()
-    start_class, end_class = interpolation_classes(config, data.num_classes(splits))
-    start, end = first_image(splits["test"], start_class), first_image(splits["test"], end_class)
+    with runs.usage_errors():
+        start_class, end_class = config.interpolation.resolve(data.num_classes(splits))
+    start, end = (evaluation.lecture_example(splits["test"], label) for label in (start_class, end_class))
     train_set, test_set = data.device_dataset(splits["train"]), data.device_dataset(splits["test"])
     model = autoencoder.make_model(config.model)
     with run.output() as out:

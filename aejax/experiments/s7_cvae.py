@@ -22,7 +22,6 @@ refused. ``--quick`` trains a throwaway one on the run's images instead.
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 from typing import Any
 
@@ -31,17 +30,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from aejax import classifier, data, evaluation, likelihood, likelihood_metrics, plots, runs, vae
-from aejax import train as train_lib
 
 GRID_STEPS = 20
 GRID_LIMIT = 2.0  # the label grids cover [-2, 2]^2
 FIGURE_LABELS = (4, 9)  # the lecture's grids and per-label scatters
 TRANSFER_SOURCE, TRANSFER_TARGET = 2, 5  # the lecture's style-transfer figure: a 2 decoded as 5s
 TRANSFER_SAMPLES = 10  # posterior samples in that figure
-FIRST_BATCH = 64  # the lecture draws its figure digits from the first test batch
 QUICK_SCORED = 50  # --quick: samples per label and style-transfer images scored
 CLASSIFIER_EPOCHS = 5
-CLASSIFIER_INFO = "classifier.json"  # beside a saved classifier: its test accuracy, class count, ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,12 +77,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def example(split: data.Split, label: int, index: int = 0) -> np.ndarray:
-    """The ``index``-th test image (28, 28, 1) of ``label`` in the first batch, as the lecture, else in the split."""
-    within = FIRST_BATCH if np.count_nonzero(split.labels[:FIRST_BATCH] == label) > index else len(split.labels)
-    return evaluation.first_of_class(split, label, index, within)
-
-
 def figure_classes(classes: int) -> tuple[list[int], int, int]:
     """(grid labels, style-transfer source, target): the lecture's where the data has them."""
     grids = list(dict.fromkeys(label if label < classes else classes - 1 for label in FIGURE_LABELS))
@@ -95,43 +85,6 @@ def figure_classes(classes: int) -> tuple[list[int], int, int]:
     if target == source:
         target = (source + 1) % classes
     return grids, source, target
-
-
-def stored_classes(folder: pathlib.Path) -> int | None:
-    """The class count of the classifier saved in ``folder`` (None: none saved); one saved
-    without a count was trained on MNIST."""
-    info = folder / CLASSIFIER_INFO
-    if not info.is_file():
-        return None
-    return int(json.loads(info.read_text()).get("num_classes", data.MNIST_NUM_CLASSES))
-
-
-def evaluation_classifier(config: Config, options: runs.RunOptions, splits: dict[str, data.Split], classes: int,
-                          key: jax.Array) -> tuple[train_lib.Params, float]:
-    """The classifier's params and test accuracy: saved in ``config.classifier``, else trained (and saved there)."""
-    if classes > classifier.NUM_CLASSES:
-        raise runs.UsageError(f"the evaluation classifier scores at most {classifier.NUM_CLASSES} classes, "
-                              f"the data has {classes}")
-    if options.quick:  # a weak classifier of a smoke run must not be left for real runs
-        return classifier.load_or_train(None, splits, key, epochs=1)
-    folder = config.classifier.absolute()
-    stored = stored_classes(folder)
-    if stored is not None and stored != classes:
-        raise runs.UsageError(f"the classifier in {folder} was trained on {stored} classes, the data has {classes}; "
-                              f"give another --classifier folder")
-    limited = options.train_limit is not None or options.test_limit is not None
-    params, accuracy = classifier.load_or_train(folder, data.load_mnist(options.data_dir) if limited else splits, key,
-                                                epochs=CLASSIFIER_EPOCHS)
-    info = json.loads((folder / CLASSIFIER_INFO).read_text())
-    if "num_classes" not in info:  # trained just now: its count goes beside it for the check above
-        (folder / CLASSIFIER_INFO).write_text(json.dumps({**info, "num_classes": classes}, indent=2) + "\n")
-    return params, accuracy
-
-
-def scores(classifier_params: train_lib.Params, images: np.ndarray, wanted: np.ndarray, classes: int) -> dict[str, Any]:
-    """Share of images (N, 28, 28, 1) classified as ``wanted`` (N,): overall and per label 0 .. classes - 1."""
-    result = classifier.accuracy_by_label(classifier.predict(classifier_params, images), wanted)
-    return {**result, "per_label": result["per_label"][:classes]}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -144,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model = vae.make_model(model_config)
     keys = jax.random.split(jax.random.key(config.train.seed), 6)
     with run.timer("classifier"):
-        classifier_params, classifier_accuracy = evaluation_classifier(config, options, splits, classes, keys[0])
+        classifier_params, classifier_accuracy = run.evaluation_classifier(config.classifier, splits, keys[0], CLASSIFIER_EPOCHS)
     train_set, test_set = data.device_dataset(splits["train"]), data.device_dataset(splits["test"])
     labels = splits["test"].labels
     per_label = min(config.samples_per_label, QUICK_SCORED) if options.quick else config.samples_per_label
@@ -155,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with run.timer("evaluation"):
             mu, _ = likelihood.posterior_moments(model, params, stats, test_set)
             # the style-transfer figure: one test image's posterior samples decoded with the target label
-            shown = example(splits["test"], source, 1)
+            shown = evaluation.lecture_example(splits["test"], source, 1)
             shown_mu, shown_log_var = model.posterior(params, stats, jnp.asarray(shown)[None], None)
             z = vae.reparametrize(keys[2], jnp.repeat(shown_mu, TRANSFER_SAMPLES, 0),
                                   jnp.repeat(shown_log_var, TRANSFER_SAMPLES, 0))
@@ -175,10 +128,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 **likelihood_metrics.summarize(model, params, stats, test_set, keys[3], config.iwae_samples,
                                                config.iwae_images, quick=options.quick),
                 "classifier_test_accuracy": classifier_accuracy,
-                "generation_accuracy": scores(classifier_params, generated, wanted, classes),
+                "generation_accuracy": classifier.accuracy_by_label(classifier.predict(classifier_params, generated),
+                                                                    wanted, classes),
                 "generation_samples_per_label": per_label,
-                "style_transfer_accuracy": scores(classifier_params, swapped, np.tile(np.arange(classes),
-                                                                                      transfer_images), classes),
+                "style_transfer_accuracy": classifier.accuracy_by_label(
+                    classifier.predict(classifier_params, swapped), np.tile(np.arange(classes), transfer_images),
+                    classes),
                 "style_transfer_images": transfer_images,
                 "figure_transfer_classified_as_target": float(np.mean(
                     classifier.predict(classifier_params, transferred) == target)),
@@ -202,5 +157,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                  title=f"a test {source}, then {TRANSFER_SAMPLES} samples of its posterior "
                                        f"decoded as {target}")
         runs.save_state(out, state)
-        run.write_metrics(out, metrics)
+        run.write_metrics(out, metrics, dataclasses.replace(config, model=model_config))
     return metrics

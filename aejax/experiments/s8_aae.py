@@ -109,5 +109,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             plots.plot_latent_scatter(precise_codes, labels, out / "latent_final_recomputed_bn.png",
                                       title="test codes, encoder statistics recomputed for the final weights")
         runs.save_state(out, state)
-        run.write_metrics(out, metrics)
+        run.write_metrics(out, metrics, dataclasses.replace(config, model=model_config))
     return metrics

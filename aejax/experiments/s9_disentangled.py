@@ -22,7 +22,6 @@ refused. ``--quick`` trains a throwaway one on the run's images instead.
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 from typing import Any
 
@@ -34,7 +33,6 @@ from aejax import train as train_lib
 
 FIGURE_ROWS = 10  # test images in the style-transfer figure
 CLASSIFIER_EPOCHS = 5
-CLASSIFIER_INFO = "classifier.json"  # beside a saved classifier: its test accuracy, class count, ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,48 +63,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def stored_classes(folder: pathlib.Path) -> int | None:
-    """The class count of the classifier saved in ``folder`` (None: none saved); one saved
-    without a count was trained on MNIST."""
-    info = folder / CLASSIFIER_INFO
-    if not info.is_file():
-        return None
-    return int(json.loads(info.read_text()).get("num_classes", data.MNIST_NUM_CLASSES))
-
-
-def evaluation_classifier(run: runs.Run, splits: dict[str, data.Split], classes: int, key: jax.Array,
-                          ) -> tuple[train_lib.Params, float]:
-    """The evaluation classifier's params and test accuracy (``classifier.load_or_train``).
-
-    ``--quick`` trains a throwaway one on the run's images; otherwise the one saved in
-    ``config.classifier`` (refused if trained on another number of classes), else one
-    trained there on the whole data set.
-    """
-    if classes > classifier.NUM_CLASSES:
-        raise runs.UsageError(f"the evaluation classifier scores at most {classifier.NUM_CLASSES} classes, "
-                              f"the data has {classes}")
-    if run.options.quick:  # a weak classifier of a smoke run must not be left for real runs
-        return classifier.load_or_train(None, splits, key, epochs=1)
-    folder = run.config.classifier.absolute()
-    stored = stored_classes(folder)
-    if stored is not None and stored != classes:
-        raise runs.UsageError(f"the classifier in {folder} was trained on {stored} classes, the data has {classes}; "
-                              f"give another --classifier folder")
-    limited = run.options.train_limit is not None or run.options.test_limit is not None
-    params, accuracy = classifier.load_or_train(folder, data.load_mnist(run.options.data_dir) if limited else splits,
-                                                key, epochs=CLASSIFIER_EPOCHS)
-    info = json.loads((folder / CLASSIFIER_INFO).read_text())
-    if "num_classes" not in info:  # trained just now: its count goes beside it for the check above
-        (folder / CLASSIFIER_INFO).write_text(json.dumps({**info, "num_classes": classes}, indent=2) + "\n")
-    return params, accuracy
-
-
 def transfer_scores(classifier_params: train_lib.Params, swapped: np.ndarray, wanted: np.ndarray,
                     classes: int) -> dict[str, Any]:
     """Share of the decoded images (N, classes, 28, 28, 1) classified as ``wanted`` (N * classes,):
     overall and per label 0 .. classes - 1."""
-    result = classifier.accuracy_by_label(classifier.predict(classifier_params, swapped.reshape(-1, 28, 28, 1)), wanted)
-    return {**result, "per_label": result["per_label"][:classes]}
+    return classifier.accuracy_by_label(classifier.predict(classifier_params, swapped.reshape(-1, 28, 28, 1)), wanted,
+                                        classes)
 
 
 def probe_metrics(model: train_lib.Model, params: train_lib.Params, batch_stats: train_lib.BatchStats,
@@ -132,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     keys = jax.random.split(jax.random.key(config.train.seed), 3)
     labels = splits["test"].labels
     with run.timer("evaluation"):
-        classifier_params, classifier_accuracy = evaluation_classifier(run, splits, num_classes, keys[0])
+        classifier_params, classifier_accuracy = run.evaluation_classifier(config.classifier, splits, keys[0], CLASSIFIER_EPOCHS)
     with run.output() as out:
         state, history = run.fit(model, train_set, keys[1], out)
         with run.timer("evaluation"):
@@ -167,5 +129,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             plots.plot_latent_scatter(styles, labels, out / "style_by_label.png",
                                       title="style z[0], z[1] of test images, coloured by label (ideally mixed)")
         runs.save_state(out, state)
-        run.write_metrics(out, metrics)
+        run.write_metrics(out, metrics, dataclasses.replace(config, model=model_config))
     return metrics

@@ -1,0 +1,61 @@
+"""The ``aejax`` console command: experiment names, sub-commands and their errors."""
+
+from __future__ import annotations
+
+import pytest
+
+import aejax
+from aejax import cli
+
+
+def test_experiment_names_are_the_runnable_modules():
+    names = cli.experiment_names()
+    assert {"s1_pca", "s2_conv_ae", "s10_semi_supervised", "s11_beta_vae", "s11_wae", "classifier"} <= set(names)
+    assert "reproduce" not in names and not [n for n in names if n.startswith("_")]
+
+
+@pytest.mark.parametrize("given, full", [
+    ("s2_conv_ae", "s2_conv_ae"),  # exact
+    ("s1", "s1_pca"),  # a section, although s10_... and s11_... start with it too
+    ("s10", "s10_semi_supervised"),
+    ("s2_c", "s2_conv_ae"),  # a unique prefix
+    ("contractive", "contractive_ae"),
+])
+def test_resolve_experiment(given, full):
+    assert cli.resolve_experiment(given) == full
+
+
+@pytest.mark.parametrize("given, message", [
+    ("s11", "names several experiments (s11_beta_vae, s11_wae)"),
+    ("s99", "no experiment named 's99'"),
+])
+def test_resolve_experiment_refuses(given, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        cli.resolve_experiment(given)
+
+
+def test_version_list_and_usage(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"aejax {aejax.__version__}"
+    assert cli.main(["list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in listed] == cli.experiment_names()
+    assert cli.main([]) == 2 and "usage: aejax" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run"], "aejax run needs an experiment name"),
+    (["run", "s11", "--quick"], "names several experiments"),
+    (["frobnicate"], "unknown command 'frobnicate'"),
+])
+def test_bad_commands_exit_2_with_one_error_line(argv, message, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("error:") and "Traceback" not in err
+
+
+def test_run_help_names_the_experiment_and_its_presets(capsys):
+    with pytest.raises(SystemExit, match="^0$"):
+        cli.main(["run", "s1", "--help"])
+    out = capsys.readouterr().out
+    assert "usage: aejax run s1_pca" in out and "--preset" in out and "--variance" in out
