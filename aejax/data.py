@@ -253,6 +253,36 @@ def load_dataset(path: str | os.PathLike) -> dict[str, Split]:
     return {split: load_split_from_dir(path, split) for split in SPLITS}
 
 
+VALIDATION_SHARE = 1 / 6  # MNIST: 10,000 of the 60,000 training images
+VALIDATION_SEED = 0  # one hold-out for every run and seed, so runs compare on the same images
+
+
+def validation_split(split: Split, size: int | None = None, seed: int = VALIDATION_SEED) -> tuple[Split, Split]:
+    """(rest, validation): a fixed, seeded, class-stratified hold-out of ``split``.
+
+    ``size``: images held out (default: ``VALIDATION_SHARE`` of the split, 10,000 of MNIST's
+    60,000). Each class gives its share of ``size`` (largest remainders round, so the total
+    is exact); which images is a seeded permutation per class, the same on every machine.
+    Both parts keep the split's order.
+    """
+    labels = np.asarray(split.labels)
+    n = len(labels)
+    size = round(n * VALIDATION_SHARE) if size is None else int(size)
+    if not 0 < size < n:
+        raise ValueError(f"validation size must be between 1 and {n - 1} for a split of {n} images, got {size}")
+    classes, counts = np.unique(labels, return_counts=True)
+    quotas = counts * size / n
+    taken = np.floor(quotas).astype(int)
+    by_remainder = np.argsort(-(quotas - taken), kind="stable")
+    taken[by_remainder[: size - taken.sum()]] += 1
+    rng = np.random.default_rng(seed)
+    held = np.zeros(n, bool)
+    for label, quota in zip(classes, taken):
+        members = np.flatnonzero(labels == label)
+        held[rng.permutation(members)[:quota]] = True
+    return (Split(split.images[~held], labels[~held]), Split(split.images[held], labels[held]))
+
+
 def num_classes(splits: Mapping[str, Split] | Iterable[Split] | Split) -> int:
     """The number of classes: the largest label over the splits + 1 (0 when there are no labels)."""
     if isinstance(splits, Split):

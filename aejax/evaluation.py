@@ -1,6 +1,6 @@
 """Evaluating trained models: metrics, latent-space helpers and batched decoding.
 
-Numbers (``mean_squared_error``, ``psnr``, ``probe_accuracy``, ``reconstruction_metrics``)
+Numbers (``mean_squared_error``, ``psnr``, ``reconstruction_metrics``)
 take and give numpy. The model helpers run a ``train.Model`` in eval mode; each
 compiles one program per model, argument shapes and settings (the model is a static
 argument of a module-level ``jax.jit``), so calling them every epoch recompiles nothing.
@@ -91,29 +91,6 @@ def interpolate(z_start: np.ndarray, z_end: np.ndarray, steps: int) -> np.ndarra
         raise ValueError(f"steps must be >= 2, got {steps}")
     weights = np.linspace(0.0, 1.0, steps)[:, None]
     return (1 - weights) * z_start + weights * z_end
-
-
-def probe_accuracy(features: np.ndarray, labels: np.ndarray, kind: str = "logistic") -> float:
-    """How much of ``labels`` (N,) a fresh probe reads from ``features`` (N, D).
-
-    The probe (``"logistic"``: scikit-learn logistic regression on standardised
-    features; ``"knn"``: 10 nearest neighbours, which also sees non-linear structure) is
-    fitted on the first half and scored on the second. Chance is the majority share.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neighbors import KNeighborsClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    features, labels = np.asarray(features), np.asarray(labels)
-    if features.ndim != 2 or labels.shape != features.shape[:1] or len(labels) < 4:
-        raise ValueError(f"need features (N, D) and labels (N,) with N >= 4, got {features.shape} and {labels.shape}")
-    probes = {"logistic": lambda: LogisticRegression(max_iter=1000), "knn": lambda: KNeighborsClassifier(10)}
-    if kind not in probes:
-        raise ValueError(f"kind must be one of {sorted(probes)}, got {kind!r}")
-    half = len(labels) // 2
-    probe = make_pipeline(StandardScaler(), probes[kind]()).fit(features[:half], labels[:half])
-    return float(probe.score(features[half:], labels[half:]))
 
 
 def reconstruction_metrics(result: Mapping[str, np.ndarray], prefix: str = "test") -> dict[str, float]:

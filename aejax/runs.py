@@ -72,6 +72,11 @@ class TrainConfig:
                                           "or skip that batch's update"})
     data_parallel: bool = dataclasses.field(
         default=False, metadata={"help": "shard each batch over all devices, parameters replicated"})
+    validation: bool = dataclasses.field(
+        default=False, metadata={"help": "hold out a stratified validation split of the training set (MNIST: 10,000 "
+                                         "of 60,000, the same for every seed) on which the run makes its choices "
+                                         "(monitoring, stopping, labels); training uses the rest and the test set "
+                                         "is read once, at the end. Off: the lecture's protocol, training on all"})
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "chunk_steps"):
@@ -140,11 +145,18 @@ def check_writable(out: pathlib.Path) -> None:
         raise UsageError(f"output folder {out} is not writable")
 
 
-def load_splits(options: RunOptions) -> dict[str, data.Split]:
-    """The data set of ``options.data_dir`` (see ``data.load_mnist``), cut to the run's limits."""
+def load_splits(options: RunOptions, validation: bool = False) -> dict[str, data.Split]:
+    """The data set of ``options.data_dir`` (see ``data.load_mnist``), cut to the run's limits.
+
+    ``validation``: also a ``"validation"`` split, ``data.validation_split``'s hold-out of the
+    whole training set (then cut to the test limit), and ``"train"`` is the rest.
+    """
     splits = data.load_mnist(options.data_dir)
-    return {"train": data.Split(*(a[: options.train_limit] for a in splits["train"])),
-            "test": data.Split(*(a[: options.test_limit] for a in splits["test"]))}
+    result = {"train": splits["train"], "test": splits["test"]}
+    if validation:
+        result["train"], result["validation"] = data.validation_split(splits["train"])
+    limits = {"train": options.train_limit, "validation": options.test_limit, "test": options.test_limit}
+    return {name: data.Split(*(a[: limits[name]] for a in split)) for name, split in result.items()}
 
 
 # ------------------------------------------------------------------ the run folder
@@ -234,6 +246,7 @@ class Run:
     def __init__(self, config: Any, options: RunOptions, preset: str | None):
         self.config, self.options, self.preset = config, options, preset
         self.seconds: dict[str, float] = {}
+        self.split_sizes: dict[str, int] = {}
         self._started = time.perf_counter()
 
     def settings(self, config: Any = None) -> dict[str, Any]:
@@ -253,9 +266,17 @@ class Run:
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
 
+    @property
+    def validation(self) -> bool:
+        """Whether the run follows the validation protocol (``TrainConfig.validation``)."""
+        return bool(getattr(getattr(self.config, "train", None), "validation", False))
+
     def load_splits(self) -> dict[str, data.Split]:
+        """``load_splits`` for the run's options and protocol; their sizes go into metrics.json."""
         with self.timer("data"):
-            return load_splits(self.options)
+            splits = load_splits(self.options, self.validation)
+        self.split_sizes = {name: int(len(split.labels)) for name, split in splits.items()}
+        return splits
 
     def fit(self, model: train_lib.Model, train_set: dict[str, jax.Array], key: jax.Array, workdir: pathlib.Path,
             *, gather: train_lib.GatherFn = data.gather_batch,
@@ -297,8 +318,9 @@ class Run:
         if saved is not None and saved != classes:
             raise UsageError(f"the classifier in {folder.absolute()} was trained on {saved} classes, the data has "
                              f"{classes}; give another --classifier folder")
-        limited = self.options.train_limit is not None or self.options.test_limit is not None
-        whole = load_splits(dataclasses.replace(self.options, train_limit=None, test_limit=None)) if limited else splits
+        # one classifier for every run: trained on the whole training set, whatever the run's limits or protocol
+        partial = self.validation or self.options.train_limit is not None or self.options.test_limit is not None
+        whole = load_splits(dataclasses.replace(self.options, train_limit=None, test_limit=None)) if partial else splits
         return classifier.load_or_train(folder.absolute(), whole, key, epochs=epochs, num_classes=classes)
 
     def write_metrics(self, folder: pathlib.Path, metrics: dict[str, Any], config: Any = None) -> pathlib.Path:
@@ -311,6 +333,8 @@ class Run:
         payload = {
             **metrics,
             "preset": self.preset,
+            "protocol": {"validation": self.validation, "split_sizes": self.split_sizes,
+                         **metrics.get("protocol", {})},
             "settings": self.settings(config),
             "seconds": dict(self.seconds),
             "device": device_name(),

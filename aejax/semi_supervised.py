@@ -315,6 +315,20 @@ def _label_predictor(classify: Callable[..., jax.Array]) -> Callable[[Params, Ba
     return jax.jit(lambda params, batch_stats, images: jnp.argmax(classify(params, batch_stats, images), -1))
 
 
+@functools.lru_cache(maxsize=32)
+def _probability_predictor(classify: Callable[..., jax.Array]) -> Callable[[Params, BatchStats, jax.Array], jax.Array]:
+    return jax.jit(lambda params, batch_stats, images: jax.nn.softmax(classify(params, batch_stats, images), -1))
+
+
+def predict_probabilities(model: Model, params: Params, batch_stats: BatchStats, dataset: Mapping[str, jax.Array],
+                          batch_size: int = 1000) -> np.ndarray:
+    """The label head's q(y | x) (N, num_classes) over a split (``data.device_dataset``), eval mode;
+    compiled once per model and batch shape."""
+    run = _probability_predictor(model.classify)
+    return map_over_split(lambda _, idx: (run(params, batch_stats, data_lib.gather_batch(dataset, idx)["image"]),),
+                          dataset, batch_size)[0]
+
+
 def predict_labels(model: Model, params: Params, batch_stats: BatchStats, dataset: Mapping[str, jax.Array],
                    batch_size: int = 1000) -> np.ndarray:
     """The label head's argmax (N,) over a split (``data.device_dataset``), eval mode.
@@ -324,13 +338,3 @@ def predict_labels(model: Model, params: Params, batch_stats: BatchStats, datase
     run = _label_predictor(model.classify)
     return map_over_split(lambda _, idx: (run(params, batch_stats, data_lib.gather_batch(dataset, idx)["image"]),),
                           dataset, batch_size)[0]
-
-
-def clustering_error(clusters: np.ndarray, labels: np.ndarray) -> tuple[float, dict[int, int]]:
-    """Error when each cluster is assigned its majority label: (error, {cluster: label})."""
-    clusters, labels = np.asarray(clusters), np.asarray(labels)
-    if clusters.shape != labels.shape or clusters.ndim != 1 or clusters.size == 0:
-        raise ValueError(f"clusters and labels must be equal non-empty 1-D arrays, got {clusters.shape} and {labels.shape}")
-    assignment = {int(c): int(np.bincount(labels[clusters == c]).argmax()) for c in np.unique(clusters)}
-    predicted = np.vectorize(assignment.get)(clusters)
-    return float(np.mean(predicted != labels)), assignment

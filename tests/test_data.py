@@ -650,3 +650,57 @@ def test_random_shift_translates_each_image_within_the_range_with_zero_fill():
         data.random_shift(jax.random.key(0), images, -1)
     with pytest.raises(ValueError, match="must be \\(B, H, W, C\\)"):
         data.random_shift(jax.random.key(0), images[..., 0], 2)
+
+
+# ------------------------------------------------------------------ the validation split
+
+def _indexed_split(labels: np.ndarray) -> data.Split:
+    """A split whose image i holds i in its first three pixels (base 256), to trace images through a split."""
+    images = np.zeros((len(labels), 28, 28), np.uint8)
+    index = np.arange(len(labels))
+    images[:, 0, 0], images[:, 0, 1], images[:, 0, 2] = index % 256, (index // 256) % 256, index // 65536
+    return data.Split(images, labels.astype(np.uint8))
+
+
+def _indices(split: data.Split) -> np.ndarray:
+    first = split.images[:, 0, :3].astype(np.int64)
+    return first[:, 0] + 256 * first[:, 1] + 65536 * first[:, 2]
+
+
+def test_validation_split_of_mnist_is_stratified_disjoint_and_stable(mnist):
+    train = mnist["train"]
+    rest, held = data.validation_split(train)
+    assert (len(rest.labels), len(held.labels)) == (50_000, 10_000)
+    counts, held_counts = np.bincount(train.labels, minlength=10), np.bincount(held.labels, minlength=10)
+    assert np.all(np.abs(held_counts - counts / 6) <= 1)  # each class gives its sixth, rounded
+    # disjoint and together the whole training set (images as bytes; MNIST's training images are distinct)
+    rest_rows = {row.tobytes() for row in rest.images}
+    held_rows = {row.tobytes() for row in held.images}
+    assert not rest_rows & held_rows and len(rest_rows | held_rows) == len({r.tobytes() for r in train.images})
+    test_rows = {row.tobytes() for row in mnist["test"].images}
+    assert len(held_rows & test_rows) <= len({r.tobytes() for r in train.images} & test_rows)  # none added
+    again_rest, again_held = data.validation_split(train)
+    np.testing.assert_array_equal(again_held.images, held.images)
+    np.testing.assert_array_equal(again_rest.labels, rest.labels)
+
+
+def test_validation_split_partitions_keeps_order_and_is_seeded():
+    labels = np.repeat(np.arange(3), [50, 30, 20])[np.random.default_rng(1).permutation(100)]
+    split = _indexed_split(labels)
+    rest, held = data.validation_split(split, size=10, seed=0)
+    rest_index, held_index = _indices(rest), _indices(held)
+    assert sorted(np.concatenate([rest_index, held_index]).tolist()) == list(range(100))  # a partition
+    assert np.all(np.diff(rest_index) > 0) and np.all(np.diff(held_index) > 0)  # both in the split's order
+    np.testing.assert_array_equal(rest.labels, labels[rest_index])
+    assert np.bincount(held.labels, minlength=3).tolist() == [5, 3, 2]  # proportional to 50 / 30 / 20
+    np.testing.assert_array_equal(_indices(data.validation_split(split, size=10, seed=0)[1]), held_index)
+    assert not np.array_equal(_indices(data.validation_split(split, size=10, seed=1)[1]), held_index)
+    # largest remainders: 7 of 100 over 50 / 30 / 20 is 3.5 / 2.1 / 1.4 -> 4 / 2 / 1
+    assert np.bincount(data.validation_split(split, size=7)[1].labels, minlength=3).tolist() == [4, 2, 1]
+    assert len(data.validation_split(split)[1].labels) == 17  # a sixth by default
+
+
+@pytest.mark.parametrize("size", [0, 100, -3])
+def test_validation_split_refuses_impossible_sizes(size):
+    with pytest.raises(ValueError, match=f"validation size must be between 1 and 99 .* got {size}"):
+        data.validation_split(_indexed_split(np.arange(100) % 4), size=size)

@@ -112,7 +112,8 @@ def test_s5_vae_kl_only_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     assert metrics["settings"]["reconstruction_weight"] == 0 and metrics["settings"]["kld_weight"] == 0.1
     assert metrics["mu_mean_abs"] < 0.5 and 0.5 < metrics["variance_mean"] < 1.5  # about the prior
     assert 0.1 < metrics["majority_class_share"] < 0.2  # 8 classes of about equal size
-    assert 0 <= metrics["probe_accuracy_from_mu"] <= 1
+    probe = metrics["probe_from_mu"]["logistic"]
+    assert probe["test_size"] == 256 and probe["train_size"] == 512 and 0 <= probe["permuted_accuracy"] <= 1
 
 
 def test_s5_vae_kl_only_presets_and_impossible_settings(tmp_path, capsys):

@@ -9,7 +9,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
 from aejax import losses
 from aejax.autoencoder import SPARSITY_CHOICES, AEConfig, sparsity_penalty
@@ -51,6 +50,7 @@ def test_bce_hand_values():
 
 
 def test_bce_matches_torch():
+    torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 4, (3, 28, 28, 1)).astype(np.float32)
     targets = rng.uniform(0, 1, (3, 28, 28, 1)).astype(np.float32)  # soft targets, as pixel intensities

@@ -1,5 +1,6 @@
 """aejax.modules: parameter counts, shapes, PyTorch-like init and exact parity with the
-lecture's PyTorch Encoder/Decoder (weights converted one to one), in eval and train mode."""
+lecture's PyTorch Encoder/Decoder (weights converted one to one), in eval and train mode,
+and with its conditional decoder (CDecoder)."""
 
 from __future__ import annotations
 
@@ -285,6 +286,82 @@ def test_batchnorm_running_var_uses_unbiased_variance():
     _assert_close(y, ref._nhwc(torch_y))
     _assert_close(stats["var"], ref._np(torch_bn.running_var))
     _assert_close(stats["mean"], ref._np(torch_bn.running_mean))
+
+
+# ------------------------------------------------------------ conditional decoder vs the lecture's CDecoder
+
+CDEC_LATENT, CDEC_BATCH = 2, 6
+
+
+@pytest.fixture(scope="module")
+def torch_cdecoder():
+    """The lecture's CDecoder (the plain decoder on concat(z, one_hot(label, 10))) with random
+    weights and non-trivial BatchNorm state."""
+    torch, tnn, ref = _torch()
+
+    class TorchCDecoder(ref.TorchDecoder):
+        def __init__(self, latent_dim: int):
+            super().__init__(latent_dim + 10)
+
+        def forward(self, z, labels):
+            return super().forward(torch.cat([z, tnn.functional.one_hot(labels, 10).float()], 1))
+
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    decoder = TorchCDecoder(CDEC_LATENT)
+    bns = [m for m in decoder.modules() if isinstance(m, tnn.BatchNorm2d)]
+    with torch.no_grad():  # non-trivial BatchNorm affine parameters and running statistics
+        for bn in bns:
+            bn.weight.copy_(torch.rand(bn.weight.shape, generator=gen) + 0.5)
+            bn.bias.copy_(torch.randn(bn.bias.shape, generator=gen) * 0.2)
+            bn.momentum = 0.6
+        decoder.train()
+        for _ in range(2):
+            decoder(torch.randn(16, CDEC_LATENT, generator=gen), torch.randint(0, 10, (16,), generator=gen))
+        for bn in bns:
+            bn.momentum = 0.1
+        decoder.net[-2].weight.mul_(DECODER_OUT_GAIN)  # images spread over (0, 1), not all near 0.5
+    decoder.eval()
+    return decoder
+
+
+def test_conditional_decoder_parameter_count(torch_cdecoder):
+    _, _, ref = _torch()
+    shapes = jax.eval_shape(lambda k: Decoder(num_classes=10).init(
+        k, jnp.zeros((1, CDEC_LATENT)), False, labels=jnp.zeros((1,), jnp.int32)), jax.random.key(0))
+    torch_count = sum(p.numel() for p in torch_cdecoder.parameters())
+    assert _count(shapes["params"]) == torch_count == 1_580_577 + 10 * 512
+    chex.assert_trees_all_equal_shapes_and_dtypes(ref.torch_to_flax(torch_cdecoder), shapes)
+    # and through init_encoder_decoder, as the CVAE builds it
+    params, _ = jax.eval_shape(lambda k: modules.init_encoder_decoder(
+        k, Encoder(CDEC_LATENT), Decoder(num_classes=10), CDEC_LATENT), jax.random.key(0))
+    assert params["decoder"]["Dense_0"]["kernel"].shape == (CDEC_LATENT + 10, 512)
+
+
+def test_conditional_decoder_eval_parity(torch_cdecoder):
+    torch, _, ref = _torch()
+    rng = np.random.default_rng(3)
+    z = rng.normal(size=(CDEC_BATCH, CDEC_LATENT)).astype(np.float32)
+    labels = np.array([0, 3, 9, 3, 7, 1], np.int32)
+    with torch.no_grad():
+        expected = ref._nhwc(torch_cdecoder(torch.from_numpy(z), torch.from_numpy(labels).long()))
+        other = ref._nhwc(torch_cdecoder(torch.from_numpy(z), torch.from_numpy((labels + 5) % 10).long()))
+    variables = ref.torch_to_flax(torch_cdecoder)
+    decoder = Decoder(num_classes=10)
+    logits = decoder.apply(variables, jnp.asarray(z), False, labels=jnp.asarray(labels))
+    chex.assert_shape(logits, (CDEC_BATCH, 28, 28, 1))
+    assert expected.std() > 0.1 and expected.min() < 0.1 and expected.max() > 0.9  # images, not a constant
+    assert np.abs(other - expected).max() > 0.05  # the label changes the image
+    _assert_close(jax.nn.sigmoid(logits), expected)
+    flipped = decoder.apply(variables, jnp.asarray(z), False, labels=jnp.asarray((labels + 5) % 10))
+    _assert_close(jax.nn.sigmoid(flipped), other)
+    # labels are required, integer and one per code
+    with pytest.raises(ValueError, match="needs labels"):
+        decoder.apply(variables, jnp.asarray(z), False)
+    with pytest.raises(ValueError, match="labels must be integers of shape"):
+        decoder.apply(variables, jnp.asarray(z), False, labels=jnp.asarray(labels, jnp.float32))
+    with pytest.raises(ValueError, match="labels must be integers of shape"):
+        decoder.apply(variables, jnp.asarray(z), False, labels=jnp.asarray(labels[:3]))
 
 
 # ------------------------------------------------------------ ConvTranspose2x

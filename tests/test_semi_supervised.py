@@ -272,20 +272,6 @@ def test_gather_draws_labelled_images_from_the_subset(mnist):
     assert set(semi.gather(semi.make_dataset(split, None), indices)) == {"image", "label"}
 
 
-def test_clustering_error_on_hand_made_arrays():
-    error, assignment = semi.clustering_error(np.asarray([0, 0, 1, 1, 2]), np.asarray([3, 3, 4, 5, 5]))
-    assert error == pytest.approx(0.2)
-    assert assignment == {0: 3, 1: 4, 2: 5}
-    perfect, relabel = semi.clustering_error(np.asarray([2, 2, 0, 1, 1, 0]), np.asarray([7, 7, 1, 4, 4, 1]))
-    assert perfect == 0.0 and relabel == {0: 1, 1: 4, 2: 7}
-    merged, _ = semi.clustering_error(np.zeros(6, int), np.asarray([1, 1, 1, 2, 2, 3]))
-    assert merged == pytest.approx(0.5)
-    for clusters, labels in ((np.zeros(3, int), np.zeros(4, int)), (np.zeros(0, int), np.zeros(0, int)),
-                             (np.zeros((2, 2), int), np.zeros((2, 2), int))):
-        with pytest.raises(ValueError, match="clusters and labels must be equal non-empty 1-D arrays"):
-            semi.clustering_error(clusters, labels)
-
-
 # ================================================================== semi-supervised: augmentation and pseudo-labels
 
 def test_supervised_phase_with_shifts_and_pseudo_labels_by_hand(semi_batch):

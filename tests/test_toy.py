@@ -1,15 +1,14 @@
-"""aejax.toy (section 6's sine-plus-circle problem and its MLP autoencoders) and
-aejax.classifier (the MNIST CNN that scores generated digits).
+"""aejax.toy: section 6's sine-plus-circle problem and its MLP autoencoders.
 
 Parity with the lecture's PyTorch code: the toy data and split, the (conditional) MLPs
-with weights copied one to one, a few epochs of the lecture's full-batch training loop,
-``ReduceLROnPlateau(patience=50)`` epoch by epoch, and the conditional MNIST decoder
-(CDecoder) converted from PyTorch.
+with weights copied one to one, a few epochs of the lecture's full-batch training loop
+and ``ReduceLROnPlateau(patience=50)`` epoch by epoch. The tests that compare with
+PyTorch are skipped where torch is missing; the others run without it.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import math
 import types
 
@@ -18,14 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
-from torch import nn as tnn
 
-from aejax import checkpoint, classifier, data, modules, toy
+from aejax import toy
 from aejax import train as train_lib
-from torch_reference import TorchDecoder, _nhwc, _np, torch_to_flax
 
 ATOL = 1e-5
 RTOL = 1e-5
@@ -143,7 +138,16 @@ def test_split_is_sklearns_75_25_split(toy_data, toy_splits):
 
 # ================================================================ toy MLPs vs PyTorch
 
+def _torch():
+    """torch, torch.nn and tests/torch_reference.py; the calling test is skipped where torch is missing."""
+    torch = pytest.importorskip("torch")
+    import torch_reference
+
+    return torch, torch.nn, torch_reference
+
+
 def _torch_mlp(sizes):
+    _, tnn, _ = _torch()
     layers = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(tnn.Linear(a, b))
@@ -152,42 +156,52 @@ def _torch_mlp(sizes):
     return tnn.Sequential(*layers)
 
 
-class TorchToyAE(tnn.Module):
-    """The lecture's toy autoencoder; ``conditional``: the label (float 0/1) is appended to x and to z."""
+@functools.cache
+def _torch_toy_ae_class():
+    """The lecture's toy autoencoder (a torch.nn.Module, so made once torch is there)."""
+    torch, tnn, _ = _torch()
 
-    def __init__(self, conditional: bool):
-        super().__init__()
-        c = int(conditional)
-        self.conditional = conditional
-        self.encoder = _torch_mlp((2 + c, 32, 64, 1))
-        self.decoder = _torch_mlp((1 + c, 64, 32, 2))
+    class TorchToyAE(tnn.Module):
+        """``conditional``: the label (float 0/1) is appended to x and to z."""
 
-    def encode(self, x, y=None):
-        return self.encoder(torch.cat([x, y.view(-1, 1)], 1) if self.conditional else x)
+        def __init__(self, conditional: bool):
+            super().__init__()
+            c = int(conditional)
+            self.conditional = conditional
+            self.encoder = _torch_mlp((2 + c, 32, 64, 1))
+            self.decoder = _torch_mlp((1 + c, 64, 32, 2))
 
-    def decode(self, z, y=None):
-        return self.decoder(torch.cat([z, y.view(-1, 1)], 1) if self.conditional else z)
+        def encode(self, x, y=None):
+            return self.encoder(torch.cat([x, y.view(-1, 1)], 1) if self.conditional else x)
 
-    def forward(self, x, y=None):
-        return self.decode(self.encode(x, y), y)
+        def decode(self, z, y=None):
+            return self.decoder(torch.cat([z, y.view(-1, 1)], 1) if self.conditional else z)
+
+        def forward(self, x, y=None):
+            return self.decode(self.encode(x, y), y)
+
+    return TorchToyAE
 
 
-def _sequential_to_flax(seq: tnn.Sequential) -> dict:
+def _sequential_to_flax(seq) -> dict:
+    _, tnn, ref = _torch()
     linears = [m for m in seq if isinstance(m, tnn.Linear)]
-    return {f"Dense_{i}": {"kernel": jnp.asarray(_np(m.weight).T.copy()), "bias": jnp.asarray(_np(m.bias))}
+    return {f"Dense_{i}": {"kernel": jnp.asarray(ref._np(m.weight).T.copy()), "bias": jnp.asarray(ref._np(m.bias))}
             for i, m in enumerate(linears)}
 
 
-def _toy_params(torch_ae: TorchToyAE) -> dict:
+def _toy_params(torch_ae) -> dict:
     return {"encoder": _sequential_to_flax(torch_ae.encoder), "decoder": _sequential_to_flax(torch_ae.decoder)}
 
 
-def _torch_toy(conditional: bool, seed: int = 0) -> TorchToyAE:
+def _torch_toy(conditional: bool, seed: int = 0):
+    torch, _, _ = _torch()
     torch.manual_seed(seed)
-    return TorchToyAE(conditional)
+    return _torch_toy_ae_class()(conditional)
 
 
-def _t(x) -> torch.Tensor:
+def _t(x):
+    torch, _, _ = _torch()
     return torch.from_numpy(np.array(x, np.float32))
 
 
@@ -196,6 +210,7 @@ def _t(x) -> torch.Tensor:
 @pytest.mark.parametrize("conditional, encoder_count, decoder_count",
                          [(False, 2273, 2274), (True, 2305, 2338)])
 def test_toy_parameter_tree_and_counts(toy_splits, conditional, encoder_count, decoder_count):
+    _torch()
     model = toy.make_model(toy.ToyConfig(conditional=conditional), toy_splits["test"])
     params, batch_stats = model.init(jax.random.key(0))
     torch_ae = _torch_toy(conditional)
@@ -213,6 +228,7 @@ def test_toy_parameter_tree_and_counts(toy_splits, conditional, encoder_count, d
 
 @pytest.mark.parametrize("conditional", [False, True])
 def test_toy_model_matches_pytorch(toy_splits, conditional):
+    torch, tnn, ref = _torch()
     model = toy.make_model(toy.ToyConfig(conditional=conditional), toy_splits["test"])
     torch_ae = _torch_toy(conditional, seed=1)
     params = _toy_params(torch_ae)
@@ -223,9 +239,9 @@ def test_toy_model_matches_pytorch(toy_splits, conditional):
     codes_in = rng.normal(0, 2, (64, 1)).astype(np.float32)
     y = _t(labels)
     with torch.no_grad():
-        want_codes = _np(torch_ae.encode(_t(points), y))
-        want_decoded = _np(torch_ae.decode(_t(codes_in), y))
-        want_restored = _np(torch_ae(_t(points), y))
+        want_codes = ref._np(torch_ae.encode(_t(points), y))
+        want_decoded = ref._np(torch_ae.decode(_t(codes_in), y))
+        want_restored = ref._np(torch_ae(_t(points), y))
     codes = model.encode(params, batch_stats, jnp.asarray(points), jnp.asarray(labels))
     chex.assert_shape(codes, (64, 1))
     _assert_close(codes, want_codes)
@@ -249,8 +265,8 @@ def test_toy_model_matches_pytorch(toy_splits, conditional):
     loss, (_, metrics) = model.phases[0].loss_fn(params, batch_stats, batch, jax.random.key(0))
     test = toy_splits["test"]
     with torch.no_grad():
-        want_loss = F.mse_loss(torch_ae(_t(points), y), _t(points)).item()
-        want_test = F.mse_loss(torch_ae(_t(test["points"]), _t(test["label"])), _t(test["points"])).item()
+        want_loss = tnn.functional.mse_loss(torch_ae(_t(points), y), _t(points)).item()
+        want_test = tnn.functional.mse_loss(torch_ae(_t(test["points"]), _t(test["label"])), _t(test["points"])).item()
     np.testing.assert_allclose(float(loss), want_loss, rtol=1e-5)
     np.testing.assert_allclose(float(metrics["test_loss"]), want_test, rtol=1e-5)
     assert model.phases[0].value_metric == "test_loss"
@@ -260,6 +276,7 @@ def test_toy_model_matches_pytorch(toy_splits, conditional):
 def test_toy_training_epochs_match_pytorch_loop(toy_splits, conditional):
     """A few epochs of the lecture's loop (full batch; the scheduler stepped with the test loss
     before optimizer.step()) against train.train from the same weights."""
+    torch, tnn, _ = _torch()
     epochs = 4
     torch_ae = _torch_toy(conditional, seed=2)
     config = toy.ToyConfig(conditional=conditional)
@@ -278,10 +295,10 @@ def test_toy_training_epochs_match_pytorch_loop(toy_splits, conditional):
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", patience=50)
     for epoch in range(epochs):
         optimizer.zero_grad()
-        loss = F.mse_loss(torch_ae(train_x, train_y), train_x)
+        loss = tnn.functional.mse_loss(torch_ae(train_x, train_y), train_x)
         loss.backward()
         with torch.no_grad():
-            test_loss = F.mse_loss(torch_ae(test_x, test_y), test_x)
+            test_loss = tnn.functional.mse_loss(torch_ae(test_x, test_y), test_x)
         scheduler.step(test_loss.item())
         optimizer.step()
         np.testing.assert_allclose(history.epochs[epoch]["loss"], loss.item(), rtol=1e-5)
@@ -311,6 +328,7 @@ PLATEAU_SEQUENCES = _plateau_sequences()
 
 
 def _torch_plateau_rates(values, patience, factor, lr=1e-3):
+    torch, tnn, _ = _torch()
     param = tnn.Parameter(torch.zeros(1))
     optimizer = torch.optim.Adam([param], lr=lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", patience=patience, factor=factor)
@@ -447,196 +465,3 @@ def test_conditional_toy_autoencoder_beats_plain(toy_splits):
         assert mse < 0.5 * history.epochs[0]["test_loss"]  # it learned
         results[conditional] = mse
     assert results[True] < 0.5 * results[False], results
-
-
-# ================================================================ classifier
-
-def test_classifier_output_shape(random_classifier_params):
-    net = modules.Classifier(10)
-    x = jnp.asarray(np.random.default_rng(0).uniform(size=(3, 28, 28, 1)), jnp.float32)
-    shapes = jax.eval_shape(lambda k: net.init(k, x), jax.random.key(0))
-    assert set(shapes) == {"params"}  # no batch statistics
-    variables = {"params": random_classifier_params["classifier"]}
-    chex.assert_trees_all_equal_shapes_and_dtypes(variables, shapes)
-    logits = net.apply(variables, x)
-    chex.assert_shape(logits, (3, 10))
-    chex.assert_type(logits, jnp.float32)
-    # each image is scored independently of its batch
-    _assert_close(net.apply(variables, x[1:2]), logits[1:2])
-
-
-def test_accuracy_by_label():
-    wanted = np.array([0, 0, 1, 1, 1, 3, 3, 3, 3, 9])
-    predicted = np.array([0, 5, 1, 1, 2, 3, 3, 3, 3, 0])
-    result = classifier.accuracy_by_label(predicted, wanted)
-    assert result["overall"] == pytest.approx(7 / 10)
-    per_label = result["per_label"]
-    assert len(per_label) == 10
-    assert per_label[0] == pytest.approx(0.5)
-    assert per_label[1] == pytest.approx(2 / 3)
-    assert per_label[3] == 1.0
-    assert per_label[9] == 0.0
-    for absent in (2, 4, 5, 6, 7, 8):  # wanted never (2 and 5 are only predicted)
-        assert math.isnan(per_label[absent])
-    with pytest.raises(ValueError, match="differ in shape"):
-        classifier.accuracy_by_label(predicted[:-1], wanted)
-    with pytest.raises(ValueError, match="differ in shape"):
-        classifier.accuracy_by_label(predicted.reshape(2, 5), wanted)
-
-
-@pytest.fixture(scope="module")
-def random_classifier_params():
-    return classifier.make_model().init(jax.random.key(0))[0]
-
-
-def test_predict_checks_input_and_returns_digits(random_classifier_params):
-    params = random_classifier_params
-    images = np.random.default_rng(1).uniform(size=(7, 28, 28, 1)).astype(np.float32)
-    with pytest.raises(ValueError, match=r"images must be float \(N, 28, 28, 1\)"):
-        classifier.predict(params, (images * 255).astype(np.uint8))
-    with pytest.raises(ValueError, match=r"images must be float \(N, 28, 28, 1\)"):
-        classifier.predict(params, images[..., 0])  # (N, 28, 28)
-    with pytest.raises(ValueError, match=r"images must be float \(N, 28, 28, 1\)"):
-        classifier.predict(params, images.reshape(7, 1, 28, 28))
-    predicted = classifier.predict(params, images, batch_size=3)  # batches of 3, 3 and 1
-    assert isinstance(predicted, np.ndarray) and predicted.shape == (7,)
-    assert np.issubdtype(predicted.dtype, np.integer)
-    assert np.all((0 <= predicted) & (predicted < 10))
-    logits = modules.Classifier(10).apply({"params": params["classifier"]}, jnp.asarray(images))
-    np.testing.assert_array_equal(predicted, np.argmax(np.asarray(logits), -1))
-
-
-CLASSIFIER_TRAIN, CLASSIFIER_TEST, CLASSIFIER_EPOCHS = 4096, 512, 2
-
-
-@pytest.fixture(scope="module")
-def small_mnist(mnist):
-    return {"train": data.Split(mnist["train"].images[:CLASSIFIER_TRAIN], mnist["train"].labels[:CLASSIFIER_TRAIN]),
-            "test": data.Split(mnist["test"].images[:CLASSIFIER_TEST], mnist["test"].labels[:CLASSIFIER_TEST])}
-
-
-@pytest.fixture(scope="module")
-def trained_classifier(small_mnist, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("classifier") / "saved"
-    params, accuracy = classifier.load_or_train(folder, small_mnist, jax.random.key(0), epochs=CLASSIFIER_EPOCHS)
-    return folder, params, accuracy
-
-
-def test_load_or_train_trains_and_saves(trained_classifier, small_mnist):
-    folder, params, accuracy = trained_classifier
-    # 64 Adam steps on 4096 digits: 0.83-0.87 test accuracy over 6 seeds
-    assert accuracy > 0.8
-    assert (folder / "checkpoint").is_dir()
-    info = json.loads((folder / "classifier.json").read_text())
-    assert info == {"test_accuracy": accuracy, "epochs": CLASSIFIER_EPOCHS, "train_images": CLASSIFIER_TRAIN}
-    # the accuracy is that of the returned parameters on the test split
-    predicted = classifier.predict(params, data.to_float_nhwc(small_mnist["test"].images))
-    assert accuracy == pytest.approx(float(np.mean(predicted == small_mnist["test"].labels)))
-    assert classifier.accuracy_by_label(predicted, small_mnist["test"].labels)["overall"] == pytest.approx(accuracy)
-
-
-def test_load_or_train_loads_without_retraining(trained_classifier, small_mnist, monkeypatch):
-    folder, params, accuracy = trained_classifier
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("load_or_train retrained although a saved classifier exists")
-
-    monkeypatch.setattr(classifier, "train_classifier", no_training)
-    loaded, loaded_accuracy = classifier.load_or_train(folder, small_mnist, jax.random.key(1), epochs=CLASSIFIER_EPOCHS)
-    assert loaded_accuracy == accuracy
-    chex.assert_trees_all_equal_shapes_and_dtypes(loaded, params)
-    chex.assert_trees_all_equal(loaded, params)
-
-
-def test_load_or_train_without_path_saves_nothing(trained_classifier, small_mnist, monkeypatch, tmp_path):
-    _, params, accuracy = trained_classifier
-    calls = []
-
-    def fake_training(train_set, key, epochs=5, batch_size=128, progress=False, checkpoint_dir=None):
-        assert checkpoint_dir is None  # nothing on disk, not even training checkpoints
-        calls.append(int(train_set["label"].shape[0]))
-        return params
-
-    def no_saving(*args, **kwargs):
-        raise AssertionError("load_or_train(None, ...) saved a checkpoint")
-
-    monkeypatch.setattr(classifier, "train_classifier", fake_training)
-    monkeypatch.setattr(checkpoint, "save", no_saving)
-    monkeypatch.chdir(tmp_path)
-    got, got_accuracy = classifier.load_or_train(None, small_mnist, jax.random.key(0), epochs=1)
-    assert calls == [CLASSIFIER_TRAIN]
-    assert got is params and got_accuracy == pytest.approx(accuracy)
-    assert list(tmp_path.iterdir()) == []
-
-
-# ================================================================ conditional MNIST decoder vs PyTorch
-
-CDEC_LATENT, CDEC_BATCH = 2, 6
-
-
-class TorchCDecoder(TorchDecoder):
-    """The lecture's CDecoder: the plain decoder on concat(z, one_hot(label, 10))."""
-
-    def __init__(self, latent_dim: int):
-        super().__init__(latent_dim + 10)
-
-    def forward(self, z, labels):
-        return super().forward(torch.cat([z, F.one_hot(labels, 10).float()], 1))
-
-
-@pytest.fixture(scope="module")
-def torch_cdecoder():
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(1)
-    decoder = TorchCDecoder(CDEC_LATENT)
-    bns = [m for m in decoder.modules() if isinstance(m, tnn.BatchNorm2d)]
-    with torch.no_grad():  # non-trivial BatchNorm affine parameters and running statistics
-        for bn in bns:
-            bn.weight.copy_(torch.rand(bn.weight.shape, generator=gen) + 0.5)
-            bn.bias.copy_(torch.randn(bn.bias.shape, generator=gen) * 0.2)
-            bn.momentum = 0.6
-        decoder.train()
-        for _ in range(2):
-            decoder(torch.randn(16, CDEC_LATENT, generator=gen), torch.randint(0, 10, (16,), generator=gen))
-        for bn in bns:
-            bn.momentum = 0.1
-        decoder.net[-2].weight.mul_(30.0)  # images spread over (0, 1), not all near 0.5
-    decoder.eval()
-    return decoder
-
-
-def test_conditional_decoder_parameter_count(torch_cdecoder):
-    shapes = jax.eval_shape(lambda k: modules.Decoder(num_classes=10).init(
-        k, jnp.zeros((1, CDEC_LATENT)), False, labels=jnp.zeros((1,), jnp.int32)), jax.random.key(0))
-    torch_count = sum(p.numel() for p in torch_cdecoder.parameters())
-    assert _count(shapes["params"]) == torch_count == 1_580_577 + 10 * 512
-    chex.assert_trees_all_equal_shapes_and_dtypes(torch_to_flax(torch_cdecoder), shapes)
-    # and through init_encoder_decoder, as the CVAE builds it
-    params, _ = jax.eval_shape(lambda k: modules.init_encoder_decoder(
-        k, modules.Encoder(CDEC_LATENT), modules.Decoder(num_classes=10), CDEC_LATENT), jax.random.key(0))
-    assert params["decoder"]["Dense_0"]["kernel"].shape == (CDEC_LATENT + 10, 512)
-
-
-def test_conditional_decoder_eval_parity(torch_cdecoder):
-    rng = np.random.default_rng(3)
-    z = rng.normal(size=(CDEC_BATCH, CDEC_LATENT)).astype(np.float32)
-    labels = np.array([0, 3, 9, 3, 7, 1], np.int32)
-    with torch.no_grad():
-        expected = _nhwc(torch_cdecoder(torch.from_numpy(z), torch.from_numpy(labels).long()))
-        other = _nhwc(torch_cdecoder(torch.from_numpy(z), torch.from_numpy((labels + 5) % 10).long()))
-    variables = torch_to_flax(torch_cdecoder)
-    decoder = modules.Decoder(num_classes=10)
-    logits = decoder.apply(variables, jnp.asarray(z), False, labels=jnp.asarray(labels))
-    chex.assert_shape(logits, (CDEC_BATCH, 28, 28, 1))
-    assert expected.std() > 0.1 and expected.min() < 0.1 and expected.max() > 0.9  # images, not a constant
-    assert np.abs(other - expected).max() > 0.05  # the label changes the image
-    _assert_close(jax.nn.sigmoid(logits), expected)
-    flipped = decoder.apply(variables, jnp.asarray(z), False, labels=jnp.asarray((labels + 5) % 10))
-    _assert_close(jax.nn.sigmoid(flipped), other)
-    # labels are required, integer and one per code
-    with pytest.raises(ValueError, match="needs labels"):
-        decoder.apply(variables, jnp.asarray(z), False)
-    with pytest.raises(ValueError, match="labels must be integers of shape"):
-        decoder.apply(variables, jnp.asarray(z), False, labels=jnp.asarray(labels, jnp.float32))
-    with pytest.raises(ValueError, match="labels must be integers of shape"):
-        decoder.apply(variables, jnp.asarray(z), False, labels=jnp.asarray(labels[:3]))
