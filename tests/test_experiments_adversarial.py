@@ -30,11 +30,22 @@ def test_s8_aae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     assert match["prior"].startswith("uniform") and 0 <= match["inside_support"] <= 1
     assert match["discriminator_accuracy"] == pytest.approx(
         0.5 * (match["codes_called_codes"] + match["prior_called_prior"]))
+    distribution = match["distribution"]  # against prior samples, beside two prior samples' own distance
+    assert distribution["samples"] == 256 and distribution["mmd2"] > distribution["mmd2_noise"]
+    assert distribution["uniformity"]["share_inside"] == pytest.approx(match["inside_support"])
     # the recomputed encoder statistics move the codes (the trained running ones lag)
     assert metrics["prior_match_recomputed_bn"]["code_min"] != match["code_min"]
     assert 0 < metrics["test_bce"] < 0.75 and 0 < metrics["test_mse"] < 0.3  # near-untrained: about log 2
     assert len(metrics["train_history"]) == 1
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no staging folder left
+
+
+def test_s8_aae_boxes_report_each_box_share(other_idx_dir, tmp_path):
+    metrics = quick_run(s8_aae, other_idx_dir, tmp_path / "boxes", "--preset", "lecture_boxes")
+    match = metrics["prior_match"]
+    assert len(match["box_shares"]) == 10 and match["box_share_max"] == max(match["box_shares"])
+    assert sum(match["box_shares"]) == pytest.approx(match["inside_support"])  # the lecture's boxes do not overlap
+    assert "uniformity" not in match["distribution"]
 
 
 def test_s8_aae_presets():

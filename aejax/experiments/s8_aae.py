@@ -8,8 +8,10 @@ Figures: prior samples; test codes after every epoch (frames and a GIF); the fin
 codes; images decoded on a 50x50 grid over the codes' bounding box. metrics.json: the
 share of test codes inside the prior's support and the final discriminator's balanced
 accuracy on test codes vs prior samples, as trained and with the encoder's BatchNorm
-statistics recomputed for its final weights (``prior_match_recomputed_bn``), test
-reconstruction BCE / MSE.
+statistics recomputed for its final weights (``prior_match_recomputed_bn``); statistics
+collapse cannot game (``prior_match.distribution``: MMD^2 and energy distance against
+prior samples beside those of two prior samples; for the uniform box a uniformity test,
+for the ten boxes each box's share); test reconstruction BCE / MSE.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from typing import Any, Literal
 import jax
 import numpy as np
 
-from aejax import aae, data, evaluation, plots, priors, runs
+from aejax import aae, data, evaluation, plots, prior_match, priors, runs
 
 GRID_STEPS = 50
+UNIFORM_BOX = (-2.5, 2.5)  # the bounds of ``priors.uniform_box``'s default, the lecture's
 PriorName = Literal["uniform", "boxes", "gaussian", "mixture"]
 
 
@@ -54,6 +57,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     "recommended_boxes": {**_BOXES, **_CORRECTED, "label_conditioning": True, "standardize_components": True,
                           "adversary_learning_rate": 4e-3, "lr_schedule": "cosine"},
 }
+
+
+def distribution_match(name: PriorName, prior: priors.Prior, codes: np.ndarray, key: jax.Array) -> dict[str, Any]:
+    """Statistics that collapse cannot game (``aejax.prior_match``): MMD^2 and energy distance
+    of the codes (N, 2) against prior samples, beside those of two prior samples; for the
+    uniform box a uniformity test, for the ten boxes each box's share of the codes."""
+    box = UNIFORM_BOX if name == "uniform" else None
+    result: dict[str, Any] = {"distribution": prior_match.prior_match_statistics(codes, prior.sample, key, box=box)}
+    if name == "boxes":
+        shares = prior_match.box_shares(codes, *prior_match.boxes_bounds(priors.LECTURE_BOXES))
+        result.update(box_shares=shares, box_share_max=max(shares), box_share_min=min(shares))
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -89,8 +104,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             precise_stats = runs.recomputed_batch_stats(model, state, train_set, config.train.batch_size, keys[2])
             precise_codes = evaluation.evaluate(model, state.params, precise_stats, test_set)["latents"]
             metrics = {
-                "prior_match": aae.prior_match(model_config, state.params, state.batch_stats, codes, prior, keys[2],
-                                               labels),
+                "prior_match": {**aae.prior_match(model_config, state.params, state.batch_stats, codes, prior, keys[2],
+                                                  labels),
+                                **distribution_match(config.prior, prior, codes, keys[2])},
                 "prior_match_recomputed_bn": aae.prior_match(model_config, state.params, precise_stats, precise_codes,
                                                              prior, keys[2], labels),
                 **evaluation.reconstruction_metrics(result),
