@@ -122,17 +122,20 @@ class RunOptions:
 
 
 def parse(config: Any, presets: dict[str, dict[str, Any]], argv: list[str] | None, doc: str,
-          name: str) -> tuple[Any, RunOptions, str | None]:
+          name: str, quick: dict[str, int] | None = None) -> tuple[Any, RunOptions, str | None]:
     """An experiment's command line: (config, options, preset); ``runs/<name>`` is the default output folder.
 
     ``doc`` is the experiment module's ``__doc__`` (its first line describes the parser; the
-    rest is shown after the flags). ``--quick`` also sets the config's ``epochs`` (if it has one) to 1. The output folder must
-    be writable (usage error otherwise).
+    rest is shown after the flags). ``--quick`` also caps the config's ``epochs`` (if it has one) at 1
+    and each field named in ``quick`` at its value. The output folder must be writable
+    (usage error otherwise).
     """
     config, options, preset = flags.parse(config, presets, argv, doc, RunOptions(out=pathlib.Path("runs") / name),
                                           prog=f"aejax run {name}")
-    if options.quick and "epochs" in flags.leaf_fields(config):
-        config = flags.replace_fields(config, {"epochs": 1})
+    if options.quick:  # caps: the config's epochs at 1, and the experiment's own (``quick``)
+        fields = flags.as_flat_dict(config)
+        caps = {**({"epochs": 1} if "epochs" in fields else {}), **(quick or {})}
+        config = flags.replace_fields(config, {name: min(fields[name], cap) for name, cap in caps.items()})
     check_writable(options.out)
     return config, options, preset
 

@@ -40,12 +40,17 @@ def test_s8_aae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no staging folder left
 
 
-def test_s8_aae_boxes_report_each_box_share(other_idx_dir, tmp_path):
-    metrics = quick_run(s8_aae, other_idx_dir, tmp_path / "boxes", "--preset", "lecture_boxes")
+def test_s8_aae_boxes_report_each_box_share_and_validation_codes(other_idx_dir, tmp_path):
+    out = tmp_path / "boxes"
+    metrics = quick_run(s8_aae, other_idx_dir, out, "--preset", "lecture_boxes", "--validation")
     match = metrics["prior_match"]
     assert len(match["box_shares"]) == 10 and match["box_share_max"] == max(match["box_shares"])
     assert sum(match["box_shares"]) == pytest.approx(match["inside_support"])  # the lecture's boxes do not overlap
     assert "uniformity" not in match["distribution"]
+    # under the validation protocol the recipes are compared on validation codes
+    validation = metrics["validation_prior_match"]
+    assert sum(validation["box_shares"]) == pytest.approx(validation["inside_support"])
+    assert validation["distribution"]["samples"] == 256 and metrics["protocol"]["split_sizes"]["validation"] == 256
 
 
 def test_s8_aae_presets():
@@ -151,7 +156,8 @@ def test_s10_clustering_follows_validation_and_labels_clusters_from_training(oth
     assert metrics["protocol"]["validation"] is True
     assert metrics["protocol"]["split_sizes"] == {"train": 512, "validation": 256, "test": 256}
     assert metrics["error_by_epoch_split"] == "validation" and "test_error_by_epoch" not in metrics
-    assert len(metrics["validation_error_by_epoch"]) == 1
+    assert len(metrics["validation_error_by_epoch"]) == 1 and metrics["validation_best_epoch"] == 1
+    assert metrics["validation_best_error"] == metrics["validation_error_by_epoch"][0]
     report = metrics["clustering"]
     assert metrics["clustering_error"] == report["most_confident"]["error"]
     assert len(report["most_confident"]["cluster_labels"]) == 12 and report["clusters_used"] <= 12

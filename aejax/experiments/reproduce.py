@@ -57,6 +57,7 @@ class Experiment:
     seeds: tuple[int, ...] = (DEFAULT_SEED,)
     label_seeds: bool = False
     note: str = ""
+    chooses: str = ""  # what this entry's validation numbers choose (entries run under --validation)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,9 +71,9 @@ class Unit:
 
 
 def _exp(name, module, flags, section, claim, headline, figures, uses_classifier=False, seeds=(DEFAULT_SEED,),
-         label_seeds=False, note="") -> Experiment:
+         label_seeds=False, note="", chooses="") -> Experiment:
     return Experiment(name, module, tuple(flags), section, claim, tuple(headline), tuple(figures), uses_classifier,
-                      tuple(seeds), label_seeds, note)
+                      tuple(seeds), label_seeds, note, chooses)
 
 
 RECON = (("test BCE", "test_bce", ".4f"), ("test MSE", "test_mse", ".4f"))
@@ -83,12 +84,18 @@ PRIOR_MATCH = (("test codes inside the prior's support", "prior_match.inside_sup
                ("MMD^2 of two prior samples (noise level)", "prior_match.distribution.mmd2_noise", ".2e"),
                ("discriminator balanced accuracy (0.5 = chance)", "prior_match.discriminator_accuracy", ".3f"),
                ("test codes inside, encoder statistics recomputed", "prior_match_recomputed_bn.inside_support", ".1%"))
-ELBO_SAME_IMAGES = (*ELBO, ("negative ELBO on the IWAE's images, grey-level (nats)", "elbo_nats_on_iwae_images", ".1f"),
+ELBO_SAME_IMAGES = (*ELBO, ("negative ELBO on the IWAE's images, grey-level (nats)", "iwae_negative_elbo_same_images_nats", ".1f"),
                     ("IWAE importance samples k", "iwae_samples", "d"), ("IWAE test images", "iwae_images", "d"))
 UNIFORMITY = (("uniformity: chi-square p-value over a 10x10 grid", "prior_match.distribution.uniformity.p_value",
                ".2g"),)
+VALIDATION_PRIOR_MATCH = (
+    ("validation codes inside the prior's support", "validation_prior_match.inside_support", ".1%"),
+    ("MMD^2 of validation codes against prior samples", "validation_prior_match.distribution.mmd2", ".2e"),
+    ("MMD^2 of two prior samples (noise level)", "validation_prior_match.distribution.mmd2_noise", ".2e"),
+    ("uniformity: chi-square p-value", "validation_prior_match.distribution.uniformity.p_value", ".2g"))
 S10_FIGURES = ("error_by_epoch.png", "style_transfer.png")
-S10_EPOCHS = 10  # no epoch count in the lecture; the validation curves of the selection entries support it
+S10_EPOCHS = 10  # no epoch count in the lecture: chosen on validation (s10_choice_epochs)
+S10_CHOICE_EPOCHS = 20  # the validation curve that chooses it
 S10_PROTOCOL = ("--validation", "--epochs", str(S10_EPOCHS))
 S10_NOTE = (f"Validation protocol: trained on 50,000 images for {S10_EPOCHS} epochs, followed on the 10,000 held "
             "out, the test set read once. The paper trains far longer (thousands of epochs).")
@@ -146,7 +153,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
          "(Not in the lecture.) The latent-24 VAE at beta = 1 on binarized MNIST, the literature's benchmark: "
          "the IWAE paper (Burda et al. 2016) about 85-87 nats, pythae's VAE 89.8 nats.",
          [("IWAE NLL, binarized MNIST (nats)", "iwae_nll_nats", ".2f"),
-          ("negative ELBO on the same images (nats)", "elbo_nats_on_iwae_images", ".2f"),
+          ("negative ELBO on the same images (nats)", "iwae_negative_elbo_same_images_nats", ".2f"),
           ("importance samples k", "iwae_samples", "d"), ("test images", "iwae_images", "d")],
          ["reconstructions.png"],
          note="Dynamic binarization of the training images, one fixed seeded binarization of the test set; "
@@ -174,6 +181,15 @@ EXPERIMENTS: tuple[Experiment, ...] = (
           ("style transfer classified as the target label", "style_transfer_accuracy.overall", ".2%"), *ELBO],
          ["latent_all.png", "grid_label4.png", "grid_label9.png", "style_transfer.png"], uses_classifier=True,
          seeds=SEEDS),
+    _exp("s8_choice_lecture", "s8_aae", ["--preset", "lecture", "--validation"], "8. Adversarial autoencoder",
+         "Choosing the uniform prior's recipe on validation codes: the lecture's discriminator.",
+         VALIDATION_PRIOR_MATCH, ["latent_final.png"],
+         chooses="the recipe of the `recommended` preset: the one whose validation codes are closer to the prior "
+                  "(lower MMD^2) of this entry and the next"),
+    _exp("s8_choice_recommended", "s8_aae", ["--preset", "recommended", "--validation"], "8. Adversarial autoencoder",
+         "Choosing the uniform prior's recipe on validation codes: the corrected discriminator.",
+         VALIDATION_PRIOR_MATCH, ["latent_final.png"],
+         chooses="the recipe of the `recommended` preset (see the entry before)"),
     _exp("s8_aae_uniform", "s8_aae", ["--preset", "lecture"], "8. Adversarial autoencoder",
          "Uniform prior on [-2.5, 2.5]^2, the lecture's discriminator (BatchNorm): the codes should fill the box.",
          [*PRIOR_MATCH, *RECON], ["latent_final.png", "latent_epochs.gif", "grid.png"]),
@@ -199,6 +215,15 @@ EXPERIMENTS: tuple[Experiment, ...] = (
           ("the same, training labels permuted (chance)", "label_leak.knn.permuted_accuracy", ".1%"),
           ("style transfer classified as the target label", "style_transfer_accuracy.overall", ".1%")],
          ["style_transfer.png", "style_by_label.png"], uses_classifier=True, seeds=SEEDS),
+    _exp("s10_choice_epochs", "s10_semi_supervised",
+         ["--preset", "lecture", "--labels", "100", "--validation", "--epochs", str(S10_CHOICE_EPOCHS)],
+         "10. Semi-supervised AAE",
+         "Choosing the epoch count of section 10 (the lecture gives none) on the validation error of the paper's "
+         "phases with 100 labels.",
+         [("lowest validation error", "validation_best_error", ".2%"),
+          ("its epoch", "validation_best_epoch", "d"),
+          ("validation error by epoch", "validation_error_by_epoch", ".4f")],
+         S10_FIGURES, chooses=f"the epochs of the section 10 entries ({S10_EPOCHS}), within the CPU budget"),
     _exp("s10_ssl_100", "s10_semi_supervised", ["--preset", "lecture", "--labels", "100", *S10_PROTOCOL],
          "10. Semi-supervised AAE",
          "(Text only in the lecture.) Makhzani et al. (2015): 1.90% (+-0.10) test error with 100 labels.",
@@ -315,7 +340,7 @@ def expected_settings(unit: Unit) -> dict[str, Any]:
     that change numbers), from its command line and the experiment's own parser."""
     module = importlib.import_module(f"aejax.experiments.{unit.experiment.module}")
     config, options, _ = runs.parse(module.Config(), module.PRESETS, [*unit.argv, "--out", "."],
-                                         module.__doc__, unit.experiment.module)
+                                    module.__doc__, unit.experiment.module, quick=getattr(module, "QUICK", None))
     on_command_line = {name for name, (_, field, _) in flags.leaf_fields(config).items()
                        if field.metadata.get("cli", True)}
     settings = {k: v for k, v in flags.as_flat_dict(config).items() if k in on_command_line}
@@ -391,7 +416,7 @@ def _format(value: Any, spec: str) -> str:
     if value is None:
         return "n/a"
     if isinstance(value, list):
-        return "none" if not value else ", ".join(str(v) for v in value)
+        return "none" if not value else ", ".join(_format(v, spec) for v in value)
     try:
         return format(value, spec)
     except (TypeError, ValueError):
@@ -498,6 +523,8 @@ def render_markdown(entries: list[ReportEntry], header: dict[str, str]) -> str:
             lines += [f"*Protocol:* {e.protocol}.", ""]
         if e.experiment.note:
             lines += [f"*Note:* {e.experiment.note}", ""]
+        if e.experiment.chooses:
+            lines += [f"*Chooses:* {e.experiment.chooses}.", ""]
         if e.status != "done":
             lines += [f"**{e.status}**" + (f": {e.error}" if e.error else ""), ""]
         if e.numbers:
@@ -527,6 +554,7 @@ def render_html(entries: list[ReportEntry], header: dict[str, str], out: pathlib
                   f"<p><b>Claim:</b> {esc(e.experiment.claim)}</p><p><code>{esc(e.command)}</code></p>"]
         parts += [f"<p><i>Protocol:</i> {esc(e.protocol)}.</p>"] if e.protocol else []
         parts += [f"<p><i>Note:</i> {esc(e.experiment.note)}</p>"] if e.experiment.note else []
+        parts += [f"<p><i>Chooses:</i> {esc(e.experiment.chooses)}.</p>"] if e.experiment.chooses else []
         if e.status != "done":
             parts.append(f"<p class='failed'><b>{esc(e.status)}</b>{': ' + esc(e.error) if e.error else ''}</p>")
         if e.numbers:

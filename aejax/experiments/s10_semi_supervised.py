@@ -129,8 +129,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             predicted = semi_supervised.predict_labels(model, state.params, state.batch_stats, test_set)
             styles = evaluation.evaluate(model, state.params, state.batch_stats, test_set)["latents"][:FIGURE_ROWS]
             swapped = evaluation.label_swap(model, state.params, state.batch_stats, styles, model_config.num_classes)
+            best = int(np.argmin(errors))
             metrics: dict[str, Any] = {"labels": config.labels, "num_classes": num_classes, by_epoch: errors,
-                                       "error_by_epoch_split": followed, "train_history": history.epochs}
+                                       "error_by_epoch_split": followed, f"{followed}_best_epoch": best + 1,
+                                       f"{followed}_best_error": errors[best], "train_history": history.epochs}
             if supervised:
                 metrics["test_error"] = float(np.mean(predicted != labels))
                 metrics["labelled_indices"] = labelled.tolist()

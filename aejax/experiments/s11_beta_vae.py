@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from aejax import data, evaluation, likelihood, likelihood_metrics, plots, runs, vae
+from aejax import binarized, data, evaluation, likelihood, likelihood_metrics, plots, runs, vae
 
 GRID_STEPS = 20
 GRID_LIMIT = 3.0  # a latent-2 grid covers [-3, 3]^2
@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model = vae.make_model(model_config)
     train_key, noise_key, likelihood_key = jax.random.split(jax.random.key(config.train.seed), 3)
     train_set, test_set = data.device_dataset(splits["train"]), data.device_dataset(splits["test"])
+    if config.model.binarize:  # trained on binarized images: scored on the fixed binarization of the test set
+        test_set = binarized.binarized_test_set(splits["test"])
     with run.output() as out:
         state, history = run.fit(model, train_set, train_key, out)
         params, stats = state.params, state.batch_stats

@@ -28,10 +28,10 @@ from typing import Any, Literal
 import jax
 import numpy as np
 
-from aejax import checkpoint, evaluation, flags, plots, runs, toy
+from aejax import checkpoint, evaluation, plots, runs, toy
 from aejax import train as train_lib
 
-QUICK_MAX_EPOCHS = 300
+QUICK = {"max_epochs": 300}  # --quick's caps on the config (``runs.parse``)
 VALIDATION_SHARE = 0.2  # of the training points, watched by the schedule under plateau_split="validation"
 MIN_POINTS_PER_SHAPE = 10  # enough for a test quarter and a validation fifth of both shapes
 PlateauSplit = Literal["test", "validation"]
@@ -104,9 +104,7 @@ def fit_toy(config: toy.ToyConfig, train_points: Points, watched: Points, key: j
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    config, options, preset = runs.parse(Config(), PRESETS, argv, __doc__, "s6_toy_conditional")
-    if options.quick:
-        config = flags.replace_fields(config, {"max_epochs": min(config.model.max_epochs, QUICK_MAX_EPOCHS)})
+    config, options, preset = runs.parse(Config(), PRESETS, argv, __doc__, "s6_toy_conditional", quick=QUICK)
     run = runs.Run(config, options, preset)
     data_key, *model_keys = jax.random.split(jax.random.key(config.seed), 3)
     with run.timer("data"):

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import classifier, data, evaluation, likelihood, likelihood_metrics, plots, runs, vae
+from aejax import binarized, classifier, data, evaluation, likelihood, likelihood_metrics, plots, runs, vae
 
 GRID_STEPS = 20
 GRID_LIMIT = 2.0  # the label grids cover [-2, 2]^2
@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with run.timer("classifier"):
         classifier_params, classifier_accuracy = run.evaluation_classifier(config.classifier, splits, keys[0], CLASSIFIER_EPOCHS)
     train_set, test_set = data.device_dataset(splits["train"]), data.device_dataset(splits["test"])
+    if config.model.binarize:  # trained on binarized images: scored on the fixed binarization of the test set
+        test_set = binarized.binarized_test_set(splits["test"])
     labels = splits["test"].labels
     per_label = min(config.samples_per_label, QUICK_SCORED) if options.quick else config.samples_per_label
     transfer_images = min(config.transfer_images, QUICK_SCORED if options.quick else len(labels), len(labels))

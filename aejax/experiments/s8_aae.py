@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     run = runs.Run(config, options, preset)
     splits = run.load_splits()
     train_set, test_set = data.device_dataset(splits["train"]), data.device_dataset(splits["test"])
+    followed = "validation" if run.validation else "test"  # the split the epochs' frames show
+    followed_set = data.device_dataset(splits[followed])
     model_config = dataclasses.replace(config.model, num_classes=data.num_classes(splits),
                                        decay_steps=config.train.decay_steps(len(splits["train"].labels)))
     prior = priors.PRIORS[config.prior]()
@@ -89,10 +91,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         def plot_epoch(epoch: int, state, _means: dict) -> None:
             with run.timer("evaluation"):
-                codes = evaluation.evaluate(model, state.params, state.batch_stats, test_set)["latents"]
+                codes = evaluation.evaluate(model, state.params, state.batch_stats, followed_set)["latents"]
             with run.timer("figures"):
-                plots.plot_latent_scatter(codes, labels, out / "frames" / f"latent_epoch{epoch:02d}.png",
-                                          title=f"test codes after epoch {epoch} (eval mode)")
+                plots.plot_latent_scatter(codes, splits[followed].labels,
+                                          out / "frames" / f"latent_epoch{epoch:02d}.png",
+                                          title=f"{followed} codes after epoch {epoch} (eval mode)")
 
         state, history = run.fit(model, train_set, keys[1], out, on_epoch_end=plot_epoch)
         with run.timer("evaluation"):
@@ -112,6 +115,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 **evaluation.reconstruction_metrics(result),
                 "train_history": history.epochs,
             }
+            if run.validation:  # what a choice between recipes reads: the same statistics on validation codes
+                validation_codes = evaluation.evaluate(model, state.params, state.batch_stats, followed_set)["latents"]
+                metrics["validation_prior_match"] = {
+                    "inside_support": float(np.mean(np.asarray(prior.contains(validation_codes)))),
+                    **distribution_match(config.prior, prior, validation_codes, keys[2])}
         with run.timer("figures"):
             # from the files: a resumed run plotted its first epochs in an earlier process
             frames = [out / "frames" / f"latent_epoch{epoch:02d}.png" for epoch in range(1, len(history.epochs) + 1)]
