@@ -470,6 +470,7 @@ class ReportEntry:
     numbers: list[tuple[str, str]]  # (label, formatted value or mean +- sd)
     figures: list[str]  # paths relative to the report
     wall_seconds: float | None  # all of the entry's runs
+    wall_label: str  # what ``wall_seconds`` measured
     device: str | None
     protocol: str
     error: str | None = None
@@ -489,13 +490,18 @@ def collect(out: pathlib.Path, manifest: dict[str, Any], args: argparse.Namespac
         first = entry_units[0]
         seeds = f"  (seeds {', '.join(str(u.seed) for u in entry_units)})" if len(entry_units) > 1 else ""
         command = f"aejax run {experiment.module} {' '.join(_shown(first.argv))}{seeds}"
+        # a run that recorded no total (older runs) gives its training time, and the report says so
         walls = [(m.get("seconds") or {}).get("total") for m in metrics]
+        wall_label = "wall time (all runs)"
+        if None in walls:
+            walls = [(m.get("seconds") or {}).get("train", m.get("train_seconds")) for m in metrics]
+            wall_label = "training time (all runs)"
         numbers = [(label, summarize([_lookup(m, key) for m in metrics], spec))
                    for label, key, spec in experiment.headline] if metrics else []
         figures = [f"{done[0].folder}/{f}" for f in experiment.figures if done and (out / done[0].folder / f).is_file()]
         entries.append(ReportEntry(
             experiment, status, command.strip(), numbers, figures,
-            sum(walls) if walls and None not in walls else None,
+            sum(walls) if walls and None not in walls else None, wall_label,
             metrics[0].get("device") if metrics else None,
             protocol_text(metrics[0]) if metrics else "", errors[0] if errors else None))
     return entries
@@ -530,7 +536,7 @@ def render_markdown(entries: list[ReportEntry], header: dict[str, str]) -> str:
         if e.numbers:
             lines += ["| measured | value |", "|---|---|"] + [f"| {_cell(label)} | {_cell(value)} |"
                                                              for label, value in e.numbers]
-            lines += [f"| wall time (all runs) | {'n/a' if e.wall_seconds is None else f'{e.wall_seconds:.0f} s'} |",
+            lines += [f"| {e.wall_label} | {'n/a' if e.wall_seconds is None else f'{e.wall_seconds:.0f} s'} |",
                       f"| device | {e.device or 'n/a'} |", ""]
         lines += [f"![{e.experiment.name}: {pathlib.Path(f).stem}]({f})" for f in e.figures]
     return "\n".join(lines) + "\n"
@@ -559,7 +565,7 @@ def render_html(entries: list[ReportEntry], header: dict[str, str], out: pathlib
             parts.append(f"<p class='failed'><b>{esc(e.status)}</b>{': ' + esc(e.error) if e.error else ''}</p>")
         if e.numbers:
             wall = "n/a" if e.wall_seconds is None else f"{e.wall_seconds:.0f} s"
-            rows = [*e.numbers, ("wall time (all runs)", wall), ("device", e.device or "n/a")]
+            rows = [*e.numbers, (e.wall_label, wall), ("device", e.device or "n/a")]
             parts.append("<table>" + "".join(f"<tr><td>{esc(a)}</td><td>{esc(b)}</td></tr>" for a, b in rows) + "</table>")
         for figure in e.figures:
             if figure.endswith(".png"):
@@ -584,8 +590,8 @@ def write_report(out: pathlib.Path, manifest: dict[str, Any], args: argparse.Nam
         "device": (f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind} (host {platform.node()})"
                    if not args.report_only else "each run's own (below)"),
         "written": datetime.datetime.now().isoformat(timespec="seconds"),
-        "total time": f"{sum(e.wall_seconds or 0 for e in entries):.0f} s (each run's wall time, from its "
-                      f"metrics.json)",
+        "total time": f"{sum(e.wall_seconds or 0 for e in entries):.0f} s (each run's wall time from its "
+                      f"metrics.json, its training time where it recorded no total)",
         "protocol": "choices (epochs, schedules, recipes, cluster labels, probe settings) on a validation split held "
                     "out of the training set, or the lecture's fixed settings; the test set read once per run",
         "complete": f"{sum(e.status == 'done' for e in entries)} of {len(entries)} entries",
