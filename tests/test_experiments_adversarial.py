@@ -58,7 +58,7 @@ def test_s8_aae_presets():
     assert preset == "lecture" and lecture == s8_aae.Config()
     recommended, _ = parse(s8_aae, "--preset", "recommended")
     assert changed(recommended, lecture) == {"discriminator_norm": "none", "discriminator_loss": "balanced",
-                                              "generator_optimizer": "shared"}
+                                              "generator_optimizer": "shared", "validation": True}
     boxes, _ = parse(s8_aae, "--preset", "recommended_boxes", "--batch-size", "256")
     assert boxes.prior == "boxes" and boxes.model.label_conditioning and boxes.model.standardize_components
     assert boxes.train.batch_size == 256  # a flag overrides its preset's value
@@ -78,7 +78,7 @@ def test_s8_aae_label_conditioned_boxes_need_ten_classes(other_idx_dir, tmp_path
 
 def test_s9_disentangled_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
-    metrics = quick_run(s9_disentangled, other_idx_dir, out)
+    metrics = quick_run(s9_disentangled, other_idx_dir, out, "--validation")
     assert {"style_transfer.png", "style_by_label.png", "checkpoint", "metrics.json"} <= files(out)
     assert_recorded(s9_disentangled, metrics)
     assert metrics["num_classes"] == EIGHT_CLASSES
@@ -88,10 +88,13 @@ def test_s9_disentangled_quick_run_on_eight_classes(other_idx_dir, tmp_path):
         leak = metrics["label_leak"][kind]
         assert (leak["train_size"], leak["test_size"]) == (512, 256)
         assert 0 <= leak["accuracy"] <= 1 and 0 <= leak["permuted_accuracy"] <= 1
-    assert set(metrics["recomputed_bn"]) == {"label_head_test_accuracy", "label_leak"}
+    assert set(metrics["recomputed_bn"]) == {"label_head_accuracy", "label_leak"}
+    # under the validation protocol the same probes score the validation styles too (what chooses a recipe)
+    assert set(metrics["validation"]) == {"label_head_accuracy", "label_leak"}
+    assert metrics["validation"]["label_leak"]["knn"]["test_size"] == metrics["protocol"]["split_sizes"]["validation"]
     majority = metrics["label_leak"]["logistic"]["majority_share"]
     # four steps teach the label head something, seen once its statistics fit the final weights
-    assert metrics["recomputed_bn"]["label_head_test_accuracy"] > majority + 0.1
+    assert metrics["recomputed_bn"]["label_head_accuracy"] > majority + 0.1
     assert 1 / EIGHT_CLASSES <= majority < 0.3
     transfer = metrics["style_transfer_accuracy"]
     assert 0 <= transfer["overall"] <= 1
@@ -106,7 +109,7 @@ def test_s9_disentangled_presets():
     assert lecture.model.style_normalization == "none" and lecture.model.confusion_weight == 0.1
     recommended, _ = parse(s9_disentangled, "--preset", "recommended")
     assert changed(recommended, lecture) == {"style_normalization": "class", "kernel_dependence_weight": 10.0,
-                                              "batch_size": 512, "epochs": 4}
+                                              "batch_size": 512, "epochs": 4, "validation": True}
     assert parse(s9_disentangled, "--preset", "recommended", "--quick")[0].train.epochs == 1
 
 
@@ -171,9 +174,11 @@ def test_s10_semi_supervised_presets():
     assert preset == "lecture" and lecture == s10_semi_supervised.Config()
     assert lecture.labels == 100 and lecture.model.semi_supervised and lecture.model.augment_shift == 0
     recommended, _ = parse(s10_semi_supervised, "--preset", "recommended")
-    assert changed(recommended, lecture) == {"lr_schedule": "cosine", "augment_shift": 2, "consistency_weight": 1.0}
+    assert changed(recommended, lecture) == {"lr_schedule": "cosine", "augment_shift": 2, "consistency_weight": 1.0,
+                                              "validation": True}
     clustering, _ = parse(s10_semi_supervised, "--preset", "clustering")
-    assert changed(clustering, lecture) == {"labels": 0, "categorical_temperature": 0.3, "semi_supervised": False}
+    assert changed(clustering, lecture) == {"labels": 0, "categorical_temperature": 0.3, "semi_supervised": False,
+                                             "validation": True}
     assert clustering.clusters == 16
     # a label count given with the clustering preset makes it semi-supervised again
     assert parse(s10_semi_supervised, "--preset", "clustering", "--labels", "1000")[0].model.semi_supervised

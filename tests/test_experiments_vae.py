@@ -96,7 +96,7 @@ def test_s5_vae_presets_and_impossible_settings(other_idx_dir, tmp_path, capsys)
     assert parse(s5_vae, "--preset", "lecture_latent2")[0].model.latent_dim == 2
     recommended = parse(s5_vae, "--preset", "recommended")[0]
     assert recommended.model.kld_weight == pytest.approx(1 / 784) and recommended.model.kl_warmup_steps > 0
-    assert recommended.model.latent_dim == 24
+    assert recommended.model.latent_dim == 24 and recommended.train.validation  # the protocol's preset
     err = one_line_error(s5_vae, ["--lr-schedule", "cosine", "--out", str(tmp_path / "o")], capsys)
     assert "lr_schedule must be constant" in err
     err = one_line_error(s5_vae, ["--start-class", "9", "--data-dir", str(other_idx_dir), "--train-limit", "512",

@@ -93,6 +93,9 @@ VALIDATION_PRIOR_MATCH = (
     ("MMD^2 of validation codes against prior samples", "validation_prior_match.distribution.mmd2", ".2e"),
     ("MMD^2 of two prior samples (noise level)", "validation_prior_match.distribution.mmd2_noise", ".2e"),
     ("uniformity: chi-square p-value", "validation_prior_match.distribution.uniformity.p_value", ".2g"))
+S9_VALIDATION = (("validation: label head accuracy", "validation.label_head_accuracy", ".2%"),
+                 ("validation: logistic probe leak", "validation.label_leak.logistic.accuracy", ".1%"),
+                 ("validation: 10-NN probe leak", "validation.label_leak.knn.accuracy", ".1%"))
 S10_FIGURES = ("error_by_epoch.png", "style_transfer.png")
 S10_EPOCHS = 10  # no epoch count in the lecture: chosen on validation (s10_choice_epochs)
 S10_CHOICE_EPOCHS = 20  # the validation curve that chooses it
@@ -149,6 +152,16 @@ EXPERIMENTS: tuple[Experiment, ...] = (
          "vector arithmetic only partly transfers style.",
          [*RECON, *ELBO_SAME_IMAGES, ("active latent dimensions", "active_dims", "d")],
          ["interpolation.png", "interpolation.gif", "reconstructions.png", "denoising.png", "vector_arithmetic.png"]),
+    _exp("s5_choice_lecture", "s5_vae", ["--preset", "lecture", "--validation"], "5. Variational autoencoder",
+         "Choosing the VAE's recipe on validation images: the lecture's (BCE + 0.005 KL, no warm-up).",
+         [("validation negative ELBO, grey-level BCE (nats)", "validation_negative_elbo_nats", ".2f")], [],
+         chooses="the recipe of the `recommended` preset: of this entry and s5_vae_recommended, the lower "
+                 "validation negative ELBO"),
+    _exp("s5_vae_recommended", "s5_vae", ["--preset", "recommended"], "5. Variational autoencoder",
+         "(Beyond the lecture.) beta = 1, the plain ELBO, with the KL weight warmed up over the first epoch.",
+         [("validation negative ELBO, grey-level BCE (nats)", "validation_negative_elbo_nats", ".2f"), *RECON,
+          *ELBO_SAME_IMAGES, ("active latent dimensions", "active_dims", "d")],
+         ["reconstructions.png", "interpolation.png"]),
     _exp("s5_vae_binarized", "s5_vae", ["--preset", "binarized"], "5. Variational autoencoder",
          "(Not in the lecture.) The latent-24 VAE at beta = 1 on binarized MNIST, the literature's benchmark: "
          "the IWAE paper (Burda et al. 2016) about 85-87 nats, pythae's VAE 89.8 nats.",
@@ -184,19 +197,17 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     _exp("s8_choice_lecture", "s8_aae", ["--preset", "lecture", "--validation"], "8. Adversarial autoencoder",
          "Choosing the uniform prior's recipe on validation codes: the lecture's discriminator.",
          VALIDATION_PRIOR_MATCH, ["latent_final.png"],
-         chooses="the recipe of the `recommended` preset: the one whose validation codes are closer to the prior "
-                  "(lower MMD^2) of this entry and the next"),
-    _exp("s8_choice_recommended", "s8_aae", ["--preset", "recommended", "--validation"], "8. Adversarial autoencoder",
-         "Choosing the uniform prior's recipe on validation codes: the corrected discriminator.",
-         VALIDATION_PRIOR_MATCH, ["latent_final.png"],
-         chooses="the recipe of the `recommended` preset (see the entry before)"),
+         chooses="the recipe of the `recommended` preset: of this entry and s8_aae_uniform_corrected (which "
+                  "reports the same validation numbers), the one whose validation codes are closer to the prior "
+                  "(lower MMD^2)"),
     _exp("s8_aae_uniform", "s8_aae", ["--preset", "lecture"], "8. Adversarial autoencoder",
          "Uniform prior on [-2.5, 2.5]^2, the lecture's discriminator (BatchNorm): the codes should fill the box.",
          [*PRIOR_MATCH, *RECON], ["latent_final.png", "latent_epochs.gif", "grid.png"]),
     _exp("s8_aae_uniform_corrected", "s8_aae", ["--preset", "recommended"], "8. Adversarial autoencoder",
          "The same with aejax's corrected discriminator (no BatchNorm, balanced loss, the generator term in the "
          "autoencoder's Adam): the codes' scale is matched too.",
-         [*PRIOR_MATCH, *UNIFORMITY, *RECON], ["latent_final.png", "latent_epochs.gif", "grid.png"], seeds=SEEDS),
+         [*PRIOR_MATCH, *UNIFORMITY, *RECON, *VALIDATION_PRIOR_MATCH],
+         ["latent_final.png", "latent_epochs.gif", "grid.png"], seeds=SEEDS),
     _exp("s8_aae_boxes", "s8_aae", ["--preset", "lecture_boxes"],
          "8. Adversarial autoencoder", "Ten uniform boxes as the prior: the codes gather in the boxes.",
          [*PRIOR_MATCH, *RECON], ["prior_samples.png", "latent_final.png"]),
@@ -205,6 +216,12 @@ EXPERIMENTS: tuple[Experiment, ...] = (
          "(rates cosine-decayed over the run).",
          [*PRIOR_MATCH, ("largest box's share of the codes (ideal 10%)", "prior_match.box_share_max", ".1%"), *RECON],
          ["latent_final.png"], seeds=SEEDS),
+    _exp("s9_choice_lecture", "s9_disentangled", ["--preset", "lecture", "--validation"],
+         "9. Disentangling style and label",
+         "Choosing the recipe on validation styles: the lecture's description (a label adversary on z alone).",
+         S9_VALIDATION, ["style_transfer.png"], uses_classifier=True,
+         chooses="the recipe of the `recommended` preset: of this entry and s9_disentangled, the lower "
+                 "validation leak by both probes"),
     _exp("s9_disentangled", "s9_disentangled", ["--preset", "recommended"], "9. Disentangling style and label",
          "(Text only in the lecture.) A label head and a style z; an adversary keeps the label out of z. "
          "Target: the label readable from z by fair probes no better than 15%.",
@@ -213,7 +230,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
           ("the same, training labels permuted (chance)", "label_leak.logistic.permuted_accuracy", ".1%"),
           ("label leak: 10-NN probe on z", "label_leak.knn.accuracy", ".1%"),
           ("the same, training labels permuted (chance)", "label_leak.knn.permuted_accuracy", ".1%"),
-          ("style transfer classified as the target label", "style_transfer_accuracy.overall", ".1%")],
+          ("style transfer classified as the target label", "style_transfer_accuracy.overall", ".1%"), *S9_VALIDATION],
          ["style_transfer.png", "style_by_label.png"], uses_classifier=True, seeds=SEEDS),
     _exp("s10_choice_epochs", "s10_semi_supervised",
          ["--preset", "lecture", "--labels", "100", "--validation", "--epochs", str(S10_CHOICE_EPOCHS)],

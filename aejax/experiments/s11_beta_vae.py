@@ -112,11 +112,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "vector_arithmetic_classes": [one, nine],
                 "train_history": history.epochs,
             }
-            first, last = evaluation.lecture_example(splits["test"], start), evaluation.lecture_example(splits["test"], end)
+            first, last = (evaluation.lecture_example(splits["test"], label) for label in (start, end))
             row = evaluation.interpolation_frames(model, params, stats, first, last, 10)
             frames = evaluation.interpolation_frames(model, params, stats, first, last, 200)
             arithmetic = evaluation.vector_arithmetic(model, params, stats, np.stack(
-                [evaluation.lecture_example(splits["test"], one), evaluation.lecture_example(splits["test"], nine), evaluation.lecture_example(splits["test"], nine, 1)]))
+                [evaluation.lecture_example(splits["test"], label, index) for label, index in ((one, 0), (nine, 0),
+                                                                                              (nine, 1))]))
             grid = (evaluation.decode_on_grid(model, params, stats, (-GRID_LIMIT,) * 2, (GRID_LIMIT,) * 2, GRID_STEPS)
                     if model_config.latent_dim == 2 else None)
         with run.timer("figures"):
