@@ -217,9 +217,27 @@ def data_parallel_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
 
 
 def _place(mesh: Mesh | None, tree: Any, spec: PartitionSpec) -> Any:
+    """``tree``'s arrays laid out on ``mesh`` by ``spec``.
+
+    A mesh over several processes holds devices this process cannot address, which
+    ``device_put`` refuses: there every process holds the same whole value (the same data,
+    seed and shuffle), and each builds the global array from its own copy's pieces.
+    """
     if mesh is None:
         return tree
-    return jax.device_put(tree, NamedSharding(mesh, spec))
+    sharding = NamedSharding(mesh, spec)
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+
+    def build(leaf: Any) -> jax.Array:
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:  # already global
+            return leaf
+        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(build(jax.random.key_data(leaf)), impl=jax.random.key_impl(leaf))
+        whole = np.asarray(leaf)
+        return jax.make_array_from_callback(whole.shape, sharding, lambda index: whole[index])
+
+    return jax.tree.map(build, tree)
 
 
 def _place_indices(mesh: Mesh | None, indices: jax.Array) -> jax.Array:
