@@ -61,6 +61,7 @@ def test_quick_subset_runs_reports_and_then_skips_what_is_complete(mnist_dir, tm
     assert report.count("**not run**") == len(reproduce.EXPERIMENTS) - 3
     assert "PCA(0.90) keeps 87 components" in report  # the claim beside the measurement
     assert "*Protocol:* the lecture's protocol: trained on all 512 training images" in report
+    assert "plateau schedule and stop watch: test" in report  # what section 6's lecture setting watches
     assert "mode: quick" in report and "device: cpu" in report and "complete: 2 of" in report
     page = (out / "REPORT.html").read_text()
     assert page.count("data:image/png;base64,") == 4  # s1's three figures and s6's one, inlined

@@ -469,14 +469,19 @@ def protocol_text(metrics: dict[str, Any]) -> str:
     """Which images trained, chose and scored the run, from its metrics.json."""
     protocol = metrics.get("protocol") or {}
     sizes = protocol.get("split_sizes") or {}
+    watched = {k: v for k, v in protocol.items() if k not in ("validation", "split_sizes")}
+    if watched:  # what the run followed or chose on, in its own words
+        return protocol_text({**metrics, "protocol": {"validation": protocol.get("validation"),
+                                                      "split_sizes": sizes}}) + "; " + ", ".join(
+            f"{k.replace('_', ' ')}: {v}" for k, v in sorted(watched.items()))
     if protocol.get("validation"):
         return (f"validation protocol: trained on {sizes.get('train', '?'):,} images; "
                 f"{sizes.get('validation', '?'):,} held out to follow and choose; "
                 f"{sizes.get('test', '?'):,} test images read once, at the end")
     if sizes:
         return (f"the lecture's protocol: trained on all {sizes.get('train', '?'):,} training images, "
-                f"scored on {sizes.get('test', '?'):,} test images (nothing chosen on them)")
-    return "the lecture's protocol: trained on all training images (nothing chosen on the test set)"
+                f"scored on {sizes.get('test', '?'):,} test images")
+    return "the lecture's protocol: trained on all training images"
 
 
 @dataclasses.dataclass

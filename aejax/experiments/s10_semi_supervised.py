@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             best = int(np.argmin(errors))
             metrics: dict[str, Any] = {"labels": config.labels, "num_classes": num_classes, by_epoch: errors,
                                        "error_by_epoch_split": followed, f"{followed}_best_epoch": best + 1,
+                                       "protocol": {"error_followed_on": followed},
                                        f"{followed}_best_error": errors[best], "train_history": history.epochs}
             if supervised:
                 metrics["test_error"] = float(np.mean(predicted != labels))

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         splits = toy.split(toy_data)
         train_points, watched = schedule_split(splits, config.plateau_split)
     test_points, test_labels = np.asarray(splits["test"]["points"]), splits["test"]["label"]
-    metrics: dict[str, Any] = {}
+    metrics: dict[str, Any] = {"protocol": {"plateau_schedule_and_stop_watch": config.plateau_split}}
     reconstructions: dict[str, np.ndarray] = {}
     with run.output() as out:
         for name, conditional, key in (("plain", False, model_keys[0]), ("conditional", True, model_keys[1])):

@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                              prior, keys[2], labels),
                 **evaluation.reconstruction_metrics(result),
                 "train_history": history.epochs,
+                "protocol": {"epoch_frames_on": followed},
             }
             if run.validation:  # what a choice between recipes reads: the same statistics on validation codes
                 validation_codes = evaluation.evaluate(model, state.params, state.batch_stats, followed_set)["latents"]
