@@ -290,7 +290,8 @@ class Run:
 
         Checkpoints go to ``workdir/train_state`` (the run's staging folder), from which an
         interrupted run resumes. ``seconds["train"]`` is the training wall time over all
-        of the run's processes (an interrupted part included).
+        of the run's processes (an interrupted part included) but for compiling the
+        training programs, ``seconds["compile"]`` (this process's).
         """
         settings: TrainConfig = self.config.train
         state = train_lib.create_train_state(model, key)
@@ -302,7 +303,8 @@ class Run:
                 checkpoint_every=settings.checkpoint_every, nonfinite=settings.on_nonfinite,
                 progress=self.options.progress, gather=gather, on_epoch_end=on_epoch_end, should_stop=should_stop)
         jax.block_until_ready(state.params)
-        self.seconds["train"] = self.seconds.get("train", 0.0) + history.seconds
+        self.seconds["compile"] = self.seconds.get("compile", 0.0) + history.compile_seconds
+        self.seconds["train"] = self.seconds.get("train", 0.0) + history.seconds - history.compile_seconds
         return state, history
 
     def evaluation_classifier(self, folder: pathlib.Path, splits: dict[str, data.Split], key: jax.Array,

@@ -252,6 +252,7 @@ def _place_indices(mesh: Mesh | None, indices: jax.Array) -> jax.Array:
 class History(NamedTuple):
     epochs: list[dict[str, float]]  # per epoch, the mean of each metric over its steps
     seconds: float = 0.0  # wall time of ``train``, summed over the processes of a resumed run
+    compile_seconds: float = 0.0  # of ``seconds``, compiling the step and chunk programs (this process)
 
 
 def num_examples(dataset: Mapping[str, jax.Array]) -> int:
@@ -384,6 +385,18 @@ def train(
         resume = saved_progress if saved_progress["items_done"] else None
     state, dataset = _place(mesh, state, PartitionSpec()), _place(mesh, dataset, PartitionSpec())
     global_step = int(state.step)
+    executables: dict[tuple[bool, tuple[int, ...]], Callable] = {}
+    compile_seconds = 0.0
+
+    def run(is_chunk: bool, state: TrainState, indices: jax.Array) -> tuple[TrainState, Metrics]:
+        """One step or chunk; each program is compiled ahead on first use, so its compile time is known."""
+        nonlocal compile_seconds
+        program = (is_chunk, tuple(indices.shape))
+        if program not in executables:
+            begun = time.perf_counter()
+            executables[program] = (chunk_fn if is_chunk else step_fn).lower(state, dataset, indices).compile()
+            compile_seconds += time.perf_counter() - begun
+        return executables[program](state, dataset, indices)
 
     def save(epoch: int, items_done: int, shuffle_key: jax.Array | None, totals: dict, steps_done: int,
              finished: bool = False) -> None:
@@ -425,7 +438,7 @@ def train(
         for item, (indices, is_chunk) in enumerate(work):
             if item < items_to_skip:
                 continue
-            state, metrics = (chunk_fn if is_chunk else step_fn)(state, dataset, _place_indices(mesh, indices))
+            state, metrics = run(is_chunk, state, _place_indices(mesh, indices))
             rows = {k: np.atleast_1d(np.asarray(v)) for k, v in jax.device_get(metrics).items()}  # (steps,) each
             _raise_if_nonfinite(rows, global_step, epoch, saved_note())
             totals = {k: totals.get(k, 0.0) + float(np.sum(v, dtype=np.float64)) for k, v in rows.items()}
@@ -448,7 +461,8 @@ def train(
         if checkpoints is not None and (checkpoint_every is None or finished or epoch == epochs
                                         or global_step - (last_saved or 0) >= checkpoint_every):
             save(epoch + 1, 0, None, {}, 0, finished)
-    return state, history._replace(seconds=earlier_seconds + time.perf_counter() - started)
+    return state, history._replace(seconds=earlier_seconds + time.perf_counter() - started,
+                                   compile_seconds=compile_seconds)
 
 
 def _main_loss(totals: Mapping[str, float]) -> float:

@@ -59,6 +59,11 @@ def test_s2_conv_ae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
         assert 0 < metrics[name] < 40
     assert metrics["psnr_pca90_db"] > metrics["psnr_noisy_db"]
     assert len(metrics["train_history"]) == 1 and metrics["train_images_per_second"] > 0
+    # the wall time in parts: compiling the training programs is measured apart from training
+    seconds = metrics["seconds"]
+    assert {"data", "compile", "train", "evaluation", "figures", "total"} <= set(seconds)
+    assert all(seconds[part] > 0 for part in ("data", "compile", "train", "evaluation", "figures"))
+    assert sum(seconds[part] for part in ("data", "compile", "train", "evaluation", "figures")) <= seconds["total"]
 
 
 def test_s2_presets_are_the_lecture_runs(tmp_path, capsys):
