@@ -257,13 +257,16 @@ class Classifier(nn.Module):
     """
 
     num_classes: int = 10
+    # the same function by any impl; "auto" (patches on a CPU) keeps XLA:CPU's slow convolution
+    # gradients out of the scanned training chunks
+    conv_impl: ConvImpl = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         check_images(x)
         in_features = x.shape[-1]
         for features in (32, 64):
-            x = nn.relu(_conv(features, 3, 1, 1, in_features)(x))
+            x = nn.relu(_conv(features, 3, 1, 1, in_features, self.conv_impl)(x))
             x = nn.max_pool(x, (2, 2), (2, 2))
             in_features = features
         x = x.reshape(x.shape[0], -1)

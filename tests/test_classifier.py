@@ -320,3 +320,12 @@ def test_load_or_train_refuses_a_checkpoint_without_its_info(trained_classifier,
     shutil.copytree(folder / "checkpoint", bare / "checkpoint")
     with pytest.raises(ValueError, match=f"without {classifier.INFO_FILE}"):
         classifier.load_or_train(bare, small_mnist, jax.random.key(0), epochs=1)
+
+
+def test_classifier_is_the_same_function_by_any_convolution_impl():
+    images = jax.random.uniform(jax.random.key(3), (5, 28, 28, 1))
+    params = modules.Classifier(10, "lax").init(jax.random.key(4), images)
+    by_lax = modules.Classifier(10, "lax").apply(params, images)
+    by_patches = modules.Classifier(10, "patches").apply(params, images)
+    np.testing.assert_allclose(np.asarray(by_patches), np.asarray(by_lax), rtol=1e-5, atol=1e-5)
+    assert modules.Classifier(10).conv_impl == "auto"  # patches on a CPU: fast gradients inside scanned chunks
