@@ -249,6 +249,29 @@ def _place_indices(mesh: Mesh | None, indices: jax.Array) -> jax.Array:
     return _place(mesh, indices, spec)
 
 
+# Compiled training programs by (jitted function, argument layout): a later ``train`` call with
+# the same model and shapes reuses the executable, as calling the jitted function would.
+_EXECUTABLES: dict[tuple, Callable] = {}
+_MAX_EXECUTABLES = 64
+
+
+def _layout(tree: Any) -> tuple:
+    """What an executable is specialised to: the tree structure and each leaf's type, shape and placement."""
+    leaves, structure = jax.tree.flatten(tree)
+    return structure, tuple((type(leaf), getattr(leaf, "dtype", None), getattr(leaf, "shape", None),
+                             getattr(leaf, "weak_type", None), getattr(leaf, "sharding", None)) for leaf in leaves)
+
+
+def _compiled(fn: Callable, *args: Any) -> Callable:
+    """``fn`` (a ``jax.jit`` function) compiled ahead for ``args``, from the cache when it was before."""
+    key = (fn, _layout(args))
+    if key not in _EXECUTABLES:
+        if len(_EXECUTABLES) >= _MAX_EXECUTABLES:
+            _EXECUTABLES.pop(next(iter(_EXECUTABLES)))  # the oldest
+        _EXECUTABLES[key] = fn.lower(*args).compile()
+    return _EXECUTABLES[key]
+
+
 class History(NamedTuple):
     epochs: list[dict[str, float]]  # per epoch, the mean of each metric over its steps
     seconds: float = 0.0  # wall time of ``train``, summed over the processes of a resumed run
@@ -394,7 +417,7 @@ def train(
         program = (is_chunk, tuple(indices.shape))
         if program not in executables:
             begun = time.perf_counter()
-            executables[program] = (chunk_fn if is_chunk else step_fn).lower(state, dataset, indices).compile()
+            executables[program] = _compiled(chunk_fn if is_chunk else step_fn, state, dataset, indices)
             compile_seconds += time.perf_counter() - begun
         return executables[program](state, dataset, indices)
 

@@ -143,7 +143,8 @@ def test_s10_semi_supervised_quick_run_on_eight_classes(other_idx_dir, tmp_path)
     assert metrics["labels"] == 80 and metrics["num_classes"] == EIGHT_CLASSES
     indices = np.asarray(metrics["labelled_indices"])
     assert len(set(indices)) == 80 and indices.max() < 512  # from the run's training images
-    train_labels = data.load_mnist(other_idx_dir)["train"].labels
+    # the recommended preset follows the validation protocol: indices into the training images left after the hold-out
+    train_labels = data.validation_split(data.load_mnist(other_idx_dir)["train"])[0].labels
     assert np.bincount(train_labels[indices], minlength=EIGHT_CLASSES).tolist() == [10] * EIGHT_CLASSES
     assert 0 <= metrics["test_error"] < 0.85  # chance: 7/8
     assert metrics["test_error_by_epoch"] == [pytest.approx(metrics["test_error"])]  # the lecture's protocol
