@@ -303,9 +303,13 @@ class Run:
                 checkpoint_every=settings.checkpoint_every, nonfinite=settings.on_nonfinite,
                 progress=self.options.progress, gather=gather, on_epoch_end=on_epoch_end, should_stop=should_stop)
         jax.block_until_ready(state.params)
+        self.add_training_time(history)
+        return state, history
+
+    def add_training_time(self, history: train_lib.History) -> None:
+        """Adds a ``train.train`` call's time: compiling to ``seconds["compile"]``, the rest to ``seconds["train"]``."""
         self.seconds["compile"] = self.seconds.get("compile", 0.0) + history.compile_seconds
         self.seconds["train"] = self.seconds.get("train", 0.0) + history.seconds - history.compile_seconds
-        return state, history
 
     def evaluation_classifier(self, folder: pathlib.Path, splits: dict[str, data.Split], key: jax.Array,
                               epochs: int) -> tuple[train_lib.Params, float]:

@@ -119,8 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             model_config = dataclasses.replace(config.model, conditional=conditional)
             model, state, history = fit_toy(model_config, train_points, watched, key, config.checkpoint_every,
                                             out / runs.TRAIN_STATE / name)
-            run.seconds["compile"] = run.seconds.get("compile", 0.0) + history.compile_seconds
-            run.seconds["train"] = run.seconds.get("train", 0.0) + history.seconds - history.compile_seconds
+            run.add_training_time(history)
             with run.timer("evaluation"):
                 codes = model.encode(state.params, state.batch_stats, splits["test"]["points"], test_labels)
                 restored = np.asarray(model.decode(state.params, state.batch_stats, codes, test_labels))  # (N, 2)
