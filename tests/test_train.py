@@ -38,6 +38,18 @@ def test_same_seed_gives_identical_params_and_another_seed_differs():
     assert int(runs[0].step) == 3  # 96 / 32 batches
 
 
+def test_compile_time_is_counted_on_the_first_call_only():
+    """The step program compiles in the first ``train`` call; a second call with the same model
+    and shapes reuses it, so it records no compile time."""
+    model, dataset = _small_model(), _dataset(64)
+    first = train_lib.train(model, train_lib.create_train_state(model, jax.random.key(0)), dataset,
+                            epochs=1, batch_size=32, progress=False, log_epochs=False)[1]
+    second = train_lib.train(model, train_lib.create_train_state(model, jax.random.key(1)), dataset,
+                             epochs=1, batch_size=32, progress=False, log_epochs=False)[1]
+    assert 0.0 < first.compile_seconds < first.seconds
+    assert second.compile_seconds == 0.0
+
+
 def test_train_step_updates_params_stats_and_key_and_lowers_loss():
     model, dataset = _small_model(), _dataset(64)
     state = train_lib.create_train_state(model, jax.random.key(0))
