@@ -57,6 +57,18 @@ def kl_sparsity_per_unit(z: jax.Array, target: float) -> jax.Array:
     return bernoulli_kl(target, jnp.mean(sparsity_activation(z), axis=0))
 
 
+def batch_balance_gap(probs: jax.Array) -> jax.Array:
+    """KL(mean categorical of the batch || uniform) = log K - H(mean of ``probs`` over the batch).
+
+    probs (B, K), rows on the simplex -> scalar >= 0: zero when the batch as a whole uses
+    every category equally, log K when every row puts all its mass on one same category.
+    A categorical prior matched per batch: it penalises empty clusters, not unsure rows.
+    """
+    mean = jnp.mean(probs, axis=0)
+    # the floor keeps the gradient finite where a category is unused (log 0)
+    return jnp.log(probs.shape[-1]) + jnp.sum(mean * jnp.log(jnp.maximum(mean, 1e-12)))
+
+
 def gaussian_kl_per_dimension(mu: jax.Array, log_var: jax.Array) -> jax.Array:
     """KL(N(mu, exp(log_var)) || N(0, 1)) elementwise, in nats: ``-0.5 (1 + log_var - mu^2 - exp(log_var))``."""
     return -0.5 * (1 + log_var - jnp.square(mu) - jnp.exp(log_var))

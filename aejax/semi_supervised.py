@@ -28,6 +28,9 @@ label discriminator's prior samples from the relaxed (Gumbel-softmax) categorica
 of exact one-hot vectors. A softmax output never is exactly one-hot, so against one-hot
 samples the discriminator wins outright (without labels nothing else makes the head
 confident) and its verdict stops telling the encoder which way to go.
+``balance_weight`` > 0 adds to the generator phase the batch-balance term
+(``losses.batch_balance_gap``): the batch's mean label distribution is pulled to the
+uniform one, so no category empties while the discriminator's game is undecided.
 
 Batches come from ``make_dataset`` + ``gather``: every training image as unlabelled
 (their labels are replaced by -1, so no loss can read them) and the labelled subset,
@@ -79,13 +82,15 @@ class SemiSupervisedConfig:
                                                "argmax its pseudo-label")
     categorical_temperature: float = flags.field(0.0, "> 0: the label discriminator's prior samples are relaxed one-hot "
                                                  "vectors at this temperature; 0: exact one-hot (the paper)")
+    balance_weight: float = flags.field(0.0, "weight of the batch-balance term of the generator phase: KL of the batch's "
+                                        "mean label distribution from the uniform one; 0: none (the paper)")
 
     def __post_init__(self):
         if self.latent_dim <= 0 or self.num_classes <= 1:
             raise ValueError(f"need latent_dim > 0 and num_classes > 1, got {self.latent_dim} and {self.num_classes}")
         if min(self.learning_rate, self.adversary_learning_rate) <= 0:
             raise ValueError("learning rates must be > 0")
-        if min(self.weight_decay, self.generator_weight, self.supervised_weight) < 0:
+        if not all(w >= 0 for w in (self.weight_decay, self.generator_weight, self.supervised_weight, self.balance_weight)):
             raise ValueError("weight_decay and the loss weights must be >= 0")
         if self.decay_steps < 0:
             raise ValueError(f"decay_steps must be >= 0, got {self.decay_steps}")
@@ -243,13 +248,20 @@ def discriminators_loss(parts: SemiSupervisedParts, params: Params, batch_stats:
 def generator_loss(parts: SemiSupervisedParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
                    step: jax.Array | None = None) -> tuple[jax.Array, tuple]:
     """``generator_weight`` * the sum of both discriminators' BCEs against 1 on the encoder's outputs
-    for batch["image"] (B, 28, 28, 1). Returns (loss, (batch_stats, metrics))."""
+    for batch["image"] (B, 28, 28, 1), plus ``balance_weight`` * ``losses.batch_balance_gap`` of the
+    label head's softmax. Returns (loss, (batch_stats, metrics))."""
     del key, step
+    config = parts.config
     label_logits, style, encoder_stats = encoder_outputs(parts, params, batch_stats, batch["image"])
-    label_verdict, style_verdict = verdicts(parts, params, jax.nn.softmax(label_logits), style)
-    loss = parts.config.generator_weight * (jnp.mean(_bce_against(label_verdict, 1.0))
-                                            + jnp.mean(_bce_against(style_verdict, 1.0)))
-    return loss, ({**batch_stats, "encoder": encoder_stats}, {})
+    label_probs = jax.nn.softmax(label_logits)
+    label_verdict, style_verdict = verdicts(parts, params, label_probs, style)
+    loss = config.generator_weight * (jnp.mean(_bce_against(label_verdict, 1.0))
+                                      + jnp.mean(_bce_against(style_verdict, 1.0)))
+    metrics = {}
+    if config.balance_weight > 0:
+        gap = losses.batch_balance_gap(label_probs)
+        loss, metrics = loss + config.balance_weight * gap, {"balance_gap": gap}
+    return loss, ({**batch_stats, "encoder": encoder_stats}, metrics)
 
 
 def supervised_loss(parts: SemiSupervisedParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,

@@ -194,3 +194,18 @@ def test_sparsity_penalty_target_matters():
     chex.assert_trees_all_close(low, jnp.asarray(np.mean(_np_kl(0.05, act)), jnp.float32), rtol=1e-5)
     chex.assert_trees_all_close(high, jnp.asarray(np.mean(_np_kl(0.5, act)), jnp.float32), rtol=1e-5)
     assert float(low) != float(high)
+
+
+def test_batch_balance_gap_by_hand():
+    """log K - H(batch mean): 0 for a batch spread evenly, log K for one collapsed on a category."""
+    k = 4
+    even = jnp.eye(k)  # each category once
+    collapsed = jnp.tile(jnp.eye(k)[2], (5, 1))
+    np.testing.assert_allclose(float(losses.batch_balance_gap(even)), 0.0, atol=1e-6)
+    np.testing.assert_allclose(float(losses.batch_balance_gap(jnp.full((3, k), 1 / k))), 0.0, atol=1e-6)
+    np.testing.assert_allclose(float(losses.batch_balance_gap(collapsed)), np.log(k), rtol=1e-6)
+    probs = jnp.asarray([[0.5, 0.5, 0.0], [0.1, 0.2, 0.7]])
+    mean = np.array([0.3, 0.35, 0.35])
+    np.testing.assert_allclose(float(losses.batch_balance_gap(probs)), np.log(3) + np.sum(mean * np.log(mean)), atol=1e-6)
+    grad = jax.grad(lambda p: losses.batch_balance_gap(p))(collapsed)
+    assert np.all(np.isfinite(np.asarray(grad)))  # zero means do not give NaN gradients

@@ -81,6 +81,34 @@ def test_generator_loss_by_hand():
     assert metrics == {} and stats == batch_stats
 
 
+def test_generator_loss_adds_the_batch_balance_term_by_hand():
+    """balance_weight * (log K - H(mean softmax over the batch)) on top of the adversarial terms."""
+    rng = np.random.default_rng(2)
+    images = jnp.asarray(rng.uniform(size=(4, 2, 2, 1)).astype(np.float32))
+    w = rng.normal(size=(4, 5)).astype(np.float32)
+    params = {"encoder": {"Dense_0": {"kernel": jnp.asarray(w)}},
+              "label_discriminator": {"Dense_0": {"kernel": jnp.ones((3, 1)), "bias": jnp.zeros((1,))}},
+              "style_discriminator": {"Dense_0": {"kernel": jnp.ones((2, 1)), "bias": jnp.zeros((1,))}}}
+    batch_stats = {"encoder": {}, "label_discriminator": {}, "style_discriminator": {}}
+    modules = semi.SemiSupervisedModules(FlatEncoder(5), None, LinearCritic(), LinearCritic())
+
+    def generator(balance_weight):
+        config = semi.SemiSupervisedConfig(latent_dim=2, num_classes=3, balance_weight=balance_weight)
+        parts = dataclasses.replace(semi.make_parts(config), modules=modules)
+        loss, (_, metrics) = semi.generator_loss(parts, params, batch_stats, {"image": images}, jax.random.key(0))
+        return float(loss), metrics
+
+    out = np.asarray(images).reshape(4, 4).astype(np.float64) @ w
+    probs = np.exp(out[:, :3]) / np.exp(out[:, :3]).sum(-1, keepdims=True)
+    mean = probs.mean(0)
+    gap = np.log(3) + np.sum(mean * np.log(mean))
+    plain, _ = generator(0.0)
+    balanced, metrics = generator(2.0)
+    np.testing.assert_allclose(balanced - plain, 2.0 * gap, rtol=1e-4)
+    np.testing.assert_allclose(float(metrics["balance_gap"]), gap, rtol=1e-4)
+    assert gap > 0.01  # the random encoder is unbalanced enough for the term to show
+
+
 def test_make_model_assembles_the_named_losses():
     model = semi.make_model(SEMI_CONFIG)
     assert [(p.name, p.loss_fn.func) for p in model.phases] == [
@@ -321,7 +349,8 @@ def test_pseudo_labels_only_from_confident_images(semi_batch):
     ({"consistency_weight": 1.0, "semi_supervised": False}, "consistency_weight needs semi_supervised=True"),
     ({"categorical_temperature": -0.1}, "categorical_temperature must be >= 0"),
     ({"adversary_learning_rate": 0.0}, "learning rates must be > 0"), ({"num_classes": 1}, "num_classes > 1"),
-    ({"decay_steps": -1}, "decay_steps must be >= 0"),
+    ({"decay_steps": -1}, "decay_steps must be >= 0"), ({"balance_weight": -1.0}, "loss weights must be >= 0"),
+    ({"balance_weight": float("nan")}, "loss weights must be >= 0"),
 ])
 def test_semi_supervised_config_rejects_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
