@@ -312,7 +312,7 @@ class Run:
         self.seconds["train"] = self.seconds.get("train", 0.0) + history.seconds - history.compile_seconds
 
     def evaluation_classifier(self, folder: pathlib.Path, splits: dict[str, data.Split], key: jax.Array,
-                              epochs: int) -> tuple[train_lib.Params, float]:
+                              epochs: int = classifier.EPOCHS) -> tuple[train_lib.Params, float]:
         """The classifier that scores generated images, and its test accuracy.
 
         ``--quick`` trains a throwaway one on the run's images (a weak one must not be left

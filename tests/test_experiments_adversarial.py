@@ -151,6 +151,14 @@ def test_s10_semi_supervised_quick_run_on_eight_classes(other_idx_dir, tmp_path)
     assert metrics["error_by_epoch_split"] == "validation" and "test_error_by_epoch" not in metrics
     assert len(metrics["validation_error_by_epoch"]) == 1
     assert 0 <= metrics["train_history"][0]["supervised/confident_share"] <= 1  # the pseudo-label term was on
+    # style from label: the first 256 test styles (all there are) decoded with each of the 8 classes, and fair probes
+    transfer = metrics["style_transfer_accuracy"]
+    assert len(transfer["per_label"]) == EIGHT_CLASSES and transfer["overall"] == pytest.approx(np.mean(transfer["per_label"]))
+    for name in ("label_leak", "validation_label_leak"):
+        leak = metrics[name]["knn"]
+        assert leak["train_size"] == 512 and 0 <= leak["accuracy"] <= 1, name
+    assert metrics["label_leak"]["logistic"]["test_size"] == 256
+    assert metrics["validation_label_leak"]["logistic"]["test_size"] == metrics["protocol"]["split_sizes"]["validation"]
 
 
 def test_s10_clustering_follows_validation_and_labels_clusters_from_training(other_idx_dir, tmp_path):

@@ -17,18 +17,24 @@ the test set is read once, at the end; otherwise (the lecture's protocol) on the
 Figures: ``error_by_epoch.png``; ``style_transfer.png`` (test images' styles decoded
 with every category); for clustering, ``clusters.png`` (test images grouped by
 cluster). metrics.json: the final test error of the label head (or the clustering
-report), the error by epoch on the followed split, the labelled training indices.
+report), the error by epoch on the followed split, the labelled training indices; with
+labels, how well the style is separated from the label (``aejax.style_evaluation``):
+``style_transfer_accuracy`` (the first ``--transfer-images`` test styles decoded with every
+class, scored by the evaluation classifier read from ``--classifier``, or trained on the
+whole data set and saved there) and ``label_leak`` (fair probes reading the label from
+the styles; ``validation_label_leak`` the same on the validation split).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 from typing import Any
 
 import jax
 import numpy as np
 
-from aejax import clustering, data, evaluation, plots, runs, semi_supervised
+from aejax import clustering, data, evaluation, plots, runs, semi_supervised, style_evaluation
 from aejax import train as train_lib
 
 FIGURE_ROWS = 10  # test images in the style-transfer figure
@@ -46,12 +52,20 @@ class Config:
                                        "number); 0: unsupervised clustering"})
     label_seed: int = dataclasses.field(default=0, metadata={"help": "seed choosing the labelled subset"})
     clusters: int = dataclasses.field(default=16, metadata={"help": "categories of the clustering variant (--labels 0)"})
+    transfer_images: int = dataclasses.field(
+        default=1000, metadata={"help": "test images whose style is decoded with every class and scored (with labels)"})
+    classifier: pathlib.Path = dataclasses.field(
+        default=pathlib.Path("runs/classifier"),
+        metadata={"help": "folder of the saved evaluation classifier that scores the style transfer (trained on the "
+                          "whole data set and saved there if absent; --quick trains a throwaway one instead)"})
 
     def __post_init__(self):
         if self.labels < 0:
             raise ValueError(f"labels must be 0 (clustering) or positive, got {self.labels}")
         if self.clusters < 2:
             raise ValueError(f"clusters must be at least 2, got {self.clusters}")
+        if self.transfer_images <= 0:
+            raise ValueError(f"transfer_images must be a positive integer, got {self.transfer_images}")
         if not 0 <= self.model.augment_shift <= MAX_AUGMENT_SHIFT:
             raise ValueError(f"augment_shift must be 0..{MAX_AUGMENT_SHIFT} pixels, got {self.model.augment_shift}")
         if self.labels == 0 and self.model.consistency_weight > 0:
@@ -102,6 +116,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     followed_set = data.device_dataset(splits[followed])
     train_images = data.device_dataset(splits["train"])
     labels = splits["test"].labels
+    keys = jax.random.split(jax.random.key(config.train.seed))
+    if supervised:
+        with run.timer("evaluation"):
+            classifier_params, classifier_accuracy = run.evaluation_classifier(config.classifier, splits, keys[0])
 
     def error_on(state: train_lib.TrainState, dataset: dict[str, jax.Array], split_labels: np.ndarray,
                  train_limit: int | None = None) -> float:
@@ -119,15 +137,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with run.output() as out:
         by_epoch = f"{followed}_error_by_epoch"
         state, history = run.fit(
-            model, semi_supervised.make_dataset(splits["train"], labelled), jax.random.key(config.train.seed), out,
+            model, semi_supervised.make_dataset(splits["train"], labelled), keys[1], out,
             gather=semi_supervised.gather,
             on_epoch_end=lambda epoch, state, means: {
                 by_epoch: error_on(state, followed_set, splits[followed].labels, MONITOR_TRAIN_IMAGES)})
         errors = [entry[by_epoch] for entry in history.epochs]  # a resumed run's earlier epochs included
         with run.timer("evaluation"):
             predicted = semi_supervised.predict_labels(model, state.params, state.batch_stats, test_set)
-            styles = evaluation.evaluate(model, state.params, state.batch_stats, test_set)["latents"][:FIGURE_ROWS]
-            swapped = evaluation.label_swap(model, state.params, state.batch_stats, styles, model_config.num_classes)
+            styles = evaluation.evaluate(model, state.params, state.batch_stats, test_set)["latents"]
+            transfer = min(config.transfer_images, len(labels)) if supervised else FIGURE_ROWS
+            swapped = evaluation.label_swap(model, state.params, state.batch_stats, styles[:transfer],
+                                            model_config.num_classes)
             best = int(np.argmin(errors))
             metrics: dict[str, Any] = {"labels": config.labels, "num_classes": num_classes, by_epoch: errors,
                                        "error_by_epoch_split": followed, f"{followed}_best_epoch": best + 1,
@@ -136,6 +156,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if supervised:
                 metrics["test_error"] = float(np.mean(predicted != labels))
                 metrics["labelled_indices"] = labelled.tolist()
+                metrics["style_transfer_accuracy"] = style_evaluation.transfer_accuracy(classifier_params, swapped)
+                metrics["classifier_test_accuracy"] = classifier_accuracy
+                metrics["label_leak"] = style_evaluation.head_and_leak(model, state.params, state.batch_stats,
+                                                                       train_images, test_set)[1]["label_leak"]
+                if run.validation:  # what a choice between recipes reads
+                    metrics["validation_label_leak"] = style_evaluation.head_and_leak(
+                        model, state.params, state.batch_stats, train_images, followed_set)[1]["label_leak"]
             else:
                 train_probs = semi_supervised.predict_probabilities(model, state.params, state.batch_stats,
                                                                     train_images)
@@ -147,8 +174,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with run.timer("figures"):
             name = "error" if supervised else "clustering error"
             plots.plot_metric_by_epoch(100 * np.asarray(errors), out / "error_by_epoch.png", f"{followed} {name} (%)")
-            originals = np.asarray(data.to_float_nhwc(splits["test"].images[: len(styles)]))[:, None]
-            plots.plot_image_grid(np.concatenate([originals, swapped], axis=1), out / "style_transfer.png",
+            rows = min(FIGURE_ROWS, len(swapped))
+            originals = np.asarray(data.to_float_nhwc(splits["test"].images[:rows]))[:, None]
+            plots.plot_image_grid(np.concatenate([originals, swapped[:rows]], axis=1), out / "style_transfer.png",
                                   title="test image, then its style decoded with each category",
                                   col_labels=["input"] + [str(k) for k in range(model_config.num_classes)])
             if not supervised:

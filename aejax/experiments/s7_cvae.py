@@ -37,7 +37,6 @@ FIGURE_LABELS = (4, 9)  # the lecture's grids and per-label scatters
 TRANSFER_SOURCE, TRANSFER_TARGET = 2, 5  # the lecture's style-transfer figure: a 2 decoded as 5s
 TRANSFER_SAMPLES = 10  # posterior samples in that figure
 QUICK_SCORED = 50  # --quick: samples per label and style-transfer images scored
-CLASSIFIER_EPOCHS = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model = vae.make_model(model_config)
     keys = jax.random.split(jax.random.key(config.train.seed), 6)
     with run.timer("classifier"):
-        classifier_params, classifier_accuracy = run.evaluation_classifier(config.classifier, splits, keys[0], CLASSIFIER_EPOCHS)
+        classifier_params, classifier_accuracy = run.evaluation_classifier(config.classifier, splits, keys[0])
     train_set, test_set = data.device_dataset(splits["train"]), data.device_dataset(splits["test"])
     if config.model.binarize:  # trained on binarized images: scored on the fixed binarization of the test set
         test_set = binarized.binarized_test_set(splits["test"])

@@ -29,11 +29,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from aejax import classifier, data, disentangled, evaluation, label_style, plots, probes, runs, semi_supervised
-from aejax import train as train_lib
+from aejax import data, disentangled, evaluation, label_style, plots, runs, style_evaluation
 
 FIGURE_ROWS = 10  # test images in the style-transfer figure
-CLASSIFIER_EPOCHS = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,30 +62,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def transfer_scores(classifier_params: train_lib.Params, swapped: np.ndarray, wanted: np.ndarray,
-                    classes: int) -> dict[str, Any]:
-    """Share of the decoded images (N, classes, 28, 28, 1) classified as ``wanted`` (N * classes,):
-    overall and per label 0 .. classes - 1."""
-    return classifier.accuracy_by_label(classifier.predict(classifier_params, swapped.reshape(-1, 28, 28, 1)), wanted,
-                                        classes)
-
-
-def probe_metrics(model: train_lib.Model, params: train_lib.Params, batch_stats: train_lib.BatchStats,
-                  train_set: dict[str, jax.Array], scored_set: dict[str, jax.Array],
-                  ) -> tuple[np.ndarray, dict[str, Any]]:
-    """The scored split's styles (N, latent_dim), the label head's accuracy on it and the styles'
-    label leak: probes fitted on the training images' styles, scored on all of the split's,
-    each beside the same probe fitted on permuted labels (``probes.label_probes``)."""
-    train_styles = evaluation.evaluate(model, params, batch_stats, train_set)["latents"]
-    styles = evaluation.evaluate(model, params, batch_stats, scored_set)["latents"]
-    labels = np.asarray(scored_set["label"])
-    predicted = semi_supervised.predict_labels(model, params, batch_stats, scored_set)
-    return styles, {
-        "label_head_accuracy": float(np.mean(predicted == labels)),
-        "label_leak": probes.label_probes(train_styles, np.asarray(train_set["label"]), styles, labels),
-    }
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     config, options, preset = runs.parse(Config(), PRESETS, argv, __doc__, "s9_disentangled")
     run = runs.Run(config, options, preset)
@@ -99,34 +73,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     keys = jax.random.split(jax.random.key(config.train.seed), 3)
     labels = splits["test"].labels
     with run.timer("evaluation"):
-        classifier_params, classifier_accuracy = run.evaluation_classifier(config.classifier, splits, keys[0], CLASSIFIER_EPOCHS)
+        classifier_params, classifier_accuracy = run.evaluation_classifier(config.classifier, splits, keys[0])
     with run.output() as out:
         state, history = run.fit(model, train_set, keys[1], out)
         with run.timer("evaluation"):
-            styles, head_and_leak = probe_metrics(model, state.params, state.batch_stats, train_set, test_set)
+            styles, head_and_leak = style_evaluation.head_and_leak(model, state.params, state.batch_stats, train_set, test_set)
             adversary = disentangled.make_modules(model_config).adversary
             adversary_logits = adversary.apply({"params": state.params["label_adversary"]},
                                                label_style.standardize(jax.numpy.asarray(styles)))
             transfer = min(config.transfer_images, len(labels))
             swapped = evaluation.label_swap(model, state.params, state.batch_stats, styles[:transfer], num_classes)
-            wanted = np.tile(np.arange(num_classes), transfer)
             # the same probes on the styles of the final weights: the encoder's running BatchNorm
             # statistics lag its adversarial updates (see train.recompute_batch_stats)
             precise_stats = runs.recomputed_batch_stats(model, state, train_set, config.train.batch_size, keys[2])
-            _, recomputed = probe_metrics(model, state.params, precise_stats, train_set, test_set)
+            _, recomputed = style_evaluation.head_and_leak(model, state.params, precise_stats, train_set, test_set)
             metrics = {
                 "label_head_test_accuracy": head_and_leak["label_head_accuracy"],
                 "label_leak": head_and_leak["label_leak"],
                 "recomputed_bn": recomputed,
                 "adversary_test_accuracy": float(np.mean(np.argmax(np.asarray(adversary_logits), -1) == labels)),
-                "style_transfer_accuracy": transfer_scores(classifier_params, swapped, wanted, num_classes),
+                "style_transfer_accuracy": style_evaluation.transfer_accuracy(classifier_params, swapped),
                 "classifier_test_accuracy": classifier_accuracy,
                 "num_classes": num_classes,
                 "train_history": history.epochs,
             }
             if run.validation:  # what a choice between recipes reads: the same on the validation split
                 validation_set = data.device_dataset(splits["validation"])
-                metrics["validation"] = probe_metrics(model, state.params, precise_stats, train_set,
+                metrics["validation"] = style_evaluation.head_and_leak(model, state.params, precise_stats, train_set,
                                                       validation_set)[1]
         with run.timer("figures"):
             rows = min(FIGURE_ROWS, transfer)
