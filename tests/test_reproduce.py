@@ -81,6 +81,32 @@ def test_quick_subset_runs_reports_and_then_skips_what_is_complete(mnist_dir, tm
     assert f"| test MSE | {pca['test_mse']:.4f} |" in (out / "REPORT.md").read_text()
 
 
+def test_jobs_run_at_once_in_processes_of_their_own_with_a_log_each(mnist_dir, tmp_path, capsys):
+    out = tmp_path / "reproduce"
+    argv = ["--quick", "--no-progress", "--no-html", "--jobs", "2", "--only", "s1_pca,s10_ssl_1000", "--out", str(out),
+            "--data-dir", str(mnist_dir), "--train-limit", "512", "--test-limit", "256"]
+    result = reproduce.main(argv)
+    assert result["failed"] == [f"s10_ssl_1000/seed{k}" for k in (42, 43, 44)]
+    manifest = json.loads((out / "reproduce.json").read_text())
+    assert manifest["s1_pca"]["status"] == "done" and manifest["s1_pca"]["wall_seconds"] > 0
+    # a failed run's entry quotes its log's last line: the script's one-line error
+    assert "fewer than per_class=100" in manifest["s10_ssl_1000/seed43"]["error"]
+    assert manifest["s10_ssl_1000/seed43"]["error"].startswith("exit 1: ")
+    assert "fewer than per_class=100" in (out / "logs" / "s10_ssl_1000-seed43.log").read_text()
+    assert (out / "s1_pca" / "metrics.json").is_file() and (out / "logs" / "s1_pca.log").is_file()
+    assert json.loads((out / "s1_pca" / "metrics.json").read_text())["settings"]["train_limit"] == 512
+    capsys.readouterr()
+    reproduce.main(argv)
+    assert "s1_pca: complete, skipped" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("jobs", ["0", "two"])
+def test_jobs_must_be_a_positive_integer(jobs, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        reproduce.parse_args(["--jobs", jobs, "--out", str(tmp_path)])
+    assert "expected a positive integer" in capsys.readouterr().err
+
+
 def test_changed_settings_rerun_and_seeded_entries_report_mean_and_sd(mnist_dir, tmp_path):
     out = tmp_path / "reproduce"
     common = ["--quick", "--no-progress", "--out", str(out), "--data-dir", str(mnist_dir), "--test-limit", "100"]

@@ -8,7 +8,8 @@
 Each experiment writes its figures and metrics.json into ``<out>/<name>`` (staged: a
 failed run keeps the previous result; an interrupted one resumes with the same
 command). Experiments already completed with the same flags are skipped unless
-``--force``. ``<out>/REPORT.md`` and ``<out>/REPORT.html`` (figures inlined) put, for
+``--force``. ``--jobs N`` runs N at once, each in a process of its own (its output in
+``<out>/logs``). ``<out>/REPORT.md`` and ``<out>/REPORT.html`` (figures inlined) put, for
 each section, the lecture's claim next to aejax's figures and measured numbers.
 """
 
@@ -25,6 +26,7 @@ import os
 import pathlib
 import platform
 import statistics
+import subprocess
 import sys
 import time
 import traceback
@@ -309,6 +311,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--train-limit", type=_positive_int, default=None, help="first N training images only")
     parser.add_argument("--test-limit", type=_positive_int, default=None, help="first N test images only")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--jobs", type=_positive_int, default=1,
+                        help="runs at once, each in a process of its own writing <out>/logs/<run>.log "
+                             "(on a machine with room for several); 1: one after another, in this process")
     args = parser.parse_args(argv)
     args.command_line = list(sys.argv[1:] if argv is None else argv)
     if args.only is not None:
@@ -396,35 +401,86 @@ def is_complete(out: pathlib.Path, unit: Unit) -> bool:
     return all(_lookup(metrics, key) is not None for _, key, _ in unit.experiment.headline)
 
 
+def _run_argv(unit: Unit, args: argparse.Namespace) -> list[str]:
+    """The script's full command line for ``unit``: its own, plus the output folder and the options
+    that do not change results."""
+    argv = [*unit.argv, "--out", str(args.out / unit.folder)]
+    argv += ["--no-progress"] if args.no_progress else []
+    return argv + ([] if args.data_dir is None else ["--data-dir", str(args.data_dir)])
+
+
+def _run_here(unit: Unit, args: argparse.Namespace) -> dict[str, Any]:
+    """Runs ``unit`` in this process; its status entry."""
+    try:
+        importlib.import_module(f"aejax.experiments.{unit.experiment.module}").main(_run_argv(unit, args))
+        return {"status": "done"}
+    except SystemExit as e:  # argparse's usage errors inside a script: a bug in this table
+        return {"status": "failed", "error": f"exit {e.code}"}
+    except Exception as e:  # one failure must not stop the others; the report shows it
+        traceback.print_exc()
+        return {"status": "failed", "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+
+
+def log_path(out: pathlib.Path, unit: Unit) -> pathlib.Path:
+    """Where a run started with ``--jobs`` > 1 writes its output: ``<out>/logs/<unit folder, / as ->.log``."""
+    return out / "logs" / f"{unit.folder.replace('/', '-')}.log"
+
+
+def _start(unit: Unit, args: argparse.Namespace) -> subprocess.Popen:
+    """Starts ``unit`` as ``python -m aejax.cli run <script> ...``, its output into ``log_path``."""
+    log = log_path(args.out, unit)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as stream:  # the child keeps its own handle
+        return subprocess.Popen([sys.executable, "-m", "aejax.cli", "run", unit.experiment.module,
+                                 *_run_argv(unit, args)], stdout=stream, stderr=subprocess.STDOUT)
+
+
+def _last_line(path: pathlib.Path) -> str:
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
-    """Runs the selected entries' incomplete runs in order; returns the manifest (failures, wall times)."""
+    """Runs the selected entries' incomplete runs (``args.jobs`` at once); returns the manifest
+    (failures, wall times)."""
     args.out.mkdir(parents=True, exist_ok=True)
     manifest = _read_manifest(args.out)
     selected = [u for e in EXPERIMENTS if args.only is None or e.name in args.only for u in units(e, args)]
-    for number, unit in enumerate(selected, 1):
-        label = f"[{number}/{len(selected)}] {unit.folder}"
+    labels = {u.folder: f"[{number}/{len(selected)}] {u.folder}" for number, u in enumerate(selected, 1)}
+    pending = []
+    for unit in selected:
         if not args.force and is_complete(args.out, unit):
-            print(f"{label}: complete, skipped (--force reruns it)", flush=True)
-            continue
-        print(f"{label}: aejax run {unit.experiment.module} {' '.join(unit.argv)}", flush=True)
-        full_argv = [*unit.argv, "--out", str(args.out / unit.folder)]
-        full_argv += ["--no-progress"] if args.no_progress else []
-        full_argv += [] if args.data_dir is None else ["--data-dir", str(args.data_dir)]
-        started = time.perf_counter()
-        try:
-            importlib.import_module(f"aejax.experiments.{unit.experiment.module}").main(full_argv)
-            entry = {"status": "done"}
-        except SystemExit as e:  # argparse's usage errors inside a script: a bug in this table
-            entry = {"status": "failed", "error": f"exit {e.code}"}
-        except Exception as e:  # one failure must not stop the others; the report shows it
-            entry = {"status": "failed", "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
-            traceback.print_exc()
+            print(f"{labels[unit.folder]}: complete, skipped (--force reruns it)", flush=True)
+        else:
+            pending.append(unit)
+
+    def finish(unit: Unit, entry: dict[str, Any], started: float) -> None:
         entry.update(argv=list(unit.argv), wall_seconds=time.perf_counter() - started,
                      finished=datetime.datetime.now().isoformat(timespec="seconds"))
         manifest[unit.folder] = entry
         _write_manifest(args.out, manifest)
-        print(f"{label}: {entry['status']} in {entry['wall_seconds']:.0f} s"
+        print(f"{labels[unit.folder]}: {entry['status']} in {entry['wall_seconds']:.0f} s"
               + (f" ({entry['error']})" if "error" in entry else ""), flush=True)
+
+    running: dict[str, tuple[Unit, subprocess.Popen, float]] = {}
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            unit = pending.pop(0)
+            print(f"{labels[unit.folder]}: aejax run {unit.experiment.module} {' '.join(unit.argv)}", flush=True)
+            if args.jobs == 1:
+                started = time.perf_counter()
+                finish(unit, _run_here(unit, args), started)
+            else:
+                running[unit.folder] = (unit, _start(unit, args), time.perf_counter())
+        for folder, (unit, process, started) in list(running.items()):
+            if process.poll() is not None:
+                del running[folder]
+                entry = {"status": "done"} if process.returncode == 0 else {
+                    "status": "failed",
+                    "error": f"exit {process.returncode}: {_last_line(log_path(args.out, unit))[:300]}"}
+                finish(unit, entry, started)
+        if running:
+            time.sleep(0.5)
     return manifest
 
 
