@@ -53,6 +53,14 @@ def usage_errors(prefix: str = "") -> Iterator[None]:
         raise UsageError(f"{prefix}{e}") from None
 
 
+def classifier_folder_field() -> Any:
+    """The ``classifier`` config field of experiments that score images with the evaluation
+    classifier (``Run.evaluation_classifier``): the folder it is read from or saved to."""
+    return flags.field(pathlib.Path("runs/classifier"),
+                       "folder of the saved evaluation classifier (trained on the whole data set and saved there "
+                       "if absent; --quick trains a throwaway one instead)")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """The generic loop's settings for one run."""

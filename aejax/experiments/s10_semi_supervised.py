@@ -54,10 +54,7 @@ class Config:
     clusters: int = dataclasses.field(default=16, metadata={"help": "categories of the clustering variant (--labels 0)"})
     transfer_images: int = dataclasses.field(
         default=1000, metadata={"help": "test images whose style is decoded with every class and scored (with labels)"})
-    classifier: pathlib.Path = dataclasses.field(
-        default=pathlib.Path("runs/classifier"),
-        metadata={"help": "folder of the saved evaluation classifier that scores the style transfer (trained on the "
-                          "whole data set and saved there if absent; --quick trains a throwaway one instead)"})
+    classifier: pathlib.Path = runs.classifier_folder_field()
 
     def __post_init__(self):
         if self.labels < 0:

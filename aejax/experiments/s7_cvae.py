@@ -55,10 +55,7 @@ class Config:
     iwae_images: int | None = dataclasses.field(
         default=None, metadata={"help": "first N test images of the IWAE bound (none: all on a GPU, 1000 on a CPU, "
                                         "128 with --quick)"})
-    classifier: pathlib.Path = dataclasses.field(
-        default=pathlib.Path("runs/classifier"),
-        metadata={"help": "folder of the saved evaluation classifier (trained on the whole data set and saved "
-                          "there if absent; --quick trains a throwaway one instead)"})
+    classifier: pathlib.Path = runs.classifier_folder_field()
 
     def __post_init__(self):
         if self.train.lr_schedule != "constant":

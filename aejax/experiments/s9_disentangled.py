@@ -40,10 +40,7 @@ class Config:
     train: runs.TrainConfig = runs.TrainConfig(epochs=10, batch_size=128)
     transfer_images: int = dataclasses.field(
         default=1000, metadata={"help": "test images whose style is decoded with every label and scored"})
-    classifier: pathlib.Path = dataclasses.field(
-        default=pathlib.Path("runs/classifier"),
-        metadata={"help": "folder of the saved evaluation classifier (trained on the whole data set and saved "
-                          "there if absent; --quick trains a throwaway one instead)"})
+    classifier: pathlib.Path = runs.classifier_folder_field()
 
     def __post_init__(self):
         if self.transfer_images <= 0:
