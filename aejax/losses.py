@@ -69,6 +69,11 @@ def batch_balance_gap(probs: jax.Array) -> jax.Array:
     return jnp.log(probs.shape[-1]) + jnp.sum(mean * jnp.log(jnp.maximum(mean, 1e-12)))
 
 
+def categorical_entropy(probs: jax.Array) -> jax.Array:
+    """H(p) per row: probs (B, K) on the simplex -> (B,), in nats; 0 for a one-hot row."""
+    return -jnp.sum(probs * jnp.log(jnp.maximum(probs, 1e-12)), axis=-1)
+
+
 def gaussian_kl_per_dimension(mu: jax.Array, log_var: jax.Array) -> jax.Array:
     """KL(N(mu, exp(log_var)) || N(0, 1)) elementwise, in nats: ``-0.5 (1 + log_var - mu^2 - exp(log_var))``."""
     return -0.5 * (1 + log_var - jnp.square(mu) - jnp.exp(log_var))

@@ -28,9 +28,12 @@ label discriminator's prior samples from the relaxed (Gumbel-softmax) categorica
 of exact one-hot vectors. A softmax output never is exactly one-hot, so against one-hot
 samples the discriminator wins outright (without labels nothing else makes the head
 confident) and its verdict stops telling the encoder which way to go.
-``balance_weight`` > 0 adds to the generator phase the batch-balance term
-(``losses.batch_balance_gap``): the batch's mean label distribution is pulled to the
-uniform one, so no category empties while the discriminator's game is undecided.
+The generator phase can add three terms on the label head (each off at weight 0), which
+together make it an information-maximising clusterer (as RIM / IMSAT): the batch-balance
+term ``balance_weight`` (``losses.batch_balance_gap``: the batch's mean label distribution
+pulled to the uniform one, so no category empties), ``confidence_weight`` (the mean
+entropy of each image's label distribution) and ``invariance_weight`` (the label head on
+a shifted copy of each image trained towards its distribution on the image itself).
 
 Batches come from ``make_dataset`` + ``gather``: every training image as unlabelled
 (their labels are replaced by -1, so no loss can read them) and the labelled subset,
@@ -84,13 +87,19 @@ class SemiSupervisedConfig:
                                                  "vectors at this temperature; 0: exact one-hot (the paper)")
     balance_weight: float = flags.field(0.0, "weight of the batch-balance term of the generator phase: KL of the batch's "
                                         "mean label distribution from the uniform one; 0: none (the paper)")
+    confidence_weight: float = flags.field(0.0, "weight of the mean entropy of the label head's softmax in the generator "
+                                           "phase (sure predictions); 0: none (the paper)")
+    invariance_weight: float = flags.field(0.0, "weight of the shift-invariance term of the generator phase: the label "
+                                           "head on each image shifted by up to max(augment_shift, 1) pixels, against "
+                                           "its softmax on the image itself; 0: none (the paper)")
 
     def __post_init__(self):
         if self.latent_dim <= 0 or self.num_classes <= 1:
             raise ValueError(f"need latent_dim > 0 and num_classes > 1, got {self.latent_dim} and {self.num_classes}")
         if min(self.learning_rate, self.adversary_learning_rate) <= 0:
             raise ValueError("learning rates must be > 0")
-        if not all(w >= 0 for w in (self.weight_decay, self.generator_weight, self.supervised_weight, self.balance_weight)):
+        if not all(w >= 0 for w in (self.weight_decay, self.generator_weight, self.supervised_weight, self.balance_weight,
+                                    self.confidence_weight, self.invariance_weight)):
             raise ValueError("weight_decay and the loss weights must be >= 0")
         if self.decay_steps < 0:
             raise ValueError(f"decay_steps must be >= 0, got {self.decay_steps}")
@@ -248,19 +257,35 @@ def discriminators_loss(parts: SemiSupervisedParts, params: Params, batch_stats:
 def generator_loss(parts: SemiSupervisedParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
                    step: jax.Array | None = None) -> tuple[jax.Array, tuple]:
     """``generator_weight`` * the sum of both discriminators' BCEs against 1 on the encoder's outputs
-    for batch["image"] (B, 28, 28, 1), plus ``balance_weight`` * ``losses.batch_balance_gap`` of the
-    label head's softmax. Returns (loss, (batch_stats, metrics))."""
-    del key, step
+    for batch["image"] (B, 28, 28, 1), plus the label head's optional terms (each off at weight 0):
+    ``balance_weight`` * ``losses.batch_balance_gap`` of its softmax p, ``confidence_weight`` *
+    the mean of ``losses.categorical_entropy(p)``, and ``invariance_weight`` * the mean
+    cross-entropy of its logits on shifted copies against p (no gradient through p).
+    Returns (loss, (batch_stats, metrics))."""
+    del step
     config = parts.config
-    label_logits, style, encoder_stats = encoder_outputs(parts, params, batch_stats, batch["image"])
+    images = batch["image"]
+    num_images = images.shape[0]
+    if config.invariance_weight > 0:  # one pass: one set of batch statistics
+        shifted = data_lib.random_shift(key, images, max(config.augment_shift, 1))
+        images = jnp.concatenate([images, shifted])
+    all_logits, all_styles, encoder_stats = encoder_outputs(parts, params, batch_stats, images)
+    label_logits, style = all_logits[:num_images], all_styles[:num_images]
     label_probs = jax.nn.softmax(label_logits)
     label_verdict, style_verdict = verdicts(parts, params, label_probs, style)
     loss = config.generator_weight * (jnp.mean(_bce_against(label_verdict, 1.0))
                                       + jnp.mean(_bce_against(style_verdict, 1.0)))
     metrics = {}
     if config.balance_weight > 0:
-        gap = losses.batch_balance_gap(label_probs)
-        loss, metrics = loss + config.balance_weight * gap, {"balance_gap": gap}
+        metrics["balance_gap"] = losses.batch_balance_gap(label_probs)
+        loss = loss + config.balance_weight * metrics["balance_gap"]
+    if config.confidence_weight > 0:
+        metrics["entropy"] = jnp.mean(losses.categorical_entropy(label_probs))
+        loss = loss + config.confidence_weight * metrics["entropy"]
+    if config.invariance_weight > 0:
+        targets = jax.lax.stop_gradient(label_probs)
+        metrics["invariance"] = jnp.mean(optax.softmax_cross_entropy(all_logits[num_images:], targets))
+        loss = loss + config.invariance_weight * metrics["invariance"]
     return loss, ({**batch_stats, "encoder": encoder_stats}, metrics)
 
 

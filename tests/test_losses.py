@@ -209,3 +209,10 @@ def test_batch_balance_gap_by_hand():
     np.testing.assert_allclose(float(losses.batch_balance_gap(probs)), np.log(3) + np.sum(mean * np.log(mean)), atol=1e-6)
     grad = jax.grad(lambda p: losses.batch_balance_gap(p))(collapsed)
     assert np.all(np.isfinite(np.asarray(grad)))  # zero means do not give NaN gradients
+
+
+def test_categorical_entropy_by_hand():
+    probs = jnp.asarray([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.25, 0.25, 0.5]])
+    np.testing.assert_allclose(np.asarray(losses.categorical_entropy(probs)), [0.0, np.log(2), 1.5 * np.log(2)],
+                               atol=1e-6)
+    assert np.all(np.isfinite(np.asarray(jax.grad(lambda p: losses.categorical_entropy(p).sum())(probs))))

@@ -109,6 +109,43 @@ def test_generator_loss_adds_the_batch_balance_term_by_hand():
     assert gap > 0.01  # the random encoder is unbalanced enough for the term to show
 
 
+def test_generator_loss_adds_the_confidence_and_shift_invariance_terms_by_hand():
+    """confidence_weight * mean H(softmax) + invariance_weight * mean CE(logits of shifted copies,
+    softmax of the originals), the copies shifted with the phase's key by up to 1 pixel."""
+    rng = np.random.default_rng(3)
+    images = jnp.asarray(rng.uniform(size=(4, 3, 3, 1)).astype(np.float32))
+    w = rng.normal(size=(9, 5)).astype(np.float32)
+    params = {"encoder": {"Dense_0": {"kernel": jnp.asarray(w)}},
+              "label_discriminator": {"Dense_0": {"kernel": jnp.ones((3, 1)), "bias": jnp.zeros((1,))}},
+              "style_discriminator": {"Dense_0": {"kernel": jnp.ones((2, 1)), "bias": jnp.zeros((1,))}}}
+    batch_stats = {"encoder": {}, "label_discriminator": {}, "style_discriminator": {}}
+    modules = semi.SemiSupervisedModules(FlatEncoder(5), None, LinearCritic(), LinearCritic())
+    key = jax.random.key(7)
+
+    def generator(**weights):
+        config = semi.SemiSupervisedConfig(latent_dim=2, num_classes=3, **weights)
+        parts = dataclasses.replace(semi.make_parts(config), modules=modules)
+        loss, (_, metrics) = semi.generator_loss(parts, params, batch_stats, {"image": images}, key)
+        return float(loss), metrics
+
+    def softmax(logits):
+        e = np.exp(logits - logits.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    probs = softmax(np.asarray(images).reshape(4, 9).astype(np.float64) @ w[:, :3])
+    entropy = -np.sum(probs * np.log(probs), -1).mean()
+    shifted = np.asarray(data.random_shift(key, images, 1)).reshape(4, 9).astype(np.float64)
+    assert not np.allclose(shifted, np.asarray(images).reshape(4, 9))  # the copies did move
+    shifted_logits = shifted @ w[:, :3]
+    log_q = shifted_logits - np.log(np.exp(shifted_logits).sum(-1, keepdims=True))
+    invariance = -np.sum(probs * log_q, -1).mean()
+    plain, _ = generator()
+    both, metrics = generator(confidence_weight=0.5, invariance_weight=3.0)
+    np.testing.assert_allclose(float(metrics["entropy"]), entropy, rtol=1e-4)
+    np.testing.assert_allclose(float(metrics["invariance"]), invariance, rtol=1e-4)
+    np.testing.assert_allclose(both - plain, 0.5 * entropy + 3.0 * invariance, rtol=1e-4)
+
+
 def test_make_model_assembles_the_named_losses():
     model = semi.make_model(SEMI_CONFIG)
     assert [(p.name, p.loss_fn.func) for p in model.phases] == [
@@ -351,6 +388,7 @@ def test_pseudo_labels_only_from_confident_images(semi_batch):
     ({"adversary_learning_rate": 0.0}, "learning rates must be > 0"), ({"num_classes": 1}, "num_classes > 1"),
     ({"decay_steps": -1}, "decay_steps must be >= 0"), ({"balance_weight": -1.0}, "loss weights must be >= 0"),
     ({"balance_weight": float("nan")}, "loss weights must be >= 0"),
+    ({"confidence_weight": -0.1}, "loss weights must be >= 0"), ({"invariance_weight": -1.0}, "loss weights must be >= 0"),
 ])
 def test_semi_supervised_config_rejects_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
