@@ -477,10 +477,10 @@ def train(
                 save(epoch, item + 1, shuffle_key, totals, done)
         means = _epoch_means(totals, num_steps)
         bar.close()
-        if log_epochs:
-            tqdm.write(f"epoch {epoch}/{epochs}: " + ", ".join(f"{k} {v:.5f}" for k, v in means.items()))
         if on_epoch_end is not None:
             means.update(on_epoch_end(epoch, state, means) or {})
+        if log_epochs:  # after ``on_epoch_end``: what it measured (e.g. a validation error) is shown too
+            tqdm.write(f"epoch {epoch}/{epochs}: " + ", ".join(f"{k} {v:.5f}" for k, v in means.items()))
         history.epochs.append(means)
         finished = should_stop is not None and should_stop(state, means)
         if checkpoints is not None and (checkpoint_every is None or finished or epoch == epochs

@@ -50,6 +50,15 @@ def test_compile_time_is_counted_on_the_first_call_only():
     assert second.compile_seconds == 0.0
 
 
+def test_epoch_log_line_shows_what_on_epoch_end_measured(capsys):
+    model, dataset = _small_model(), _dataset(64)
+    train_lib.train(model, train_lib.create_train_state(model, jax.random.key(0)), dataset, epochs=2, batch_size=32,
+                    progress=False, on_epoch_end=lambda epoch, state, means: {"validation_error": epoch / 8})
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 2
+    assert "validation_error 0.12500" in lines[0] and "validation_error 0.25000" in lines[1]
+
+
 def test_train_step_updates_params_stats_and_key_and_lowers_loss():
     model, dataset = _small_model(), _dataset(64)
     state = train_lib.create_train_state(model, jax.random.key(0))
