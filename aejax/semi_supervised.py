@@ -60,6 +60,9 @@ from aejax.priors import Prior, categorical, standard_normal
 from aejax.train import Batch, BatchStats, Model, Params, Phase, map_over_split, module_variables
 
 
+DECODER_LABELS = ("softmax", "straight_through")
+
+
 @dataclasses.dataclass(frozen=True)
 class SemiSupervisedConfig:
     latent_dim: int = flags.field(10, "style dimension")
@@ -89,6 +92,9 @@ class SemiSupervisedConfig:
                                         "mean label distribution from the uniform one; 0: none (the paper)")
     confidence_weight: float = flags.field(0.0, "weight of the mean entropy of the label head's softmax in the generator "
                                            "phase (sure predictions); 0: none (the paper)")
+    decoder_label: str = flags.field("softmax", "what the decoder reads of the label head in the autoencoder phase: "
+                                     "'softmax' (the paper) or 'straight_through' (the one-hot argmax, with the "
+                                     "softmax's gradient), so reconstruction cannot use the head as a continuous code")
     invariance_weight: float = flags.field(0.0, "weight of the shift-invariance term of the generator phase: the label "
                                            "head on each image shifted by up to max(augment_shift, 1) pixels, against "
                                            "its softmax on the image itself; 0: none (the paper)")
@@ -105,6 +111,8 @@ class SemiSupervisedConfig:
             raise ValueError(f"decay_steps must be >= 0, got {self.decay_steps}")
         if self.augment_shift < 0 or self.consistency_weight < 0 or not 0 < self.confidence_threshold <= 1:
             raise ValueError("need augment_shift >= 0, consistency_weight >= 0 and 0 < confidence_threshold <= 1")
+        if self.decoder_label not in DECODER_LABELS:
+            raise ValueError(f"decoder_label must be one of {DECODER_LABELS}, got {self.decoder_label!r}")
         if not self.categorical_temperature >= 0:
             raise ValueError(f"categorical_temperature must be >= 0, got {self.categorical_temperature}")
         if self.consistency_weight > 0 and not self.semi_supervised:
@@ -227,12 +235,17 @@ def verdicts(parts: SemiSupervisedParts, params: Params, label_probs: jax.Array,
 def autoencoder_loss(parts: SemiSupervisedParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
                      step: jax.Array | None = None) -> tuple[jax.Array, tuple]:
     """Mean-over-pixels BCE of the reconstructions of batch["image"] (B, 28, 28, 1), the decoder
-    reading the style and the label head's softmax. Returns (loss, (batch_stats, metrics))."""
+    reading the style and the label head's softmax (or its straight-through one-hot, ``decoder_label``).
+    Returns (loss, (batch_stats, metrics))."""
     del key, step
     images = batch["image"]
     label_logits, style, encoder_stats = encoder_outputs(parts, params, batch_stats, images)
+    label_code = jax.nn.softmax(label_logits)
+    if parts.config.decoder_label == "straight_through":
+        one_hot = jax.nn.one_hot(jnp.argmax(label_logits, -1), label_logits.shape[-1], dtype=label_code.dtype)
+        label_code = label_code + jax.lax.stop_gradient(one_hot - label_code)
     logits, decoder_stats = apply_training(parts.modules.decoder, module_variables(params, batch_stats, "decoder"), style,
-                                           labels=jax.nn.softmax(label_logits))
+                                           labels=label_code)
     bce = jnp.mean(losses.binary_cross_entropy_with_logits(logits, images))
     return bce, ({**batch_stats, "encoder": encoder_stats, "decoder": decoder_stats}, {"bce": bce})
 

@@ -146,6 +146,39 @@ def test_generator_loss_adds_the_confidence_and_shift_invariance_terms_by_hand()
     np.testing.assert_allclose(both - plain, 0.5 * entropy + 3.0 * invariance, rtol=1e-4)
 
 
+class ConcatDecoder(nn.Module):
+    """A linear decoder of concat(style, labels) -> (B, 2, 2, 1) logits, without BatchNorm."""
+
+    @nn.compact
+    def __call__(self, z: jax.Array, train: bool, labels: jax.Array) -> jax.Array:
+        del train
+        return nn.Dense(4, use_bias=False)(jnp.concatenate([z, labels], -1)).reshape(-1, 2, 2, 1)
+
+
+def test_straight_through_decoder_label_reads_the_one_hot_and_passes_the_softmax_gradient():
+    rng = np.random.default_rng(4)
+    images = jnp.asarray(rng.uniform(size=(4, 2, 2, 1)).astype(np.float32))
+    w_enc, w_dec = rng.normal(size=(4, 5)).astype(np.float32), rng.normal(size=(5, 4)).astype(np.float32)
+    params = {"encoder": {"Dense_0": {"kernel": jnp.asarray(w_enc)}}, "decoder": {"Dense_0": {"kernel": jnp.asarray(w_dec)}}}
+    batch_stats = {"encoder": {}, "decoder": {}}
+    modules = semi.SemiSupervisedModules(FlatEncoder(5), ConcatDecoder(), None, None)
+
+    def reconstruction(decoder_label, params):
+        config = semi.SemiSupervisedConfig(latent_dim=2, num_classes=3, decoder_label=decoder_label)
+        parts = dataclasses.replace(semi.make_parts(config), modules=modules)
+        return semi.autoencoder_loss(parts, params, batch_stats, {"image": images}, jax.random.key(0))[0]
+
+    out = np.asarray(images).reshape(4, 4).astype(np.float64) @ w_enc
+    one_hot = np.eye(3)[np.argmax(out[:, :3], -1)]
+    logits = np.concatenate([out[:, 3:], one_hot], -1) @ w_dec
+    expected = softplus(-logits) * np.asarray(images).reshape(4, 4) + softplus(logits) * (1 - np.asarray(images).reshape(4, 4))
+    np.testing.assert_allclose(float(reconstruction("straight_through", params)), expected.mean(), rtol=1e-5)
+    assert abs(float(reconstruction("softmax", params)) - expected.mean()) > 1e-4  # the paper's reads the softmax
+    # the label head still learns from reconstruction: the gradient flows as through the softmax
+    grad = jax.grad(lambda p: reconstruction("straight_through", p))(params)["encoder"]["Dense_0"]["kernel"]
+    assert float(jnp.max(jnp.abs(grad[:, :3]))) > 1e-4
+
+
 def test_make_model_assembles_the_named_losses():
     model = semi.make_model(SEMI_CONFIG)
     assert [(p.name, p.loss_fn.func) for p in model.phases] == [
@@ -388,7 +421,7 @@ def test_pseudo_labels_only_from_confident_images(semi_batch):
     ({"adversary_learning_rate": 0.0}, "learning rates must be > 0"), ({"num_classes": 1}, "num_classes > 1"),
     ({"decay_steps": -1}, "decay_steps must be >= 0"), ({"balance_weight": -1.0}, "loss weights must be >= 0"),
     ({"balance_weight": float("nan")}, "loss weights must be >= 0"),
-    ({"confidence_weight": -0.1}, "loss weights must be >= 0"), ({"invariance_weight": -1.0}, "loss weights must be >= 0"),
+    ({"decoder_label": "argmax"}, "decoder_label must be one of"), ({"confidence_weight": -0.1}, "loss weights must be >= 0"), ({"invariance_weight": -1.0}, "loss weights must be >= 0"),
 ])
 def test_semi_supervised_config_rejects_bad_settings(kwargs, message):
     with pytest.raises(ValueError, match=message):
