@@ -22,6 +22,21 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """After each test module, drops JAX's compiled programs. Each one keeps a few memory
+    mappings, and a pytest worker that runs half the suite would otherwise reach the
+    kernel's limit on them (vm.max_map_count, 65,530): XLA then crashes while compiling."""
+    yield
+    import gc
+
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
+
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_MNIST_DIR = REPO_ROOT.parent / "shared" / "data" / "mnist"
 MNIST_FILES = (

@@ -148,3 +148,18 @@ def test_unknown_experiment_names_are_usage_errors(argv, tmp_path, capsys):
         reproduce.main([*argv, "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert "unknown experiment" in capsys.readouterr().err
+
+
+def test_a_run_in_the_runners_process_drops_its_compiled_programs_even_when_it_fails(monkeypatch, tmp_path):
+    cleared = []
+    monkeypatch.setattr(reproduce.jax, "clear_caches", lambda: cleared.append(True))
+
+    class Failing:
+        @staticmethod
+        def main(argv):
+            raise ValueError("no data")
+
+    monkeypatch.setattr(reproduce.importlib, "import_module", lambda name: Failing)
+    unit = reproduce.units(reproduce.BY_NAME["s1_pca"], reproduce.parse_args(["--out", str(tmp_path)]))[0]
+    entry = reproduce._run_here(unit, reproduce.parse_args(["--out", str(tmp_path)]))
+    assert entry == {"status": "failed", "error": "ValueError: no data"} and cleared == [True]

@@ -32,6 +32,8 @@ import time
 import traceback
 from typing import Any
 
+import jax
+
 from aejax import flags, runs
 
 
@@ -410,7 +412,9 @@ def _run_argv(unit: Unit, args: argparse.Namespace) -> list[str]:
 
 
 def _run_here(unit: Unit, args: argparse.Namespace) -> dict[str, Any]:
-    """Runs ``unit`` in this process; its status entry."""
+    """Runs ``unit`` in this process; its status entry. Its compiled programs are dropped
+    afterwards: each keeps memory mappings, and a long series of runs in one process would
+    otherwise reach the kernel's limit on them (vm.max_map_count), where XLA crashes."""
     try:
         importlib.import_module(f"aejax.experiments.{unit.experiment.module}").main(_run_argv(unit, args))
         return {"status": "done"}
@@ -419,6 +423,8 @@ def _run_here(unit: Unit, args: argparse.Namespace) -> dict[str, Any]:
     except Exception as e:  # one failure must not stop the others; the report shows it
         traceback.print_exc()
         return {"status": "failed", "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+    finally:
+        jax.clear_caches()
 
 
 def log_path(out: pathlib.Path, unit: Unit) -> pathlib.Path:
