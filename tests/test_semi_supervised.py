@@ -81,29 +81,35 @@ def test_generator_loss_by_hand():
     assert metrics == {} and stats == batch_stats
 
 
+def _linear_generator_loss(images, w, key, **weights):
+    """generator_loss with a linear encoder ``w`` (pixels -> 3 label logits + a 2-D style) and
+    all-ones linear critics; ``weights``: the config's loss weights. Returns (loss, metrics)."""
+    params = {"encoder": {"Dense_0": {"kernel": jnp.asarray(w)}},
+              "label_discriminator": {"Dense_0": {"kernel": jnp.ones((3, 1)), "bias": jnp.zeros((1,))}},
+              "style_discriminator": {"Dense_0": {"kernel": jnp.ones((2, 1)), "bias": jnp.zeros((1,))}}}
+    batch_stats = {"encoder": {}, "label_discriminator": {}, "style_discriminator": {}}
+    config = semi.SemiSupervisedConfig(latent_dim=2, num_classes=3, **weights)
+    parts = dataclasses.replace(semi.make_parts(config),
+                                modules=semi.SemiSupervisedModules(FlatEncoder(5), None, LinearCritic(), LinearCritic()))
+    loss, (_, metrics) = semi.generator_loss(parts, params, batch_stats, {"image": images}, key)
+    return float(loss), metrics
+
+
+def _softmax(logits):
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
 def test_generator_loss_adds_the_batch_balance_term_by_hand():
     """balance_weight * (log K - H(mean softmax over the batch)) on top of the adversarial terms."""
     rng = np.random.default_rng(2)
     images = jnp.asarray(rng.uniform(size=(4, 2, 2, 1)).astype(np.float32))
     w = rng.normal(size=(4, 5)).astype(np.float32)
-    params = {"encoder": {"Dense_0": {"kernel": jnp.asarray(w)}},
-              "label_discriminator": {"Dense_0": {"kernel": jnp.ones((3, 1)), "bias": jnp.zeros((1,))}},
-              "style_discriminator": {"Dense_0": {"kernel": jnp.ones((2, 1)), "bias": jnp.zeros((1,))}}}
-    batch_stats = {"encoder": {}, "label_discriminator": {}, "style_discriminator": {}}
-    modules = semi.SemiSupervisedModules(FlatEncoder(5), None, LinearCritic(), LinearCritic())
-
-    def generator(balance_weight):
-        config = semi.SemiSupervisedConfig(latent_dim=2, num_classes=3, balance_weight=balance_weight)
-        parts = dataclasses.replace(semi.make_parts(config), modules=modules)
-        loss, (_, metrics) = semi.generator_loss(parts, params, batch_stats, {"image": images}, jax.random.key(0))
-        return float(loss), metrics
-
-    out = np.asarray(images).reshape(4, 4).astype(np.float64) @ w
-    probs = np.exp(out[:, :3]) / np.exp(out[:, :3]).sum(-1, keepdims=True)
+    probs = _softmax(np.asarray(images).reshape(4, 4).astype(np.float64) @ w[:, :3])
     mean = probs.mean(0)
     gap = np.log(3) + np.sum(mean * np.log(mean))
-    plain, _ = generator(0.0)
-    balanced, metrics = generator(2.0)
+    plain, _ = _linear_generator_loss(images, w, jax.random.key(0))
+    balanced, metrics = _linear_generator_loss(images, w, jax.random.key(0), balance_weight=2.0)
     np.testing.assert_allclose(balanced - plain, 2.0 * gap, rtol=1e-4)
     np.testing.assert_allclose(float(metrics["balance_gap"]), gap, rtol=1e-4)
     assert gap > 0.01  # the random encoder is unbalanced enough for the term to show
@@ -115,32 +121,16 @@ def test_generator_loss_adds_the_confidence_and_shift_invariance_terms_by_hand()
     rng = np.random.default_rng(3)
     images = jnp.asarray(rng.uniform(size=(4, 3, 3, 1)).astype(np.float32))
     w = rng.normal(size=(9, 5)).astype(np.float32)
-    params = {"encoder": {"Dense_0": {"kernel": jnp.asarray(w)}},
-              "label_discriminator": {"Dense_0": {"kernel": jnp.ones((3, 1)), "bias": jnp.zeros((1,))}},
-              "style_discriminator": {"Dense_0": {"kernel": jnp.ones((2, 1)), "bias": jnp.zeros((1,))}}}
-    batch_stats = {"encoder": {}, "label_discriminator": {}, "style_discriminator": {}}
-    modules = semi.SemiSupervisedModules(FlatEncoder(5), None, LinearCritic(), LinearCritic())
     key = jax.random.key(7)
-
-    def generator(**weights):
-        config = semi.SemiSupervisedConfig(latent_dim=2, num_classes=3, **weights)
-        parts = dataclasses.replace(semi.make_parts(config), modules=modules)
-        loss, (_, metrics) = semi.generator_loss(parts, params, batch_stats, {"image": images}, key)
-        return float(loss), metrics
-
-    def softmax(logits):
-        e = np.exp(logits - logits.max(-1, keepdims=True))
-        return e / e.sum(-1, keepdims=True)
-
-    probs = softmax(np.asarray(images).reshape(4, 9).astype(np.float64) @ w[:, :3])
+    probs = _softmax(np.asarray(images).reshape(4, 9).astype(np.float64) @ w[:, :3])
     entropy = -np.sum(probs * np.log(probs), -1).mean()
     shifted = np.asarray(data.random_shift(key, images, 1)).reshape(4, 9).astype(np.float64)
     assert not np.allclose(shifted, np.asarray(images).reshape(4, 9))  # the copies did move
     shifted_logits = shifted @ w[:, :3]
     log_q = shifted_logits - np.log(np.exp(shifted_logits).sum(-1, keepdims=True))
     invariance = -np.sum(probs * log_q, -1).mean()
-    plain, _ = generator()
-    both, metrics = generator(confidence_weight=0.5, invariance_weight=3.0)
+    plain, _ = _linear_generator_loss(images, w, key)
+    both, metrics = _linear_generator_loss(images, w, key, confidence_weight=0.5, invariance_weight=3.0)
     np.testing.assert_allclose(float(metrics["entropy"]), entropy, rtol=1e-4)
     np.testing.assert_allclose(float(metrics["invariance"]), invariance, rtol=1e-4)
     np.testing.assert_allclose(both - plain, 0.5 * entropy + 3.0 * invariance, rtol=1e-4)

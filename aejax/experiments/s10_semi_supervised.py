@@ -34,7 +34,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from aejax import clustering, data, evaluation, plots, runs, semi_supervised, style_evaluation
+from aejax import clustering, data, evaluation, plots, probes, runs, semi_supervised, style_evaluation
 from aejax import train as train_lib
 
 FIGURE_ROWS = 10  # test images in the style-transfer figure
@@ -155,11 +155,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 metrics["labelled_indices"] = labelled.tolist()
                 metrics["style_transfer_accuracy"] = style_evaluation.transfer_accuracy(classifier_params, swapped)
                 metrics["classifier_test_accuracy"] = classifier_accuracy
-                metrics["label_leak"] = style_evaluation.head_and_leak(model, state.params, state.batch_stats,
-                                                                       train_images, test_set)[1]["label_leak"]
+                # fair probes (aejax.probes): fitted on the training styles, computed once for both splits
+                train_styles = evaluation.evaluate(model, state.params, state.batch_stats, train_images)["latents"]
+                train_labels = splits["train"].labels
+                metrics["label_leak"] = probes.label_probes(train_styles, train_labels, styles, labels)
                 if run.validation:  # what a choice between recipes reads
-                    metrics["validation_label_leak"] = style_evaluation.head_and_leak(
-                        model, state.params, state.batch_stats, train_images, followed_set)[1]["label_leak"]
+                    followed_styles = evaluation.evaluate(model, state.params, state.batch_stats, followed_set)["latents"]
+                    metrics["validation_label_leak"] = probes.label_probes(train_styles, train_labels, followed_styles,
+                                                                           splits[followed].labels)
             else:
                 train_probs = semi_supervised.predict_probabilities(model, state.params, state.batch_stats,
                                                                     train_images)
