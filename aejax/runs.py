@@ -259,6 +259,7 @@ class Run:
         self.seconds: dict[str, float] = {}
         self.split_sizes: dict[str, int] = {}
         self._started = time.perf_counter()
+        self._resumed_seconds = 0.0  # training time of the processes before a resume
 
     def settings(self, config: Any = None) -> dict[str, Any]:
         """Every field of ``config`` (default: the run's) and the options that change the numbers, JSON-ready."""
@@ -318,6 +319,7 @@ class Run:
         """Adds a ``train.train`` call's time: compiling to ``seconds["compile"]``, the rest to ``seconds["train"]``."""
         self.seconds["compile"] = self.seconds.get("compile", 0.0) + history.compile_seconds
         self.seconds["train"] = self.seconds.get("train", 0.0) + history.seconds - history.compile_seconds
+        self._resumed_seconds += history.resumed_seconds
 
     def evaluation_classifier(self, folder: pathlib.Path, splits: dict[str, data.Split], key: jax.Array,
                               epochs: int = classifier.EPOCHS) -> tuple[train_lib.Params, float]:
@@ -346,7 +348,8 @@ class Run:
         ``config``: the config the run actually used, where it differs from the parsed one
         by fields derived from the data (the number of classes, the decay steps).
         """
-        self.seconds["total"] = time.perf_counter() - self._started
+        # an interrupted process's training time counts (its checkpoint recorded it), as in "train"
+        self.seconds["total"] = time.perf_counter() - self._started + self._resumed_seconds
         payload = {
             **metrics,
             "preset": self.preset,

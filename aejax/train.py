@@ -284,6 +284,7 @@ class History(NamedTuple):
     epochs: list[dict[str, float]]  # per epoch, the mean of each metric over its steps
     seconds: float = 0.0  # wall time of ``train``, summed over the processes of a resumed run
     compile_seconds: float = 0.0  # of ``seconds``, compiling the step and chunk programs (this process)
+    resumed_seconds: float = 0.0  # of ``seconds``, the processes before a resume (from the checkpoint)
 
 
 def num_examples(dataset: Mapping[str, jax.Array]) -> int:
@@ -487,7 +488,7 @@ def train(
                                         or global_step - (last_saved or 0) >= checkpoint_every):
             save(epoch + 1, 0, None, {}, 0, finished)
     return state, history._replace(seconds=earlier_seconds + time.perf_counter() - started,
-                                   compile_seconds=float(sum(compile_durations)))
+                                   compile_seconds=float(sum(compile_durations)), resumed_seconds=earlier_seconds)
 
 
 def _main_loss(totals: Mapping[str, float]) -> float:

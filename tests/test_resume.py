@@ -64,9 +64,13 @@ def test_resuming_from_any_checkpoint_ends_bit_for_bit_where_the_uninterrupted_r
                 shutil.rmtree(folder / str(later))
         with checkpoint.TrainingCheckpoints(folder) as resumed_checkpoints:
             assert resumed_checkpoints.latest_step() == resume_at
+            recorded = resumed_checkpoints.restore(reference, resume_at)[1]["seconds"]
             resumed, history = _train(model, dataset, resumed_checkpoints, seed=123)  # the seed is overridden
         _assert_identical(resumed, reference)
         assert history.epochs == reference_history.epochs
+        # the time before the resume is the checkpoint's, and counts in the run's wall time
+        assert history.resumed_seconds == recorded > 0 and history.seconds > recorded
+    assert reference_history.resumed_seconds == 0.0
 
 
 def test_checkpoint_holds_every_part_of_the_state_and_the_history(tmp_path):
@@ -193,6 +197,8 @@ def test_killed_experiment_resumes_with_the_same_command_and_ends_bit_for_bit(mn
     _assert_identical(_params(out), _params(tmp_path / "straight"))
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["train_history"]) == 3
+    seconds = metrics["seconds"]  # the killed process's training counts in the total as in the training time
+    assert seconds["total"] >= seconds["train"] + seconds["compile"] + seconds["evaluation"]
     assert metrics["train_history"] == json.loads((tmp_path / "straight" / "metrics.json").read_text())["train_history"]
     assert sorted(os.listdir(tmp_path)) == ["run", "straight"]  # no staging folders left
 
