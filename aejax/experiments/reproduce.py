@@ -90,13 +90,14 @@ PRIOR_MATCH = (("test codes inside the prior's support", "prior_match.inside_sup
                ("test codes inside, encoder statistics recomputed", "prior_match_recomputed_bn.inside_support", ".1%"))
 ELBO_SAME_IMAGES = (*ELBO, ("negative ELBO on the IWAE's images, grey-level (nats)", "iwae_negative_elbo_same_images_nats", ".1f"),
                     ("IWAE importance samples k", "iwae_samples", "d"), ("IWAE test images", "iwae_images", "d"))
-UNIFORMITY = (("uniformity: chi-square p-value over a 10x10 grid", "prior_match.distribution.uniformity.p_value",
-               ".2g"),)
+UNIFORMITY = (("uniformity of the codes inside the box: chi-square p-value over a 10x10 grid",
+               "prior_match.distribution.uniformity.p_value", ".2g"),)
 VALIDATION_PRIOR_MATCH = (
     ("validation codes inside the prior's support", "validation_prior_match.inside_support", ".1%"),
     ("MMD^2 of validation codes against prior samples", "validation_prior_match.distribution.mmd2", ".2e"),
     ("MMD^2 of two prior samples (noise level)", "validation_prior_match.distribution.mmd2_noise", ".2e"),
-    ("uniformity: chi-square p-value", "validation_prior_match.distribution.uniformity.p_value", ".2g"))
+    ("uniformity of the validation codes inside the box: chi-square p-value",
+     "validation_prior_match.distribution.uniformity.p_value", ".2g"))
 S9_VALIDATION = (("validation: label head accuracy", "validation.label_head_accuracy", ".2%"),
                  ("validation: logistic probe leak", "validation.label_leak.logistic.accuracy", ".1%"),
                  ("validation: 10-NN probe leak", "validation.label_leak.knn.accuracy", ".1%"))
