@@ -44,6 +44,10 @@ def test_quick_run_writes_json_and_markdown_under_benchmarks_results_by_default(
     for value in result["impls"].values():
         assert len(value["round_seconds"]) == 2 and all(seconds > 0 for seconds in value["round_seconds"])
         assert 0 < value["images_per_s"] < math.inf
+    # both memories measured: the compiled buffers and the PyTorch step's own process's RSS growth
+    # (the lecture's model, its Adam state and batch-64 activations: tens to hundreds of MB)
+    assert 10 < result["impls"]["aejax"]["memory_mb"] < 2000
+    assert 10 < result["impls"]["torch_eager"]["memory_mb"] < 2000
     # the lecture's conv AE at batch 64: about 6 GFLOP per training step (forward and backward)
     assert 1e9 < result["flops_per_step"] < 1e11
     table = json_file.with_suffix(".md").read_text()
@@ -56,7 +60,8 @@ def test_quick_run_writes_json_and_markdown_under_benchmarks_results_by_default(
 def test_a_run_of_every_family_writes_a_row_for_each_family_and_implementation(mnist_dir, tmp_path):
     pytest.importorskip("torch")
     flags = ["--families", "ae,vae,cvae,aae", "--impls", "aejax,torch_eager", "--batch-sizes", "8",
-             "--steps", "1", "--rounds", "1", "--data-dir", str(mnist_dir), "--out", str(tmp_path), "--name", "all"]
+             "--steps", "1", "--rounds", "1", "--data-dir", str(mnist_dir), "--out", str(tmp_path), "--name", "all",
+             "--no-torch-memory"]
     assert train_speed.main(flags) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["all.json", "all.md"]  # no .partial left behind
     report = json.loads((tmp_path / "all.json").read_text())
@@ -71,6 +76,24 @@ def test_a_run_of_every_family_writes_a_row_for_each_family_and_implementation(m
     assert [row[:3] for row in rows] == [[family, "8", impl] for family in train_speed.FAMILIES
                                          for impl in ("aejax", "torch_eager")]
     assert all(float(row[3]) > 0 for row in rows)  # images/s as printed
+    # --no-torch-memory: PyTorch's memory column left unmeasured, aejax's still from XLA
+    assert [row[6] == "-" for row in rows] == [impl == "torch_eager" for _ in train_speed.FAMILIES
+                                               for impl in ("aejax", "torch_eager")]
+
+
+def test_steps_per_round_cover_the_requested_images_at_every_batch_size():
+    assert [train_speed.steps_per_round(batch, 20, 8192) for batch in (64, 512, 4096, 10_000)] == [128, 16, 2, 1]
+    assert train_speed.steps_per_round(100, 20, 250) == 3  # rounded up: at least the images asked for
+    assert train_speed.steps_per_round(64, 20, None) == 20
+
+
+def test_the_pytorch_memory_probe_grows_with_the_batch(mnist):
+    """A fresh process per measurement: the AE's activations at batch 256 need far more memory than at 8."""
+    pytest.importorskip("torch")
+    images, labels = mnist["train"].images[:512], mnist["train"].labels[:512]
+    small, large = (train_speed.torch_peak_rss_growth("ae", batch, False, images, labels, 1, 0) for batch in (8, 256))
+    assert 0 < small < large
+    assert large - small > 50 * 2 ** 20  # batch 256's activations and their gradients: well over 50 MB
 
 
 def test_benchmark_times_the_subpixel_decoder_beside_the_default(mnist):
@@ -125,6 +148,7 @@ def test_peak_share_in_the_table_is_achieved_over_nominal_peak():
     (["--impls", "tf"], r"argument --impls: invalid values \['tf'\]; choose from"),
     (["--steps", "-1"], "argument --steps: expected a positive integer, got -1"),
     (["--rounds", "two"], "argument --rounds: expected a positive integer, got 'two'"),
+    (["--round-images", "0"], "argument --round-images: expected a positive integer, got 0"),
     (["--name", "../x"], r"--name must be a plain file stem \(letters, digits, \. _ -\), got '\.\./x'"),
     (["--impls", "aejax,aejax_subpixel", "--families", "ae,vae"], "--impls aejax_subpixel needs --families ae"),
 ])

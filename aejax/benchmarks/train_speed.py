@@ -10,8 +10,9 @@ round by round (A, B, C, A, B, C, ...), it trains a fixed number of steps with
 - ``aejax_subpixel`` (AE only): aejax with the decoder's transposed convolutions as
   sub-pixel 2x2 convolutions, the form the CPU default replaced (``conv_transpose_impl``);
 
-and prints images/s, step time, compile time, the compiled program's memory, and the
-achieved FLOP/s (FLOPs from XLA's cost analysis of one aejax step) next to the device's
+and prints images/s, step time, compile time, memory (aejax: its compiled program's
+buffers; PyTorch on a CPU: the peak RSS growth of a fresh process training that step;
+on a GPU: the peak CUDA allocation), and the achieved FLOP/s (FLOPs from XLA's cost analysis of one aejax step) next to the device's
 nominal peak, with aejax's speed-up over each PyTorch variant. Results go to
 ``benchmarks/results/train_speed_<device>.json`` and ``.md`` under the current directory
 (``--out`` names another folder).
@@ -32,7 +33,9 @@ import pathlib
 import platform
 import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Callable
 
@@ -226,9 +229,66 @@ class TorchRunner(Runner):
         return self._time_steps(self.steps)
 
 
+def _rss_bytes(field: str = "VmRSS") -> int:
+    """This process's resident set size now (``VmRSS``) or its peak (``VmHWM``), from Linux ``/proc``.
+
+    ``VmHWM`` rather than ``getrusage``'s ``ru_maxrss``: the latter carries the parent's peak
+    into a forked-and-exec'd child.
+    """
+    status = pathlib.Path("/proc/self/status").read_text()
+    return int(re.search(rf"^{field}:\s*(\d+) kB", status, re.MULTILINE).group(1)) * 1024
+
+
+def torch_memory_probe(arrays: str, family: str, batch_size: int, compiled: bool, steps: int, seed: int) -> None:
+    """Child-process side of ``torch_peak_rss_growth``: prints {"peak_rss_growth", "baseline_rss", "peak_rss"}."""
+    import torch
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    with np.load(arrays) as loaded:
+        images, labels = loaded["images"], loaded["labels"]
+    baseline = _rss_bytes()  # interpreter, jax and torch imported, the data loaded
+    runner = TorchRunner(family, images, labels, batch_size, steps, seed, compiled)
+    runner.compile()
+    runner.run()
+    peak = _rss_bytes("VmHWM")
+    print(json.dumps({"peak_rss_growth": peak - baseline, "baseline_rss": baseline, "peak_rss": peak}))
+
+
+def torch_peak_rss_growth(family: str, batch_size: int, compiled: bool, images: np.ndarray, labels: np.ndarray,
+                          steps: int, seed: int) -> float:
+    """Bytes a CPU PyTorch step needs: the peak RSS of a fresh process that builds it and trains
+    ``steps`` + 2 steps, less its RSS before the model was built.
+
+    A fresh process because RSS is per process and the allocator keeps freed pages: measured in
+    the benchmark's own process, one implementation's pages would hide another's.
+    """
+    if sys.platform != "linux":
+        return float("nan")
+    with tempfile.TemporaryDirectory() as folder:
+        arrays = os.path.join(folder, "data.npz")
+        np.savez(arrays, images=images, labels=labels)
+        code = ("from aejax.benchmarks import train_speed; "
+                f"train_speed.torch_memory_probe({arrays!r}, {family!r}, {batch_size}, {compiled}, {steps}, {seed})")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"the PyTorch memory probe of {family} at batch {batch_size} failed: {last}")
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_growth"])
+
+
+def steps_per_round(batch_size: int, steps: int, round_images: int | None) -> int:
+    """``steps``, or with ``round_images`` the steps that cover that many images (at least 1)."""
+    return steps if round_images is None else max(1, -(-round_images // batch_size))
+
+
 def benchmark(family: str, batch_size: int, impls: tuple[str, ...], steps: int, rounds: int,
-              images: np.ndarray, labels: np.ndarray, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """Compiles every implementation, then times ``rounds`` interleaved rounds of ``steps`` steps each."""
+              images: np.ndarray, labels: np.ndarray, seed: int, log: Callable[[str], None],
+              torch_memory: bool = True) -> dict[str, Any]:
+    """Compiles every implementation, then times ``rounds`` interleaved rounds of ``steps`` steps each.
+
+    With ``torch_memory`` each PyTorch variant on a CPU is also run in a fresh process for its
+    peak RSS growth (``torch_peak_rss_growth``), after the timed rounds.
+    """
     needed = batch_size * steps
     if len(labels) < needed:  # repeat the data: speed does not depend on which images
         reps = -(-needed // len(labels))
@@ -247,6 +307,10 @@ def benchmark(family: str, batch_size: int, impls: tuple[str, ...], steps: int, 
         for runner in runners:
             times[runner.name].append(runner.run())
     # the default aejax program's FLOPs (the count of the lecture's model as aejax computes it)
+    for runner in runners:
+        if torch_memory and isinstance(runner, TorchRunner) and runner.device == "cpu":
+            runner.memory_bytes = torch_peak_rss_growth(family, batch_size, runner.compiled, images, labels, steps,
+                                                        seed)
     flops = next((r.flops_per_step for r in sorted(runners, key=lambda r: r.name != "aejax")
                   if isinstance(r, AejaxRunner)), float("nan"))
     result = {"family": family, "batch_size": batch_size, "steps_per_round": steps, "rounds": rounds,
@@ -288,7 +352,9 @@ def markdown(report: dict[str, Any]) -> str:
              f"Command: `{report['command']}`. jax {report['versions']['jax']}, torch {report['versions']['torch']}, "
              f"{report['host']}, XLA_FLAGS `{report.get('xla_flags') or '(none)'}`. Nominal peak: "
              + (f"{peak / 1e9:.0f} GFLOP/s ({report['peak_source']})" if peak else "unknown") + ".",
-             "Each row: median over interleaved rounds; speed-up = aejax images/s over the other's.", "",
+             "Each row: median over interleaved rounds; speed-up = aejax images/s over the other's. "
+             "Memory: aejax, its compiled training program's buffers (XLA's memory analysis); PyTorch on a CPU, "
+             "the peak RSS growth of a fresh process training the step; on a GPU, the peak CUDA allocation.", "",
              "| family | batch | impl | images/s | step ms | compile s | memory MB | GFLOP/s | % peak | aejax speed-up |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for result in report["results"]:
@@ -341,7 +407,11 @@ def main(argv: list[str] | None = None, prog: str = DEFAULT_PROG) -> int:
     parser.add_argument("--impls", type=_csv(str, IMPLS), default=DEFAULT_IMPLS,
                         help=f"comma-separated implementations of {IMPLS} (aejax_subpixel: AE only)")
     parser.add_argument("--steps", type=_positive_int, default=20, help="training steps per timed round")
+    parser.add_argument("--round-images", type=_positive_int, default=None,
+                        help="images per timed round: each batch size gets the steps that cover them (overrides --steps)")
     parser.add_argument("--rounds", type=_positive_int, default=3, help="interleaved rounds per implementation")
+    parser.add_argument("--no-torch-memory", action="store_true",
+                        help="skip the fresh process per PyTorch variant that measures its peak RSS on a CPU")
     parser.add_argument("--data-dir", type=pathlib.Path, default=None, help="MNIST IDX folder (else $AEJAX_DATA_DIR)")
     parser.add_argument("--out", type=pathlib.Path, default=RESULTS,
                         help="folder for the JSON and Markdown results (a relative path is from the current directory)")
@@ -353,6 +423,7 @@ def main(argv: list[str] | None = None, prog: str = DEFAULT_PROG) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.families, args.batch_sizes, args.impls, args.steps, args.rounds = ("ae",), (64,), ("aejax", "torch_eager"), 3, 2
+        args.round_images = None
     if "aejax_subpixel" in args.impls and set(args.families) != {"ae"}:
         parser.error("--impls aejax_subpixel needs --families ae (the other configs have no such switch)")
     if args.name is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", args.name):
@@ -375,8 +446,9 @@ def main(argv: list[str] | None = None, prog: str = DEFAULT_PROG) -> int:
               "peak_flops": peak, "peak_source": peak_source, "results": []}
     for family in args.families:
         for batch_size in args.batch_sizes:
-            result = benchmark(family, batch_size, args.impls, args.steps, args.rounds, images, labels, args.seed,
-                               lambda text: print(text, file=sys.stderr, flush=True))
+            result = benchmark(family, batch_size, args.impls, steps_per_round(batch_size, args.steps, args.round_images),
+                               args.rounds, images, labels, args.seed,
+                               lambda text: print(text, file=sys.stderr, flush=True), not args.no_torch_memory)
             report["results"].append(result)
     table = markdown(report)
     print(table)
