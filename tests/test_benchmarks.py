@@ -139,6 +139,9 @@ def test_peak_share_in_the_table_is_achieved_over_nominal_peak():
     # images/s, step ms, compile s, memory MB (unknown), GFLOP/s, % peak, speed-up
     assert rows == [["ae", "64", "aejax", "1000", "64.0", "2.0", "-", "16.0", "25.0", "-"],
                     ["ae", "64", "torch_eager", "1000", "64.0", "2.0", "-", "16.0", "25.0", "1.50x"]]
+    assert "Partial" not in train_speed.markdown({**report, "rows_planned": 1})
+    # a run stopped after its first (family, batch) row says so above its table
+    assert "**Partial: 1 of 3 (family, batch) rows" in train_speed.markdown({**report, "rows_planned": 3})
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -207,6 +207,8 @@ class TorchRunner(Runner):
         return images.to(self.device), labels.to(self.device)
 
     def compile(self) -> None:
+        if self.device == "cuda":  # the peak of this step alone, not of the process's earlier runners
+            self.torch.cuda.reset_peak_memory_stats()
         started = time.perf_counter()
         self.step(*self._next_batch())
         self._sync()
@@ -352,6 +354,8 @@ def markdown(report: dict[str, Any]) -> str:
              f"Command: `{report['command']}`. jax {report['versions']['jax']}, torch {report['versions']['torch']}, "
              f"{report['host']}, XLA_FLAGS `{report.get('xla_flags') or '(none)'}`. Nominal peak: "
              + (f"{peak / 1e9:.0f} GFLOP/s ({report['peak_source']})" if peak else "unknown") + ".",
+             *([f"**Partial: {len(report['results'])} of {report['rows_planned']} (family, batch) rows; the run "
+                "stopped before the rest.**", ""] if len(report["results"]) < report.get("rows_planned", 0) else []),
              "Each row: median over interleaved rounds; speed-up = aejax images/s over the other's. "
              "Memory: aejax, its compiled training program's buffers (XLA's memory analysis); PyTorch on a CPU, "
              "the peak RSS growth of a fresh process training the step; on a GPU, the peak CUDA allocation.", "",
@@ -443,22 +447,27 @@ def main(argv: list[str] | None = None, prog: str = DEFAULT_PROG) -> int:
               "command": " ".join([prog, *(sys.argv[1:] if argv is None else argv)]),
               "versions": {"jax": jax.__version__, "torch": torch.__version__},
               "xla_flags": os.environ.get("XLA_FLAGS", ""),  # flags change XLA:CPU's speed: part of the setting
-              "peak_flops": peak, "peak_source": peak_source, "results": []}
+              "peak_flops": peak, "peak_source": peak_source,
+              "rows_planned": len(args.families) * len(args.batch_sizes), "results": []}
+    stem = args.out / (args.name or f"train_speed_{report['device']}{'_quick' if args.quick else ''}")
     for family in args.families:
         for batch_size in args.batch_sizes:
             result = benchmark(family, batch_size, args.impls, steps_per_round(batch_size, args.steps, args.round_images),
                                args.rounds, images, labels, args.seed,
                                lambda text: print(text, file=sys.stderr, flush=True), not args.no_torch_memory)
             report["results"].append(result)
-    table = markdown(report)
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / (args.name or f"train_speed_{report['device']}{'_quick' if args.quick else ''}")
-    for suffix, text in ((".json", json.dumps(report, indent=1)), (".md", table)):
+            write_results(stem, report)  # after every row: a run stopped early keeps the rows it measured
+    print(markdown(report))
+    return 0
+
+
+def write_results(stem: pathlib.Path, report: dict[str, Any]) -> None:
+    """``<stem>.json`` and ``<stem>.md`` (the table), each replaced whole: no half-written file."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    for suffix, text in ((".json", json.dumps(report, indent=1)), (".md", markdown(report))):
         partial = stem.with_name(stem.name + suffix + ".partial")
         partial.write_text(text)
-        os.replace(partial, stem.with_name(stem.name + suffix))  # whole files only: no half-written results
-    return 0
+        os.replace(partial, stem.with_name(stem.name + suffix))
 
 
 if __name__ == "__main__":
