@@ -181,6 +181,9 @@ class TorchRunner(Runner):
         self.compiled = compiled
         self.name = "torch_compiled" if compiled else "torch_eager"
         if compiled:
+            # a fresh compiler cache per runner: otherwise each new optimizer recompiles the shared
+            # ``Optimizer.step`` wrapper until Dynamo's recompile limit leaves it uncompiled for later rows
+            torch._dynamo.reset()
             self.step = torch.compile(step)
             self.images = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1).to(self.device)
             self.labels = torch.from_numpy(labels.astype(np.int64)).to(self.device)
