@@ -67,14 +67,17 @@ def num_classes_of(params: train_lib.Params) -> int:
     return int(layers[last]["bias"].shape[0])
 
 
-def predict(params: train_lib.Params, images: jax.Array | np.ndarray, batch_size: int = 2000) -> np.ndarray:
-    """Predicted classes (N,) for images (N, 28, 28, 1) float in [0, 1]."""
+def predict(params: train_lib.Params, images: jax.Array | np.ndarray, batch_size: int | None = None) -> np.ndarray:
+    """Predicted classes (N,) for images (N, 28, 28, 1) float in [0, 1], ``batch_size`` at a time
+    (None: ``train.inference_batch_size()``; a short last batch padded, so one compilation)."""
     images = jnp.asarray(images)
     if images.ndim != 4 or images.shape[1:] != (28, 28, 1) or not jnp.issubdtype(images.dtype, jnp.floating):
         raise ValueError(f"images must be float (N, 28, 28, 1) in [0, 1], got {images.dtype} {images.shape}")
     classes = num_classes_of(params)
-    return np.concatenate([np.asarray(_predict_batch(params["classifier"], images[i:i + batch_size], classes))
-                           for i in range(0, images.shape[0], batch_size)])
+    (predicted,) = train_lib.map_over_split(
+        lambda _, indices: (_predict_batch(params["classifier"], images[indices], classes),),
+        {"image": images}, batch_size or train_lib.inference_batch_size(), pad_last=True)
+    return predicted
 
 
 @functools.partial(jax.jit, static_argnums=2)

@@ -18,10 +18,9 @@ import numpy as np
 
 from aejax import data as data_lib
 from aejax import flags
-from aejax.train import BatchStats, Model, Params, map_over_split
+from aejax.train import BatchStats, Model, Params, inference_batch_size, map_over_split
 
 LECTURE_NOISE_STD = 0.3  # the lecture's denoising noise: x + 0.3 N(0, 1), unclipped
-DECODE_BATCH = 1000  # latents decoded per compiled call
 LECTURE_FIRST_BATCH = 64  # the lecture draws its figure digits from the first (unshuffled) test batch
 LECTURE_INTERPOLATION = (7, 6)  # the lecture interpolates from a 7 to a 6
 
@@ -157,7 +156,7 @@ def evaluate(
     params: Params,
     batch_stats: BatchStats,
     dataset: Mapping[str, jax.Array],
-    batch_size: int = 1000,
+    batch_size: int | None = None,
     batch_statistics: bool = False,
 ) -> dict[str, np.ndarray]:
     """The lecture's ``run_eval``: runs a whole split ({"image", "label"}, see ``data.device_dataset``)
@@ -165,16 +164,38 @@ def evaluate(
 
     Eval mode by default; ``batch_statistics=True`` normalises each batch by its own
     statistics, as the notebook does where it forgets ``.eval()`` (then ``batch_size``
-    matters: the lecture's is 64).
+    matters and must be given: the lecture's is 64). In eval mode ``None`` takes
+    ``train.inference_batch_size()``.
 
     Returns numpy arrays: inputs (N, 28, 28, 1), latents (N, D), reconstructions
     (N, 28, 28, 1) = sigmoid(logits) in [0, 1], labels (N,).
     """
+    if batch_size is None:
+        if batch_statistics:
+            raise ValueError("batch_statistics=True needs an explicit batch_size: each batch's statistics depend on it")
+        batch_size = inference_batch_size()
     dataset = {k: jnp.asarray(v) for k, v in dataset.items()}
     outputs = map_over_split(
         lambda _, indices: _evaluate_batch(model, params, batch_stats, dataset, indices, batch_statistics),
-        dataset, batch_size)
+        dataset, batch_size, pad_last=not batch_statistics)
     return dict(zip(("inputs", "latents", "reconstructions", "labels"), outputs))
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def _encode_batch(model: Model, params: Params, batch_stats: BatchStats, dataset: Mapping[str, jax.Array],
+                  indices: jax.Array) -> jax.Array:
+    batch = data_lib.gather_batch(dataset, indices)
+    return model.encode(params, batch_stats, batch["image"], batch["label"])
+
+
+def encode_split(model: Model, params: Params, batch_stats: BatchStats, dataset: Mapping[str, jax.Array],
+                 batch_size: int | None = None) -> np.ndarray:
+    """The codes (N, D) of a whole split ({"image", "label"}), eval mode, encoder only: ``evaluate``'s
+    "latents" without decoding. ``batch_size`` None: ``train.inference_batch_size()``."""
+    dataset = {k: jnp.asarray(v) for k, v in dataset.items()}
+    (codes,) = map_over_split(lambda _, indices: (_encode_batch(model, params, batch_stats, dataset, indices),),
+                              dataset, batch_size or inference_batch_size(), pad_last=True)
+    return codes
 
 
 @functools.partial(jax.jit, static_argnames="model")
@@ -189,23 +210,26 @@ def _decode_images(model: Model, params: Params, batch_stats: BatchStats, latent
 
 
 def _decode_in_batches(model: Model, params: Params, batch_stats: BatchStats, latents: jax.Array,
-                       labels: jax.Array | None, batch_size: int = DECODE_BATCH) -> np.ndarray:
-    """sigmoid(decode(latents (N, D), labels (N,) or None)), eval mode, ``batch_size`` at a time: (N, 28, 28, 1)."""
+                       labels: jax.Array | None, batch_size: int | None = None) -> np.ndarray:
+    """sigmoid(decode(latents (N, D), labels (N,) or None)), eval mode, ``batch_size`` at a time
+    (None: ``train.inference_batch_size()``; a short last batch padded, so one compilation): (N, 28, 28, 1)."""
     latents = jnp.asarray(latents)
     labels = None if labels is None else jnp.asarray(labels)
     if labels is not None and labels.shape[:1] != latents.shape[:1]:
         raise ValueError(f"need one label per latent, got latents {latents.shape} and labels {labels.shape}")
-    return np.concatenate([
-        np.asarray(_decode_images(model, params, batch_stats, latents[i:i + batch_size],
-                                  None if labels is None else labels[i:i + batch_size]))
-        for i in range(0, latents.shape[0], batch_size)])
+    inputs = {"latent": latents} if labels is None else {"latent": latents, "label": labels}
+    (images,) = map_over_split(
+        lambda _, indices: (_decode_images(model, params, batch_stats, latents[indices],
+                                           None if labels is None else labels[indices]),),
+        inputs, batch_size or inference_batch_size(), pad_last=True)
+    return images
 
 
 def decode_with_labels(model: Model, params: Params, batch_stats: BatchStats, latents: jax.Array,
-                       labels: jax.Array, batch_size: int = DECODE_BATCH) -> np.ndarray:
+                       labels: jax.Array, batch_size: int | None = None) -> np.ndarray:
     """A conditional decoder's images for latents (N, D) and integer labels (N,): (N, 28, 28, 1) in [0, 1].
 
-    Eval mode, ``batch_size`` latents per compiled call.
+    Eval mode, ``batch_size`` latents per compiled call (None: ``train.inference_batch_size()``).
     """
     return _decode_in_batches(model, params, batch_stats, latents, labels, batch_size)
 

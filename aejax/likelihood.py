@@ -20,9 +20,9 @@ import numpy as np
 
 from aejax import data as data_lib
 from aejax import losses, vae
-from aejax.train import BatchStats, Model, Params, map_over_split
+from aejax.train import BatchStats, Model, Params, inference_batch_size, map_over_split, num_examples
 
-GPU_DECODES, CPU_DECODES = 10_000, 1_000  # decodes per compiled chunk by default (~4 GB and ~0.4 GB)
+GPU_DECODES = 10_000  # decodes per compiled chunk on a GPU by default (~4 GB of activations)
 
 
 def _require_posterior(model: Model) -> None:
@@ -96,14 +96,36 @@ def _score_batch(model: Model, params: Params, batch_stats: BatchStats, dataset:
 
 
 def decodes_per_chunk() -> int:
-    """Images x importance samples decoded at once by default (about 0.4 MB of activations each):
-    ``GPU_DECODES`` on a GPU, ``CPU_DECODES`` on a CPU (where larger chunks fall out of cache and
-    run slower per decode)."""
-    return GPU_DECODES if jax.devices()[0].platform == "gpu" else CPU_DECODES
+    """Images x importance samples decoded at once by default: ``GPU_DECODES`` on a GPU, else
+    ``train.inference_batch_size()`` (XLA:CPU decodes fastest in cache-sized batches)."""
+    return GPU_DECODES if jax.devices()[0].platform == "gpu" else inference_batch_size()
+
+
+@functools.partial(jax.jit, static_argnames="model")
+def _elbo_batch(model: Model, params: Params, batch_stats: BatchStats, dataset: Mapping[str, jax.Array],
+                indices: jax.Array, key: jax.Array) -> jax.Array:
+    batch = data_lib.gather_batch(dataset, indices)
+    elbo_key, _ = jax.random.split(key)  # _score_batch's split: the same draws as evaluate_likelihood's
+    return negative_elbo(model, params, batch_stats, batch["image"], batch["label"], elbo_key)
+
+
+def evaluate_negative_elbo(model: Model, params: Params, batch_stats: BatchStats, dataset: Mapping[str, jax.Array],
+                           key: jax.Array, batch_size: int | None = None) -> np.ndarray:
+    """Per-image negative ELBO (N,) in nats over a whole split ``{"image", "label"}``, one posterior
+    sample per image (a key per batch, split from ``key``): ``evaluate_likelihood``'s
+    "negative_elbo" (the same values for the same key and batch size) without the IWAE's decodes. ``batch_size`` None: ``train.inference_batch_size()``."""
+    _require_posterior(model)
+    dataset = {k: jnp.asarray(v) for k, v in dataset.items()}
+    batch_size = batch_size or inference_batch_size()
+    keys = jax.random.split(key, -(-num_examples(dataset) // batch_size))
+    (scores,) = map_over_split(
+        lambda number, indices: (_elbo_batch(model, params, batch_stats, dataset, indices, keys[number]),),
+        dataset, batch_size, pad_last=True)
+    return scores
 
 
 def evaluate_likelihood(model: Model, params: Params, batch_stats: BatchStats, dataset: Mapping[str, jax.Array],
-                        key: jax.Array, num_samples: int, batch_size: int = 100, sample_chunk: int | None = None,
+                        key: jax.Array, num_samples: int, batch_size: int | None = None, sample_chunk: int | None = None,
                         ) -> dict[str, np.ndarray]:
     """Per-image negative ELBO and IWAE NLL (nats) over a whole split ``{"image", "label"}``.
 
@@ -115,6 +137,8 @@ def evaluate_likelihood(model: Model, params: Params, batch_stats: BatchStats, d
     padding's results dropped), so one compiled function serves the whole split.
     """
     _require_posterior(model)
+    if batch_size is None:
+        batch_size = inference_batch_size()
     if sample_chunk is None:
         sample_chunk = max(1, decodes_per_chunk() // batch_size)
     if num_samples <= 0 or batch_size <= 0 or sample_chunk <= 0:
@@ -139,8 +163,9 @@ def evaluate_likelihood(model: Model, params: Params, batch_stats: BatchStats, d
 
 
 def posterior_moments(model: Model, params: Params, batch_stats: BatchStats, dataset: Mapping[str, jax.Array],
-                      batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-    """mu (N, D) and log_var (N, D) of q(z | x) for every image of a split, eval mode."""
+                      batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """mu (N, D) and log_var (N, D) of q(z | x) for every image of a split, eval mode
+    (``batch_size`` None: ``train.inference_batch_size()``)."""
     _require_posterior(model)
     run = jax.jit(lambda p, s, x, y: model.posterior(p, s, x, y))
 
@@ -148,5 +173,5 @@ def posterior_moments(model: Model, params: Params, batch_stats: BatchStats, dat
         batch = data_lib.gather_batch(dataset, indices)
         return run(params, batch_stats, batch["image"], batch["label"])
 
-    mu, log_var = map_over_split(moments, dataset, batch_size)
+    mu, log_var = map_over_split(moments, dataset, batch_size or inference_batch_size(), pad_last=True)
     return mu, log_var

@@ -63,13 +63,13 @@ def summarize(model: Model, params: Params, batch_stats: BatchStats, test_set: M
     if samples <= 0 or (images is not None and images <= 0):
         raise ValueError(f"num_samples and num_images must be positive, got {samples} and {images}")
     elbo_key, iwae_key = jax.random.split(key)
-    full = likelihood.evaluate_likelihood(model, params, batch_stats, test_set, elbo_key, num_samples=1)
+    full = likelihood.evaluate_negative_elbo(model, params, batch_stats, test_set, elbo_key)
     subset = {k: v[:images] for k, v in test_set.items()}
     bound = likelihood.evaluate_likelihood(model, params, batch_stats, subset, iwae_key, num_samples=samples)
     return {
         "likelihood_targets": likelihood_targets(test_set),
-        "test_negative_elbo_nats": float(np.mean(full["negative_elbo"])),
-        "test_images_elbo": int(len(full["negative_elbo"])),
+        "test_negative_elbo_nats": float(np.mean(full)),
+        "test_images_elbo": int(len(full)),
         "iwae_nll_nats": float(np.mean(bound["iwae_nll"])),
         "iwae_negative_elbo_same_images_nats": float(np.mean(bound["negative_elbo"])),
         "iwae_samples": int(samples),

@@ -57,7 +57,7 @@ from aejax.label_style import label_style_functions, split_label_style
 from aejax.modules import Decoder, Discriminator, Encoder, apply_training, init_encoder_decoder
 from aejax.optimizers import torch_adam
 from aejax.priors import Prior, categorical, standard_normal
-from aejax.train import Batch, BatchStats, Model, Params, Phase, map_over_split, module_variables
+from aejax.train import Batch, BatchStats, Model, Params, Phase, inference_batch_size, map_over_split, module_variables
 
 
 DECODER_LABELS = ("softmax", "straight_through")
@@ -371,20 +371,21 @@ def _probability_predictor(classify: Callable[..., jax.Array]) -> Callable[[Para
 
 
 def predict_probabilities(model: Model, params: Params, batch_stats: BatchStats, dataset: Mapping[str, jax.Array],
-                          batch_size: int = 1000) -> np.ndarray:
-    """The label head's q(y | x) (N, num_classes) over a split (``data.device_dataset``), eval mode;
-    compiled once per model and batch shape."""
+                          batch_size: int | None = None) -> np.ndarray:
+    """The label head's q(y | x) (N, num_classes) over a split (``data.device_dataset``), eval mode
+    (``batch_size`` None: ``train.inference_batch_size()``); compiled once per model and batch shape."""
     run = _probability_predictor(model.classify)
     return map_over_split(lambda _, idx: (run(params, batch_stats, data_lib.gather_batch(dataset, idx)["image"]),),
-                          dataset, batch_size)[0]
+                          dataset, batch_size or inference_batch_size(), pad_last=True)[0]
 
 
 def predict_labels(model: Model, params: Params, batch_stats: BatchStats, dataset: Mapping[str, jax.Array],
-                   batch_size: int = 1000) -> np.ndarray:
-    """The label head's argmax (N,) over a split (``data.device_dataset``), eval mode.
+                   batch_size: int | None = None) -> np.ndarray:
+    """The label head's argmax (N,) over a split (``data.device_dataset``), eval mode
+    (``batch_size`` None: ``train.inference_batch_size()``).
 
     Compiled once per model and batch shape: every epoch's call reuses the program.
     """
     run = _label_predictor(model.classify)
     return map_over_split(lambda _, idx: (run(params, batch_stats, data_lib.gather_batch(dataset, idx)["image"]),),
-                          dataset, batch_size)[0]
+                          dataset, batch_size or inference_batch_size(), pad_last=True)[0]

@@ -34,15 +34,20 @@ def transfer_accuracy(classifier_params: Params, swapped: np.ndarray) -> dict[st
 
 
 def head_and_leak(model: Model, params: Params, batch_stats: BatchStats, train_set: Mapping[str, jax.Array],
-                  scored_set: Mapping[str, jax.Array]) -> tuple[np.ndarray, dict[str, Any]]:
-    """The scored split's styles (N, latent_dim), the label head's accuracy on it and the styles'
-    label leak: probes fitted on the training images' styles, scored on all of the split's,
-    each beside the same probe fitted on permuted labels (``probes.label_probes``)."""
-    train_styles = evaluation.evaluate(model, params, batch_stats, train_set)["latents"]
-    styles = evaluation.evaluate(model, params, batch_stats, scored_set)["latents"]
-    labels = np.asarray(scored_set["label"])
-    predicted = semi_supervised.predict_labels(model, params, batch_stats, scored_set)
-    return styles, {
-        "label_head_accuracy": float(np.mean(predicted == labels)),
-        "label_leak": probes.label_probes(train_styles, np.asarray(train_set["label"]), styles, labels),
-    }
+                  scored_sets: Mapping[str, Mapping[str, jax.Array]]) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
+    """For each named scored split: its styles (N, latent_dim), the label head's accuracy on it and
+    the styles' label leak: probes fitted on the training images' styles (encoded once for all
+    splits), scored on all of the split's, each beside the same probe fitted on permuted labels
+    (``probes.label_probes``). Returns {name: (styles, {"label_head_accuracy", "label_leak"})}."""
+    train_styles = evaluation.encode_split(model, params, batch_stats, train_set)
+    train_labels = np.asarray(train_set["label"])
+    results = {}
+    for name, scored_set in scored_sets.items():
+        styles = evaluation.encode_split(model, params, batch_stats, scored_set)
+        labels = np.asarray(scored_set["label"])
+        predicted = semi_supervised.predict_labels(model, params, batch_stats, scored_set)
+        results[name] = (styles, {
+            "label_head_accuracy": float(np.mean(predicted == labels)),
+            "label_leak": probes.label_probes(train_styles, train_labels, styles, labels),
+        })
+    return results

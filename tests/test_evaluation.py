@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -219,3 +220,46 @@ def test_each_helper_traces_once_per_model_and_shape():
     # a new model is a new program
     evaluation.evaluate(_tiny_model(traces), PARAMS, STATS, dataset, batch_size=2)
     assert traces["encode"] > after_first["encode"]
+
+
+def test_eval_mode_helpers_pad_the_last_batch_and_return_every_example_once():
+    traces = collections.Counter()
+    model, dataset = _tiny_model(traces), _dataset()  # 5 images
+    whole = evaluation.evaluate(model, PARAMS, STATS, dataset, batch_size=5)
+    before = traces["encode"]
+    padded = evaluation.evaluate(model, PARAMS, STATS, dataset, batch_size=2)  # batches 2, 2 and 1 padded to 2
+    assert traces["encode"] == before + 1  # one shape, one trace
+    for key in whole:
+        np.testing.assert_allclose(padded[key], whole[key], rtol=1e-6)
+    codes = evaluation.encode_split(model, PARAMS, STATS, dataset, batch_size=2)
+    chex.assert_shape(codes, (5, 2))
+    np.testing.assert_allclose(codes, whole["latents"], rtol=1e-6)
+    np.testing.assert_allclose(evaluation.encode_split(model, PARAMS, STATS, dataset), whole["latents"], rtol=1e-6)
+
+
+def test_map_over_split_pads_only_when_asked():
+    from aejax import train
+
+    dataset = {"image": jnp.zeros((5, 28, 28), jnp.uint8)}
+    seen = []
+
+    def fn(_, indices):
+        seen.append(np.asarray(indices))
+        return (indices * 10,)
+
+    (out,) = train.map_over_split(fn, dataset, 2, pad_last=True)
+    np.testing.assert_array_equal(out, [0, 10, 20, 30, 40])
+    np.testing.assert_array_equal(seen[-1], [4, 4])  # the short batch repeats its last index
+    seen.clear()
+    (out,) = train.map_over_split(fn, dataset, 2)
+    np.testing.assert_array_equal(out, [0, 10, 20, 30, 40])
+    np.testing.assert_array_equal(seen[-1], [4])
+    seen.clear()
+    (out,) = train.map_over_split(fn, dataset, 8, pad_last=True)  # one batch of all 5, nothing padded
+    assert [len(s) for s in seen] == [5] and len(out) == 5
+
+
+def test_batch_statistics_need_an_explicit_batch_size():
+    model, dataset = _tiny_model(collections.Counter()), _dataset()
+    with pytest.raises(ValueError, match="explicit batch_size"):
+        evaluation.evaluate(model, PARAMS, STATS, dataset, batch_statistics=True)

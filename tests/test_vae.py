@@ -703,3 +703,15 @@ def test_out_of_range_labels_are_rejected_outside_jit():
         with pytest.raises(ValueError, match=r"\[0, 10\)"):
             condition_on_labels(z, jnp.asarray(bad, jnp.int32), 10)
     assert condition_on_labels(z, jnp.asarray([0, 9], jnp.int32), 10).shape == (2, 13)
+
+
+def test_evaluate_negative_elbo_is_evaluate_likelihoods_without_the_iwae(vae_vars):
+    params, batch_stats = vae_vars
+    model, dataset = _vae(), _dataset(5)
+    key = jax.random.key(3)
+    both = likelihood.evaluate_likelihood(model, params, batch_stats, dataset, key, num_samples=2, batch_size=2)
+    alone = likelihood.evaluate_negative_elbo(model, params, batch_stats, dataset, key, batch_size=2)
+    chex.assert_shape(alone, (5,))
+    np.testing.assert_allclose(alone, both["negative_elbo"], rtol=1e-6)
+    other = likelihood.evaluate_negative_elbo(model, params, batch_stats, dataset, jax.random.key(4), batch_size=2)
+    assert not np.array_equal(other, alone)  # a fresh draw of z

@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         errors = [entry[by_epoch] for entry in history.epochs]  # a resumed run's earlier epochs included
         with run.timer("evaluation"):
             predicted = semi_supervised.predict_labels(model, state.params, state.batch_stats, test_set)
-            styles = evaluation.evaluate(model, state.params, state.batch_stats, test_set)["latents"]
+            styles = evaluation.encode_split(model, state.params, state.batch_stats, test_set)
             transfer = min(config.transfer_images, len(labels)) if supervised else FIGURE_ROWS
             swapped = evaluation.label_swap(model, state.params, state.batch_stats, styles[:transfer],
                                             model_config.num_classes)
@@ -156,11 +156,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 metrics["style_transfer_accuracy"] = style_evaluation.transfer_accuracy(classifier_params, swapped)
                 metrics["classifier_test_accuracy"] = classifier_accuracy
                 # fair probes (aejax.probes): fitted on the training styles, computed once for both splits
-                train_styles = evaluation.evaluate(model, state.params, state.batch_stats, train_images)["latents"]
+                train_styles = evaluation.encode_split(model, state.params, state.batch_stats, train_images)
                 train_labels = splits["train"].labels
                 metrics["label_leak"] = probes.label_probes(train_styles, train_labels, styles, labels)
                 if run.validation:  # what a choice between recipes reads
-                    followed_styles = evaluation.evaluate(model, state.params, state.batch_stats, followed_set)["latents"]
+                    followed_styles = evaluation.encode_split(model, state.params, state.batch_stats, followed_set)
                     metrics["validation_label_leak"] = probes.label_probes(train_styles, train_labels, followed_styles,
                                                                            splits[followed].labels)
             else:

@@ -117,9 +117,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if run.validation:  # what a choice between recipes reads: the negative ELBO of the validation images
                 validation_set = (binarized.binarized_test_set(splits["validation"]) if config.model.binarize
                                   else data.device_dataset(splits["validation"]))
-                scores = likelihood.evaluate_likelihood(model, params, stats, validation_set, likelihood_key,
-                                                        num_samples=1)
-                metrics["validation_negative_elbo_nats"] = float(np.mean(scores["negative_elbo"]))
+                scores = likelihood.evaluate_negative_elbo(model, params, stats, validation_set, likelihood_key)
+                metrics["validation_negative_elbo_nats"] = float(np.mean(scores))
             first, last = (evaluation.lecture_example(splits["test"], label) for label in (start, end))
             row = evaluation.interpolation_frames(model, params, stats, first, last, 10)
             frames = evaluation.interpolation_frames(model, params, stats, first, last, 200)

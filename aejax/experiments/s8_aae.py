@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         def plot_epoch(epoch: int, state, _means: dict) -> None:
             with run.timer("evaluation"):
-                codes = evaluation.evaluate(model, state.params, state.batch_stats, followed_set)["latents"]
+                codes = evaluation.encode_split(model, state.params, state.batch_stats, followed_set)
             with run.timer("figures"):
                 plots.plot_latent_scatter(codes, splits[followed].labels,
                                           out / "frames" / f"latent_epoch{epoch:02d}.png",
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             grid = evaluation.decode_on_grid(model, state.params, state.batch_stats, low, high, GRID_STEPS)
             # the running statistics lag an adversarially moving encoder: recomputed for its final weights
             precise_stats = runs.recomputed_batch_stats(model, state, train_set, config.train.batch_size, keys[2])
-            precise_codes = evaluation.evaluate(model, state.params, precise_stats, test_set)["latents"]
+            precise_codes = evaluation.encode_split(model, state.params, precise_stats, test_set)
             metrics = {
                 "prior_match": {**aae.prior_match(model_config, state.params, state.batch_stats, codes, prior, keys[2],
                                                   labels),
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "protocol": {"epoch_frames_on": followed},
             }
             if run.validation:  # what a choice between recipes reads: the same statistics on validation codes
-                validation_codes = evaluation.evaluate(model, state.params, state.batch_stats, followed_set)["latents"]
+                validation_codes = evaluation.encode_split(model, state.params, state.batch_stats, followed_set)
                 metrics["validation_prior_match"] = {
                     "inside_support": float(np.mean(np.asarray(prior.contains(validation_codes)))),
                     **distribution_match(config.prior, prior, validation_codes, keys[2])}

@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with run.output() as out:
         state, history = run.fit(model, train_set, keys[1], out)
         with run.timer("evaluation"):
-            styles, head_and_leak = style_evaluation.head_and_leak(model, state.params, state.batch_stats, train_set, test_set)
+            styles, head_and_leak = style_evaluation.head_and_leak(model, state.params, state.batch_stats, train_set,
+                                                                   {"test": test_set})["test"]
             adversary = disentangled.make_modules(model_config).adversary
             adversary_logits = adversary.apply({"params": state.params["label_adversary"]},
                                                label_style.standardize(jax.numpy.asarray(styles)))
@@ -83,7 +84,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             # the same probes on the styles of the final weights: the encoder's running BatchNorm
             # statistics lag its adversarial updates (see train.recompute_batch_stats)
             precise_stats = runs.recomputed_batch_stats(model, state, train_set, config.train.batch_size, keys[2])
-            _, recomputed = style_evaluation.head_and_leak(model, state.params, precise_stats, train_set, test_set)
+            # what a choice between recipes reads (validation), beside the test numbers
+            scored = {"test": test_set, **({"validation": data.device_dataset(splits["validation"])}
+                                           if run.validation else {})}
+            precise = style_evaluation.head_and_leak(model, state.params, precise_stats, train_set, scored)
+            recomputed = precise["test"][1]
             metrics = {
                 "label_head_test_accuracy": head_and_leak["label_head_accuracy"],
                 "label_leak": head_and_leak["label_leak"],
@@ -94,10 +99,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "num_classes": num_classes,
                 "train_history": history.epochs,
             }
-            if run.validation:  # what a choice between recipes reads: the same on the validation split
-                validation_set = data.device_dataset(splits["validation"])
-                metrics["validation"] = style_evaluation.head_and_leak(model, state.params, precise_stats, train_set,
-                                                      validation_set)[1]
+            if run.validation:
+                metrics["validation"] = precise["validation"][1]
         with run.timer("figures"):
             rows = min(FIGURE_ROWS, transfer)
             originals = np.asarray(data.to_float_nhwc(splits["test"].images[:rows]))
