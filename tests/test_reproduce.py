@@ -163,3 +163,14 @@ def test_a_run_in_the_runners_process_drops_its_compiled_programs_even_when_it_f
     unit = reproduce.units(reproduce.BY_NAME["s1_pca"], reproduce.parse_args(["--out", str(tmp_path)]))[0]
     entry = reproduce._run_here(unit, reproduce.parse_args(["--out", str(tmp_path)]))
     assert entry == {"status": "failed", "error": "ValueError: no data"} and cleared == [True]
+
+
+def test_wall_time_split_sums_the_runs_and_gives_evaluations_share():
+    runs = [{"data": 1.0, "compile": 10.0, "train": 80.0, "evaluation": 8.0, "figures": 1.0, "total": 100.0},
+            {"data": 1.0, "compile": 10.0, "train": 60.0, "evaluation": 28.0, "figures": 1.0, "total": 100.0}]
+    assert reproduce.wall_time_split(runs) == ("data 2 s, compile 20 s, train 140 s, evaluation 36 s, figures 2 s; "
+                                               "evaluation and figures 19.0% of 200 s")
+    assert reproduce.wall_time_split([runs[0], {"train": 5.0}]) is None  # a run with no total: no split
+    assert reproduce.wall_time_split([]) is None
+    with_classifier = reproduce.wall_time_split([{**runs[0], "classifier": 4.0}])
+    assert "train 80 s, classifier 4 s, evaluation 8 s" in with_classifier

@@ -583,6 +583,23 @@ class ReportEntry:
     device: str | None
     protocol: str
     error: str | None = None
+    time_split: str | None = None  # ``wall_time_split`` of the entry's runs
+
+
+SPLIT_PARTS = ("data", "compile", "train", "classifier", "evaluation", "figures")  # metrics.json's ``seconds``
+
+
+def wall_time_split(seconds: list[dict[str, float]]) -> str | None:
+    """The runs' summed ``seconds`` parts, then evaluation and figures as a share of the total:
+    "data 1 s, compile 40 s, train 900 s, evaluation 60 s, figures 2 s; evaluation and figures
+    6.4% of 963 s". None unless every run recorded a total."""
+    if not seconds or any(not s or s.get("total") is None for s in seconds):
+        return None
+    total = sum(s["total"] for s in seconds)
+    parts = [f"{name} {sum(s.get(name) or 0 for s in seconds):.0f} s" for name in SPLIT_PARTS
+             if any(name in s for s in seconds)]
+    late = sum((s.get("evaluation") or 0) + (s.get("figures") or 0) for s in seconds)
+    return f"{', '.join(parts)}; evaluation and figures {100 * late / total:.1f}% of {total:.0f} s"
 
 
 def collect(out: pathlib.Path, manifest: dict[str, Any], args: argparse.Namespace) -> list[ReportEntry]:
@@ -612,7 +629,8 @@ def collect(out: pathlib.Path, manifest: dict[str, Any], args: argparse.Namespac
             experiment, status, command.strip(), numbers, figures,
             sum(walls) if walls and None not in walls else None, wall_label,
             metrics[0].get("device") if metrics else None,
-            protocol_text(metrics[0]) if metrics else "", errors[0] if errors else None))
+            protocol_text(metrics[0]) if metrics else "", errors[0] if errors else None,
+            wall_time_split([m.get("seconds") for m in metrics])))
     return entries
 
 
@@ -645,8 +663,9 @@ def render_markdown(entries: list[ReportEntry], header: dict[str, str]) -> str:
         if e.numbers:
             lines += ["| measured | value |", "|---|---|"] + [f"| {_cell(label)} | {_cell(value)} |"
                                                              for label, value in e.numbers]
-            lines += [f"| {e.wall_label} | {'n/a' if e.wall_seconds is None else f'{e.wall_seconds:.0f} s'} |",
-                      f"| device | {e.device or 'n/a'} |", ""]
+            lines += [f"| {e.wall_label} | {'n/a' if e.wall_seconds is None else f'{e.wall_seconds:.0f} s'} |"]
+            lines += [f"| wall time split (all runs) | {e.time_split} |"] if e.time_split else []
+            lines += [f"| device | {e.device or 'n/a'} |", ""]
         lines += [f"![{e.experiment.name}: {pathlib.Path(f).stem}]({f})" for f in e.figures]
     return "\n".join(lines) + "\n"
 
@@ -674,7 +693,8 @@ def render_html(entries: list[ReportEntry], header: dict[str, str], out: pathlib
             parts.append(f"<p class='failed'><b>{esc(e.status)}</b>{': ' + esc(e.error) if e.error else ''}</p>")
         if e.numbers:
             wall = "n/a" if e.wall_seconds is None else f"{e.wall_seconds:.0f} s"
-            rows = [*e.numbers, (e.wall_label, wall), ("device", e.device or "n/a")]
+            rows = [*e.numbers, (e.wall_label, wall), *([("wall time split (all runs)", e.time_split)]
+                                                        if e.time_split else []), ("device", e.device or "n/a")]
             parts.append("<table>" + "".join(f"<tr><td>{esc(a)}</td><td>{esc(b)}</td></tr>" for a, b in rows) + "</table>")
         for figure in e.figures:
             if figure.endswith(".png"):
