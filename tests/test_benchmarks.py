@@ -11,12 +11,15 @@ import re
 import subprocess
 import sys
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aejax.benchmarks import train_speed
+from aejax import conv_kernels
+from aejax.benchmarks import layer_speed, train_speed
+from aejax.modules import Decoder, Encoder
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 ROW_HEADER = "| family | batch | impl | images/s |"
@@ -94,6 +97,19 @@ def test_the_pytorch_memory_probe_grows_with_the_batch(mnist):
     small, large = (train_speed.torch_peak_rss_growth("ae", batch, False, images, labels, 1, 0) for batch in (8, 256))
     assert 0 < small < large
     assert large - small > 50 * 2 ** 20  # batch 256's activations and their gradients: well over 50 MB
+
+
+def test_flops_count_every_batch_chunk(mnist):
+    """Past CPU_BATCH_CHUNK images the decoder's wide layers loop over chunks, whose body XLA's
+    cost analysis counts once: the step's count must still grow with the batch (FLOPs are per
+    image, but for the optimizer's few per step)."""
+    chunk = conv_kernels.CPU_BATCH_CHUNK
+    images, labels = mnist["train"].images[:4 * chunk], mnist["train"].labels[:4 * chunk]
+    counts = {}
+    for batch in (chunk, 3 * chunk):
+        runner = train_speed.AejaxRunner("ae", images, labels, batch, 1, 0)
+        counts[batch] = runner._step_flops(runner._indices()[0])
+    assert counts[3 * chunk] == pytest.approx(3 * counts[chunk], rel=0.01)
 
 
 def test_benchmark_times_the_subpixel_decoder_beside_the_default(mnist):
@@ -224,3 +240,41 @@ def test_lecture_loader_gives_the_lecture_tensors():
     # shuffled: each image found again beside its label, scaled to [0, 1] as ToTensor does
     for image, label in zip(batch, labels):
         np.testing.assert_allclose(image[0].numpy(), images[int(label) - 7] / 255.0, rtol=1e-6)
+
+
+def test_layer_speed_layers_are_the_lecture_autoencoders():
+    """The benchmarked layers' kernels are the Encoder's and Decoder's, in order, and each input is the
+    previous convolution's output (the decoder's first from its Dense, 1x1x512)."""
+    x = jnp.zeros((2, 28, 28, 1))
+    encoder = Encoder(24).init(jax.random.key(0), x, False)["params"]
+    decoder = Decoder().init(jax.random.key(1), jnp.zeros((2, 24)), False)["params"]
+    kernels = [v["kernel"].shape for tree in (encoder, decoder) for v in tree.values()  # in creation order
+               if "kernel" in v and v["kernel"].ndim == 4]
+    layers = layer_speed.ae_layers()
+    convs = [layer for layer in layers if len(layer.kernel_shape) == 4]
+    assert [layer.kernel_shape for layer in convs] == kernels
+    for layer, following in zip(convs, convs[1:]):
+        if layer.name.startswith("encoder conv 1x1"):
+            continue  # flatten and Dense in between
+        out = jax.eval_shape(layer.forms["aejax"], jnp.zeros((1, *layer.input_shape)), jnp.zeros(layer.kernel_shape))
+        assert out.shape[1:] == following.input_shape
+
+
+def test_layer_speed_forms_compute_the_same_layer(tmp_path):
+    """Every form of a layer gives the same output on a batch the CPU kernels split into chunks."""
+    rng = np.random.default_rng(0)
+    for layer in layer_speed.ae_layers():
+        if len(layer.forms) < 2 or layer.input_shape[0] < 16:
+            continue
+        x = jnp.asarray(rng.normal(size=(conv_kernels.CPU_BATCH_CHUNK + 2, *layer.input_shape)), jnp.float32)
+        k = jnp.asarray(rng.normal(size=layer.kernel_shape) * 0.1, jnp.float32)
+        outputs = {form: fn(x, k) for form, fn in layer.forms.items()}
+        for form, y in outputs.items():
+            chex.assert_trees_all_close(y, outputs["lax"], atol=1e-4, rtol=1e-4, custom_message=f"{layer.name} {form}")
+    assert layer_speed.main(["--batch-sizes", "2", "--rounds", "1", "--forms", "aejax,lax", "--out", str(tmp_path)]) == 0
+    [report] = [json.loads(p.read_text()) for p in tmp_path.glob("layer_speed_*.json")]
+    convs = [layer for layer in layer_speed.ae_layers() if len(layer.forms) > 1]
+    assert len(report["results"]) == 2 * len(convs) + 2  # two forms per convolution, one per BatchNorm row
+    assert all(row["us_per_image"]["2"] > 0 for row in report["results"])
+    table = next(tmp_path.glob("layer_speed_*.md")).read_text()
+    assert "| all layers above | aejax |" in table and "| all layers above | lax |" in table

@@ -512,3 +512,56 @@ def test_impl_names_are_the_config_choices():
     assert conv_kernels.CONV_TRANSPOSE_IMPLS == ("auto", "taps", "subpixel", "lax")
     hints = typing.get_type_hints(modules.Decoder)
     assert hints["conv_impl"] is conv_kernels.ConvImpl and hints["conv_transpose_impl"] is conv_kernels.ConvTransposeImpl
+
+
+def test_over_batch_chunks_equals_one_call_with_a_remainder():
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=(70, 3, 2)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(2, 4)), jnp.float32)
+
+    def per_image(xb):
+        return jnp.tanh(xb @ w) * xb.sum(axis=(1, 2), keepdims=True)
+
+    calls = []
+    chunked = conv_kernels.over_batch_chunks(lambda xb: calls.append(xb.shape[0]) or per_image(xb), x, 32)
+    assert calls == [32, 6]  # traced once for the mapped chunks, once for the 6 left over
+    chex.assert_trees_all_close(chunked, per_image(x), atol=1e-6)
+    g = jax.grad(lambda x: jnp.sum(conv_kernels.over_batch_chunks(per_image, x, 32) ** 2))(x)
+    chex.assert_trees_all_close(g, jax.grad(lambda x: jnp.sum(per_image(x) ** 2))(x), atol=1e-5)
+    assert conv_kernels.over_batch_chunks(per_image, x[:20], 32).shape == (20, 3, 4)
+
+
+def test_batch_chunk_size_only_for_wide_layers_and_large_batches():
+    chunk = conv_kernels.CPU_BATCH_CHUNK
+    wide, narrow = jnp.zeros((chunk + 1, 16, 16, 1)), jnp.zeros((4 * chunk, 8, 8, 1))
+    cpu = jax.default_backend() == "cpu"
+    assert conv_kernels.batch_chunk_size(wide) == (chunk if cpu else None)
+    assert conv_kernels.batch_chunk_size(wide[:chunk]) is None
+    assert conv_kernels.batch_chunk_size(narrow) is None
+
+
+@pytest.mark.parametrize("layer", ["conv7x7", "conv3x3s2", "conv_transpose"])
+def test_batch_chunked_kernels_equal_lax(layer):
+    """Batches past CPU_BATCH_CHUNK on 16x16 inputs: the chunked CPU kernels against lax, values and gradients."""
+    rng = np.random.default_rng(3)
+    batch = conv_kernels.CPU_BATCH_CHUNK + 3
+    x = jnp.asarray(rng.normal(size=(batch, 16, 16, 4)), jnp.float32)
+    if layer == "conv_transpose":
+        w = jnp.asarray(rng.normal(size=(3, 3, 4, 5)) * 0.3, jnp.float32)
+
+        def apply(x, w, impl):
+            return conv_kernels.conv_transpose2x(x, w, "taps" if impl == "patches" else "lax")
+    else:
+        k, stride, features = (7, 1, 1) if layer == "conv7x7" else (3, 2, 5)
+        w = jnp.asarray(rng.normal(size=(k, k, 4, features)) * 0.3, jnp.float32)
+
+        def apply(x, w, impl):
+            return conv_kernels.conv2d(x, w, (stride, stride), ((1, 1), (1, 1)), impl)
+
+    def loss(impl):
+        return lambda x, w: jnp.sum(jnp.sin(apply(x, w, impl)))
+
+    chex.assert_trees_all_close(apply(x, w, "patches"), apply(x, w, "lax"), atol=1e-4, rtol=1e-5)
+    g_chunked = jax.grad(loss("patches"), argnums=(0, 1))(x, w)
+    chex.assert_trees_all_close(g_chunked, jax.grad(loss("lax"), argnums=(0, 1))(x, w), atol=1e-3, rtol=1e-4)
+    assert float(jnp.abs(g_chunked[0][-1]).max()) > 0.01  # the left-over images get their gradient too

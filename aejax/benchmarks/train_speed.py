@@ -1,7 +1,7 @@
 """Training speed, side by side: aejax against the lecture's PyTorch, per model family and batch size.
 
-For each family (AE, VAE, CVAE, AAE) and batch size, in one process and interleaved
-round by round (A, B, C, A, B, C, ...), it trains a fixed number of steps with
+For each family (AE, VAE, CVAE, AAE) and batch size, in a fresh process of its own and
+interleaved round by round (A, B, C, A, B, C, ...), it trains a fixed number of steps with
 
 - ``aejax``: the data set on the device, ``steps`` training steps as one compiled
   ``lax.scan`` program (``train.make_train_chunk``), state donated;
@@ -12,8 +12,8 @@ round by round (A, B, C, A, B, C, ...), it trains a fixed number of steps with
 
 and prints images/s, step time, compile time, memory (aejax: its compiled program's
 buffers; PyTorch on a CPU: the peak RSS growth of a fresh process training that step;
-on a GPU: the peak CUDA allocation), and the achieved FLOP/s (FLOPs from XLA's cost analysis of one aejax step) next to the device's
-nominal peak, with aejax's speed-up over each PyTorch variant. Results go to
+on a GPU: the peak CUDA allocation), and the achieved FLOP/s (FLOPs from XLA's cost analysis of
+one aejax step) next to the device's nominal peak, with aejax's speed-up over each PyTorch variant. Results go to
 ``benchmarks/results/train_speed_<device>.json`` and ``.md`` under the current directory
 (``--out`` names another folder).
 
@@ -27,7 +27,9 @@ torch is imported only when a PyTorch variant runs.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
+import multiprocessing
 import os
 import pathlib
 import platform
@@ -42,7 +44,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from aejax import aae, autoencoder, data, priors, vae
+from aejax import aae, autoencoder, conv_kernels, data, priors, vae
 from aejax import train as train_lib
 
 FAMILIES = ("ae", "vae", "cvae", "aae")
@@ -154,9 +156,22 @@ class AejaxRunner(Runner):
         if memory is not None:
             self.memory_bytes = float(memory.temp_size_in_bytes + memory.argument_size_in_bytes
                                       + memory.output_size_in_bytes - memory.alias_size_in_bytes)
-        step = train_lib.make_train_step(self.model.phases).lower(self.state, self.dataset, indices[0]).compile()
-        self.flops_per_step = compiled_flops(step)
+        self.flops_per_step = self._step_flops(indices[0])
         self.run()  # the first run pays for allocation, not compilation
+
+    def _step_flops(self, batch: jax.Array) -> float:
+        """One train step's FLOPs at this batch size, extrapolated from two batches of at most
+        ``CPU_BATCH_CHUNK`` images: XLA's cost analysis counts a loop's body once, so a step
+        whose layers run over batch chunks would be under-counted. Every FLOP of a step is
+        per image or per step (the optimizer's), so two sizes fix the line exactly."""
+        step = train_lib.make_train_step(self.model.phases)
+        def count(n: int) -> float:
+            return compiled_flops(step.lower(self.state, self.dataset, batch[:n]).compile())
+        small = conv_kernels.CPU_BATCH_CHUNK
+        if len(batch) <= small:
+            return count(len(batch))
+        low, high = count(small // 2), count(small)
+        return high + (high - low) / (small - small // 2) * (len(batch) - small)
 
     def run(self) -> float:
         indices = self._indices()
@@ -334,6 +349,47 @@ def benchmark(family: str, batch_size: int, impls: tuple[str, ...], steps: int, 
     return result
 
 
+def machine() -> dict[str, Any]:
+    """What this process runs on: device name, nominal peak and where it came from, versions."""
+    versions = {"jax": jax.__version__}
+    if "torch" in sys.modules:
+        versions["torch"] = sys.modules["torch"].__version__
+    peak, peak_source = nominal_peak_flops()
+    return {"device": device_name(), "versions": versions, "peak_flops": peak, "peak_source": peak_source}
+
+
+def _log_to_stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _measure_row(family: str, batch_size: int, impls: tuple[str, ...], steps: int, rounds: int,
+                 images: np.ndarray, labels: np.ndarray, seed: int, torch_memory: bool) -> dict[str, Any]:
+    """Child-process side of ``measure_row_in_fresh_process``."""
+    if any(not impl.startswith("aejax") for impl in impls):
+        import torch
+
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+    result = benchmark(family, batch_size, impls, steps, rounds, images, labels, seed, _log_to_stderr, torch_memory)
+    return {"machine": machine(), "result": result}
+
+
+def measure_row_in_fresh_process(family: str, batch_size: int, impls: tuple[str, ...], steps: int, rounds: int,
+                                 images: np.ndarray, labels: np.ndarray, seed: int,
+                                 torch_memory: bool = True) -> dict[str, Any]:
+    """``benchmark`` of one row in a fresh (spawned) process -> {"machine": ``machine()``, "result": ...}.
+
+    What a row leaves behind in its process (allocator pages, thread pools, PyTorch's compiler
+    workers, the memory probes' effects) slowed later rows: on the 2-core CPU the AE at batch
+    4096 ran at 436 images/s after the rows of batch 64 and 512 in one process against 778 in
+    a process of its own. The parent never starts a JAX backend, so on a GPU each row's
+    process has the whole card.
+    """
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(_measure_row, family, batch_size, impls, steps, rounds, images, labels, seed,
+                           torch_memory).result()
+
+
 def host_name() -> str:
     """The CPU model (from /proc/cpuinfo where there is one), else the machine type."""
     try:
@@ -354,7 +410,7 @@ def device_name() -> str:
 def markdown(report: dict[str, Any]) -> str:
     peak = report["peak_flops"]
     lines = [f"# Training speed: aejax vs the lecture's PyTorch ({report['device']})", "",
-             f"Command: `{report['command']}`. jax {report['versions']['jax']}, torch {report['versions']['torch']}, "
+             f"Command: `{report['command']}`. jax {report['versions']['jax']}, torch {report['versions'].get('torch', '(not run)')}, "
              f"{report['host']}, XLA_FLAGS `{report.get('xla_flags') or '(none)'}`. Nominal peak: "
              + (f"{peak / 1e9:.0f} GFLOP/s ({report['peak_source']})" if peak else "unknown") + ".",
              *([f"**Partial: {len(report['results'])} of {report['rows_planned']} (family, batch) rows; the run "
@@ -442,32 +498,26 @@ def main(argv: list[str] | None = None, prog: str = DEFAULT_PROG) -> int:
     except (data.DataError, ValueError, OSError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
     images, labels = splits["train"]
-    import torch
-
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
-    peak, peak_source = nominal_peak_flops()
-    report = {"device": device_name(), "host": host_name(),
-              "command": " ".join([prog, *(sys.argv[1:] if argv is None else argv)]),
-              "versions": {"jax": jax.__version__, "torch": torch.__version__},
+    report = {"host": host_name(), "command": " ".join([prog, *(sys.argv[1:] if argv is None else argv)]),
               "xla_flags": os.environ.get("XLA_FLAGS", ""),  # flags change XLA:CPU's speed: part of the setting
-              "peak_flops": peak, "peak_source": peak_source,
               "rows_planned": len(args.families) * len(args.batch_sizes), "results": []}
-    stem = args.out / (args.name or f"train_speed_{report['device']}{'_quick' if args.quick else ''}")
     for family in args.families:
         for batch_size in args.batch_sizes:
-            result = benchmark(family, batch_size, args.impls, steps_per_round(batch_size, args.steps, args.round_images),
-                               args.rounds, images, labels, args.seed,
-                               lambda text: print(text, file=sys.stderr, flush=True), not args.no_torch_memory)
-            report["results"].append(result)
+            row = measure_row_in_fresh_process(family, batch_size, args.impls,
+                                               steps_per_round(batch_size, args.steps, args.round_images),
+                                               args.rounds, images, labels, args.seed, not args.no_torch_memory)
+            report = {**report, **row["machine"], "results": [*report["results"], row["result"]]}
+            stem = args.out / (args.name or f"train_speed_{report['device']}{'_quick' if args.quick else ''}")
             write_results(stem, report)  # after every row: a run stopped early keeps the rows it measured
     print(markdown(report))
     return 0
 
 
-def write_results(stem: pathlib.Path, report: dict[str, Any]) -> None:
-    """``<stem>.json`` and ``<stem>.md`` (the table), each replaced whole: no half-written file."""
+def write_results(stem: pathlib.Path, report: dict[str, Any],
+                  render: Callable[[dict[str, Any]], str] = markdown) -> None:
+    """``<stem>.json`` and ``<stem>.md`` (``render``'s table), each replaced whole: no half-written file."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    for suffix, text in ((".json", json.dumps(report, indent=1)), (".md", markdown(report))):
+    for suffix, text in ((".json", json.dumps(report, indent=1)), (".md", render(report))):
         partial = stem.with_name(stem.name + suffix + ".partial")
         partial.write_text(text)
         os.replace(partial, stem.with_name(stem.name + suffix))
