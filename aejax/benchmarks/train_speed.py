@@ -378,10 +378,8 @@ def measure_row_in_fresh_process(family: str, batch_size: int, impls: tuple[str,
                                  torch_memory: bool = True) -> dict[str, Any]:
     """``benchmark`` of one row in a fresh (spawned) process -> {"machine": ``machine()``, "result": ...}.
 
-    What a row leaves behind in its process (allocator pages, thread pools, PyTorch's compiler
-    workers, the memory probes' effects) slowed later rows: on the 2-core CPU the AE at batch
-    4096 ran at 436 images/s after the rows of batch 64 and 512 in one process against 778 in
-    a process of its own. The parent never starts a JAX backend, so on a GPU each row's
+    A process per row, so that no row inherits another's allocator pages, thread pools or
+    PyTorch compiler workers. The parent never starts a JAX backend, so on a GPU each row's
     process has the whole card.
     """
     context = multiprocessing.get_context("spawn")
