@@ -34,6 +34,9 @@ term ``balance_weight`` (``losses.batch_balance_gap``: the batch's mean label di
 pulled to the uniform one, so no category empties), ``confidence_weight`` (the mean
 entropy of each image's label distribution) and ``invariance_weight`` (the label head on
 a shifted copy of each image trained towards its distribution on the image itself).
+With ``label_terms_rate`` > 0 these terms leave the generator phase for a fifth phase,
+``label_head``, with an Adam of their own at that rate: at the adversaries' rate (1e-4)
+they move the head ten times slower than reconstruction (1e-3) pulls it back to soft codes.
 
 Batches come from ``make_dataset`` + ``gather``: every training image as unlabelled
 (their labels are replaced by -1, so no loss can read them) and the labelled subset,
@@ -98,6 +101,9 @@ class SemiSupervisedConfig:
     invariance_weight: float = flags.field(0.0, "weight of the shift-invariance term of the generator phase: the label "
                                            "head on each image shifted by up to max(augment_shift, 1) pixels, against "
                                            "its softmax on the image itself; 0: none (the paper)")
+    label_terms_rate: float = flags.field(0.0, "> 0: the label head's terms (balance, confidence, invariance) get a "
+                                          "phase of their own after the generator's, with their own Adam at this "
+                                          "rate; 0: they join the generator phase at the adversaries' rate")
 
     def __post_init__(self):
         if self.latent_dim <= 0 or self.num_classes <= 1:
@@ -107,6 +113,10 @@ class SemiSupervisedConfig:
         if not all(w >= 0 for w in (self.weight_decay, self.generator_weight, self.supervised_weight, self.balance_weight,
                                     self.confidence_weight, self.invariance_weight)):
             raise ValueError("weight_decay and the loss weights must be >= 0")
+        if not self.label_terms_rate >= 0:
+            raise ValueError(f"label_terms_rate must be >= 0, got {self.label_terms_rate}")
+        if self.label_terms_rate > 0 and not (self.balance_weight or self.confidence_weight or self.invariance_weight):
+            raise ValueError("label_terms_rate needs a label-head term (balance, confidence or invariance weight > 0)")
         if self.decay_steps < 0:
             raise ValueError(f"decay_steps must be >= 0, got {self.decay_steps}")
         if self.augment_shift < 0 or self.consistency_weight < 0 or not 0 < self.confidence_threshold <= 1:
@@ -267,28 +277,14 @@ def discriminators_loss(parts: SemiSupervisedParts, params: Params, batch_stats:
     return label_loss + style_loss, ({**batch_stats, "encoder": encoder_stats}, metrics)
 
 
-def generator_loss(parts: SemiSupervisedParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
-                   step: jax.Array | None = None) -> tuple[jax.Array, tuple]:
-    """``generator_weight`` * the sum of both discriminators' BCEs against 1 on the encoder's outputs
-    for batch["image"] (B, 28, 28, 1), plus the label head's optional terms (each off at weight 0):
-    ``balance_weight`` * ``losses.batch_balance_gap`` of its softmax p, ``confidence_weight`` *
-    the mean of ``losses.categorical_entropy(p)``, and ``invariance_weight`` * the mean
-    cross-entropy of its logits on shifted copies against p (no gradient through p).
-    Returns (loss, (batch_stats, metrics))."""
-    del step
-    config = parts.config
-    images = batch["image"]
-    num_images = images.shape[0]
-    if config.invariance_weight > 0:  # one pass: one set of batch statistics
-        shifted = data_lib.random_shift(key, images, max(config.augment_shift, 1))
-        images = jnp.concatenate([images, shifted])
-    all_logits, all_styles, encoder_stats = encoder_outputs(parts, params, batch_stats, images)
-    label_logits, style = all_logits[:num_images], all_styles[:num_images]
+def _label_head_terms(config: SemiSupervisedConfig, label_logits: jax.Array, shifted_logits: jax.Array | None,
+                      ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The label head's optional terms on its logits (B, K) and, for invariance, its logits on
+    shifted copies (B, K): ``balance_weight`` * ``losses.batch_balance_gap`` of its softmax p,
+    ``confidence_weight`` * the mean ``losses.categorical_entropy(p)``, ``invariance_weight`` *
+    the mean cross-entropy of the shifted logits against p (no gradient through p)."""
     label_probs = jax.nn.softmax(label_logits)
-    label_verdict, style_verdict = verdicts(parts, params, label_probs, style)
-    loss = config.generator_weight * (jnp.mean(_bce_against(label_verdict, 1.0))
-                                      + jnp.mean(_bce_against(style_verdict, 1.0)))
-    metrics = {}
+    loss, metrics = jnp.zeros((), label_logits.dtype), {}
     if config.balance_weight > 0:
         metrics["balance_gap"] = losses.batch_balance_gap(label_probs)
         loss = loss + config.balance_weight * metrics["balance_gap"]
@@ -297,8 +293,55 @@ def generator_loss(parts: SemiSupervisedParts, params: Params, batch_stats: Batc
         loss = loss + config.confidence_weight * metrics["entropy"]
     if config.invariance_weight > 0:
         targets = jax.lax.stop_gradient(label_probs)
-        metrics["invariance"] = jnp.mean(optax.softmax_cross_entropy(all_logits[num_images:], targets))
+        metrics["invariance"] = jnp.mean(optax.softmax_cross_entropy(shifted_logits, targets))
         loss = loss + config.invariance_weight * metrics["invariance"]
+    return loss, metrics
+
+
+def _encode_with_shifted_copies(parts: SemiSupervisedParts, params: Params, batch_stats: BatchStats,
+                                images: jax.Array, key: jax.Array, shift_copies: bool,
+                                ) -> tuple[jax.Array, jax.Array, jax.Array | None, Any]:
+    """Train mode: label logits (B, K) and style (B, D) of ``images``, the label logits (B, K) of
+    copies shifted by up to max(augment_shift, 1) pixels (None unless ``shift_copies``), stats."""
+    num_images = images.shape[0]
+    if shift_copies:  # one pass: one set of batch statistics
+        shifted = data_lib.random_shift(key, images, max(parts.config.augment_shift, 1))
+        images = jnp.concatenate([images, shifted])
+    all_logits, all_styles, encoder_stats = encoder_outputs(parts, params, batch_stats, images)
+    shifted_logits = all_logits[num_images:] if shift_copies else None
+    return all_logits[:num_images], all_styles[:num_images], shifted_logits, encoder_stats
+
+
+def generator_loss(parts: SemiSupervisedParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
+                   step: jax.Array | None = None) -> tuple[jax.Array, tuple]:
+    """``generator_weight`` * the sum of both discriminators' BCEs against 1 on the encoder's outputs
+    for batch["image"] (B, 28, 28, 1), plus the label head's optional terms (``_label_head_terms``)
+    unless they have a phase of their own (``label_terms_rate`` > 0).
+    Returns (loss, (batch_stats, metrics))."""
+    del step
+    config = parts.config
+    own_phase = config.label_terms_rate > 0
+    label_logits, style, shifted_logits, encoder_stats = _encode_with_shifted_copies(
+        parts, params, batch_stats, batch["image"], key, shift_copies=config.invariance_weight > 0 and not own_phase)
+    label_verdict, style_verdict = verdicts(parts, params, jax.nn.softmax(label_logits), style)
+    loss = config.generator_weight * (jnp.mean(_bce_against(label_verdict, 1.0))
+                                      + jnp.mean(_bce_against(style_verdict, 1.0)))
+    metrics = {}
+    if not own_phase:
+        terms, metrics = _label_head_terms(config, label_logits, shifted_logits)
+        loss = loss + terms
+    return loss, ({**batch_stats, "encoder": encoder_stats}, metrics)
+
+
+def label_head_loss(parts: SemiSupervisedParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
+                    step: jax.Array | None = None) -> tuple[jax.Array, tuple]:
+    """The label head's terms (``_label_head_terms``) on batch["image"] (B, 28, 28, 1) alone: the
+    phase they get with ``label_terms_rate`` > 0, so that they train the encoder at a rate of
+    their own rather than the adversaries'. Returns (loss, (batch_stats, metrics))."""
+    del step
+    label_logits, _, shifted_logits, encoder_stats = _encode_with_shifted_copies(
+        parts, params, batch_stats, batch["image"], key, shift_copies=parts.config.invariance_weight > 0)
+    loss, metrics = _label_head_terms(parts.config, label_logits, shifted_logits)
     return loss, ({**batch_stats, "encoder": encoder_stats}, metrics)
 
 
@@ -352,6 +395,9 @@ def make_model(config: SemiSupervisedConfig) -> Model:
               ("label_discriminator", "style_discriminator")),
         Phase("generator", functools.partial(generator_loss, parts), adversarial, ("encoder",)),
     ]
+    if config.label_terms_rate > 0:
+        phases.append(Phase("label_head", functools.partial(label_head_loss, parts),
+                            make_optimizer(config, config.label_terms_rate), ("encoder",)))
     if config.semi_supervised:
         phases.append(Phase("supervised", functools.partial(supervised_loss, parts),
                             make_optimizer(config, config.learning_rate), ("encoder",)))

@@ -163,14 +163,17 @@ def test_s10_semi_supervised_quick_run_on_eight_classes(other_idx_dir, tmp_path)
 
 def test_s10_clustering_follows_validation_and_labels_clusters_from_training(other_idx_dir, tmp_path):
     out = tmp_path / "clusters"
-    metrics = quick_run(s10_semi_supervised, other_idx_dir, out, "--preset", "clustering", "--clusters", "12",
-                        "--validation")
+    metrics = quick_run(s10_semi_supervised, other_idx_dir, out, "--preset", "recommended_clustering", "--clusters",
+                        "12")
     assert "clusters.png" in files(out)
     assert metrics["protocol"]["validation"] is True
     assert metrics["protocol"]["split_sizes"] == {"train": 512, "validation": 256, "test": 256}
     assert metrics["error_by_epoch_split"] == "validation" and "test_error_by_epoch" not in metrics
     assert len(metrics["validation_error_by_epoch"]) == 1 and metrics["validation_best_epoch"] == 1
-    assert metrics["validation_best_error"] == metrics["validation_error_by_epoch"][0]
+    assert metrics["validation_best_error"] == metrics["validation_final_error"] == metrics["validation_error_by_epoch"][0]
+    # the label head's terms trained in their own phase
+    assert {"label_head/balance_gap", "label_head/entropy", "label_head/invariance"} <= set(metrics["train_history"][0])
+    assert not any(name.startswith("generator/balance") for name in metrics["train_history"][0])
     report = metrics["clustering"]
     assert metrics["clustering_error"] == report["most_confident"]["error"]
     assert len(report["most_confident"]["cluster_labels"]) == 12 and report["clusters_used"] <= 12
@@ -190,6 +193,10 @@ def test_s10_semi_supervised_presets():
     assert changed(clustering, lecture) == {"labels": 0, "categorical_temperature": 0.3, "semi_supervised": False,
                                              "validation": True}
     assert clustering.clusters == 16
+    recommended_clustering, _ = parse(s10_semi_supervised, "--preset", "recommended_clustering")
+    assert changed(recommended_clustering, clustering) == {"balance_weight": 1.0, "confidence_weight": 0.5,
+                                                           "invariance_weight": 1.0, "augment_shift": 2,
+                                                           "label_terms_rate": 1e-3}
     # a label count given with the clustering preset makes it semi-supervised again
     assert parse(s10_semi_supervised, "--preset", "clustering", "--labels", "1000")[0].model.semi_supervised
 

@@ -81,9 +81,9 @@ def test_generator_loss_by_hand():
     assert metrics == {} and stats == batch_stats
 
 
-def _linear_generator_loss(images, w, key, **weights):
-    """generator_loss with a linear encoder ``w`` (pixels -> 3 label logits + a 2-D style) and
-    all-ones linear critics; ``weights``: the config's loss weights. Returns (loss, metrics)."""
+def _linear_generator_loss(images, w, key, loss_fn=semi.generator_loss, **weights):
+    """``loss_fn`` (generator_loss by default) with a linear encoder ``w`` (pixels -> 3 label logits +
+    a 2-D style) and all-ones linear critics; ``weights``: the config's loss weights. Returns (loss, metrics)."""
     params = {"encoder": {"Dense_0": {"kernel": jnp.asarray(w)}},
               "label_discriminator": {"Dense_0": {"kernel": jnp.ones((3, 1)), "bias": jnp.zeros((1,))}},
               "style_discriminator": {"Dense_0": {"kernel": jnp.ones((2, 1)), "bias": jnp.zeros((1,))}}}
@@ -91,7 +91,7 @@ def _linear_generator_loss(images, w, key, **weights):
     config = semi.SemiSupervisedConfig(latent_dim=2, num_classes=3, **weights)
     parts = dataclasses.replace(semi.make_parts(config),
                                 modules=semi.SemiSupervisedModules(FlatEncoder(5), None, LinearCritic(), LinearCritic()))
-    loss, (_, metrics) = semi.generator_loss(parts, params, batch_stats, {"image": images}, key)
+    loss, (_, metrics) = loss_fn(parts, params, batch_stats, {"image": images}, key)
     return float(loss), metrics
 
 
@@ -134,6 +134,48 @@ def test_generator_loss_adds_the_confidence_and_shift_invariance_terms_by_hand()
     np.testing.assert_allclose(float(metrics["entropy"]), entropy, rtol=1e-4)
     np.testing.assert_allclose(float(metrics["invariance"]), invariance, rtol=1e-4)
     np.testing.assert_allclose(both - plain, 0.5 * entropy + 3.0 * invariance, rtol=1e-4)
+
+
+def test_label_terms_rate_moves_the_label_head_terms_from_the_generator_to_their_own_phase_by_hand():
+    """With label_terms_rate > 0 the generator phase is the adversarial terms alone, and
+    label_head_loss is balance + confidence + invariance on the same key's shifted copies."""
+    rng = np.random.default_rng(5)
+    images = jnp.asarray(rng.uniform(size=(4, 3, 3, 1)).astype(np.float32))
+    w = rng.normal(size=(9, 5)).astype(np.float32)
+    key = jax.random.key(11)
+    weights = {"balance_weight": 2.0, "confidence_weight": 0.5, "invariance_weight": 3.0}
+    probs = _softmax(np.asarray(images).reshape(4, 9).astype(np.float64) @ w[:, :3])
+    mean = probs.mean(0)
+    gap = np.log(3) + np.sum(mean * np.log(mean))
+    entropy = -np.sum(probs * np.log(probs), -1).mean()
+    shifted_logits = np.asarray(data.random_shift(key, images, 1)).reshape(4, 9).astype(np.float64) @ w[:, :3]
+    log_q = shifted_logits - np.log(np.exp(shifted_logits).sum(-1, keepdims=True))
+    invariance = -np.sum(probs * log_q, -1).mean()
+    plain, _ = _linear_generator_loss(images, w, key)
+    generator, generator_metrics = _linear_generator_loss(images, w, key, label_terms_rate=1e-3, **weights)
+    head, head_metrics = _linear_generator_loss(images, w, key, semi.label_head_loss, label_terms_rate=1e-3, **weights)
+    np.testing.assert_allclose(generator, plain, rtol=1e-6)
+    assert generator_metrics == {}
+    np.testing.assert_allclose(head, 2.0 * gap + 0.5 * entropy + 3.0 * invariance, rtol=1e-4)
+    np.testing.assert_allclose([float(head_metrics[k]) for k in ("balance_gap", "entropy", "invariance")],
+                               [gap, entropy, invariance], rtol=1e-4)
+    # the same terms as the generator phase adds when they have no phase of their own
+    joined, _ = _linear_generator_loss(images, w, key, **weights)
+    np.testing.assert_allclose(joined - plain, head, rtol=1e-4)
+
+
+def test_label_head_phase_trains_the_encoder_at_the_label_terms_rate():
+    """A fifth phase after the generator's, on the encoder only; Adam's first step on a constant
+    gradient is -rate per parameter."""
+    model = semi.make_model(dataclasses.replace(SEMI_CONFIG, balance_weight=1.0, label_terms_rate=5e-3))
+    assert [(p.name, p.loss_fn.func) for p in model.phases][2:4] == [
+        ("generator", semi.generator_loss), ("label_head", semi.label_head_loss)]
+    phase = model.phases[3]
+    assert phase.trainable == ("encoder",)
+    params = {"w": jnp.ones((2,))}
+    step = phase.optimizer.update({"w": jnp.full((2,), 0.3)}, phase.optimizer.init(params), params)[0]["w"]
+    np.testing.assert_allclose(np.asarray(step), -5e-3, rtol=1e-5)
+    assert "label_head" not in [p.name for p in semi.make_model(SEMI_CONFIG).phases]
 
 
 class ConcatDecoder(nn.Module):
@@ -411,6 +453,8 @@ def test_pseudo_labels_only_from_confident_images(semi_batch):
     ({"adversary_learning_rate": 0.0}, "learning rates must be > 0"), ({"num_classes": 1}, "num_classes > 1"),
     ({"decay_steps": -1}, "decay_steps must be >= 0"), ({"balance_weight": -1.0}, "loss weights must be >= 0"),
     ({"balance_weight": float("nan")}, "loss weights must be >= 0"),
+    ({"label_terms_rate": -1e-3}, "label_terms_rate must be >= 0"),
+    ({"label_terms_rate": 1e-3}, "label_terms_rate needs a label-head term"),
     ({"decoder_label": "argmax"}, "decoder_label must be one of"), ({"confidence_weight": -0.1}, "loss weights must be >= 0"), ({"invariance_weight": -1.0}, "loss weights must be >= 0"),
 ])
 def test_semi_supervised_config_rejects_bad_settings(kwargs, message):
