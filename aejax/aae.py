@@ -49,6 +49,13 @@ samples. A small component (the boxes are 0.8 wide) otherwise asks the discrimin
 for input weights large enough to draw its edges sharply, which Adam at 1e-3 does not
 reach in 10 epochs: the codes spill over every edge. Standardised, every class plays
 the same game at the scale of one unit-variance box.
+
+``component_assignment="balanced"`` plays the same conditioned game without labels: each
+batch's codes are sent to the components by ``balanced_components``, the transport of
+least standardised squared distance that gives every component an equal share (the
+prior's weights), and the discriminator judges each code against its own component. A
+code in a gap is then pushed into the box it was sent to, so the encoder tears the codes
+apart along the gaps; the equal shares keep one box from taking every code.
 """
 
 from __future__ import annotations
@@ -79,6 +86,11 @@ DISCRIMINATOR_LOSSES = typing.get_args(DiscriminatorLoss)
 # is part of the autoencoder loss, under the autoencoder's Adam.
 GeneratorOptimizer = Literal["separate", "shared"]
 GENERATOR_OPTIMIZERS = typing.get_args(GeneratorOptimizer)
+# "label": code of class k matched to component k (every training label used);
+# "balanced": no labels, each batch's codes sent to the components by an equal-share
+# transport of least standardised distance (``balanced_components``).
+ComponentAssignment = Literal["label", "balanced"]
+COMPONENT_ASSIGNMENTS = typing.get_args(ComponentAssignment)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +120,9 @@ class AAEConfig:
                               cli=False)
     standardize_components: bool = flags.field(False, "the discriminator sees (z - mean_k) / std_k of component k; "
                                                  "needs label_conditioning")
+    component_assignment: ComponentAssignment = flags.field(
+        "label", "which component a code is matched to under label_conditioning: its label's, or (balanced) one "
+                 "chosen without labels, each component taking an equal share of the batch")
     # the adversarial game's jitter shrinks at the end instead of being frozen at full rate
     decay_steps: int = flags.field(0, "> 0: every rate follows a cosine decay to 1% over this many steps "
                                  "(the run's length); 0: constant rates", cli=False)
@@ -136,6 +151,11 @@ class AAEConfig:
             raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
         if self.standardize_components and not self.label_conditioning:
             raise ValueError("standardize_components needs label_conditioning (the label names the component)")
+        if self.component_assignment not in COMPONENT_ASSIGNMENTS:
+            raise ValueError(f"component_assignment must be one of {COMPONENT_ASSIGNMENTS}, "
+                             f"got {self.component_assignment!r}")
+        if self.component_assignment != "label" and not self.label_conditioning:
+            raise ValueError("component_assignment='balanced' needs label_conditioning (a component per code)")
         if self.decay_steps < 0:
             raise ValueError(f"decay_steps must be >= 0, got {self.decay_steps}")
 
@@ -227,6 +247,42 @@ def discriminator_inputs(config: AAEConfig, codes: jax.Array, labels: jax.Array 
     return jnp.concatenate([codes, jax.nn.one_hot(labels, config.num_classes, dtype=codes.dtype)], axis=1)
 
 
+def balanced_components(codes: jax.Array, moments: Moments, temperature: float = 1.0,
+                        iterations: int = 50) -> jax.Array:
+    """Each code's component (N,) int32, every component taking an equal share of the codes.
+
+    codes (N, D); moments the components' means and stds (K, D). The cost of sending code i
+    to component k is its squared standardised distance ``sum(((z_i - mean_k) / std_k)^2)``;
+    ``iterations`` of log-domain Sinkhorn with entropy ``temperature`` give the plan with row
+    sums 1/N and column sums 1/K, and each code takes its row's largest entry. With costs
+    far apart this is each code's nearest component, up to the equal shares. No gradient
+    flows through the choice.
+    """
+    means, stds = moments
+    z = jax.lax.stop_gradient(codes)
+    cost = jnp.sum(jnp.square((z[:, None, :] - means[None]) / stds[None]), axis=-1)  # (N, K)
+    n, k = cost.shape
+    log_kernel = -cost / temperature
+    log_rows, log_cols = -jnp.log(n), -jnp.log(k)
+
+    def sinkhorn_step(potentials, _):
+        f, g = potentials
+        f = log_rows - jax.nn.logsumexp(log_kernel + g[None, :], axis=1)
+        g = log_cols - jax.nn.logsumexp(log_kernel + f[:, None], axis=0)
+        return (f, g), None
+
+    (f, g), _ = jax.lax.scan(sinkhorn_step, (jnp.zeros(n), jnp.zeros(k)), None, length=iterations)
+    return jnp.argmax(log_kernel + f[:, None] + g[None, :], axis=1).astype(jnp.int32)
+
+
+def code_components(parts: "AAEParts", codes: jax.Array, labels: jax.Array | None) -> jax.Array | None:
+    """The components (N,) the discriminator matches codes (N, D) to: their ``labels`` under
+    ``component_assignment="label"``, else ``balanced_components`` of the codes."""
+    if parts.config.component_assignment == "label":
+        return labels
+    return balanced_components(codes, parts.moments)
+
+
 def prior_samples(config: AAEConfig, prior: Sampler, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array | None]:
     """n prior samples (n, latent_dim) and, under ``label_conditioning``, their components (n,)
     (equally many of each, as the lecture's box sampler); else None."""
@@ -250,7 +306,8 @@ class AAEParts:
 def make_parts(config: AAEConfig, prior: Sampler) -> AAEParts:
     """The checked prior with the config's networks (raises ValueError for a prior that does not fit)."""
     _check_prior(prior, config)
-    return AAEParts(config, make_modules(config), prior, component_moments(prior) if config.standardize_components else None)
+    needs_moments = config.standardize_components or config.component_assignment != "label"
+    return AAEParts(config, make_modules(config), prior, component_moments(prior) if needs_moments else None)
 
 
 def init(parts: AAEParts, key: jax.Array) -> tuple[Params, BatchStats]:
@@ -298,7 +355,8 @@ def autoencoder_loss(parts: AAEParts, params: Params, batch_stats: BatchStats, b
     new_stats = {**batch_stats, "encoder": encoder_stats, "decoder": decoder_stats}
     if parts.config.generator_optimizer != "shared":
         return bce, (new_stats, {"bce": bce})
-    generator, disc_stats, metrics = generator_term(parts, params, batch_stats, codes, batch.get("label"), key)
+    components = code_components(parts, codes, batch.get("label"))
+    generator, disc_stats, metrics = generator_term(parts, params, batch_stats, codes, components, key)
     metrics = {"bce": bce, "generator": generator, **metrics}
     return bce + generator, ({**new_stats, "discriminator": disc_stats}, metrics, {"codes": codes})
 
@@ -310,7 +368,8 @@ def generator_loss(parts: AAEParts, params: Params, batch_stats: BatchStats, bat
     del step
     codes, encoder_stats = apply_training(parts.modules.encoder, module_variables(params, batch_stats, "encoder"),
                                           batch["image"])
-    loss, disc_stats, metrics = generator_term(parts, params, batch_stats, codes, batch.get("label"), key)
+    loss, disc_stats, metrics = generator_term(parts, params, batch_stats, codes,
+                                               code_components(parts, codes, batch.get("label")), key)
     return loss, ({**batch_stats, "encoder": encoder_stats, "discriminator": disc_stats}, metrics, {"codes": codes})
 
 
@@ -319,14 +378,15 @@ def discriminator_loss(parts: AAEParts, params: Params, batch_stats: BatchStats,
     """``discriminator_bce`` of batch["codes"] (B, latent_dim) labelled 0 and B * prior_samples_per_code
     prior samples (drawn with ``key``) labelled 1, plus the R1 term when ``gradient_penalty`` > 0.
 
-    batch["label"] (B,) names the codes' classes under ``label_conditioning``. Returns
+    batch["label"] (B,) names the codes' classes under ``label_conditioning`` with
+    ``component_assignment="label"``. Returns
     (loss, (batch_stats, metrics)).
     """
     del step
     config, moments, discriminator = parts.config, parts.moments, parts.modules.discriminator
     codes = batch["codes"]  # the generator's codes (the autoencoder phase's if shared), gradient stopped
     samples, components = prior_samples(config, parts.prior, key, codes.shape[0] * config.prior_samples_per_code)
-    code_inputs = discriminator_inputs(config, codes, batch.get("label"), moments)
+    code_inputs = discriminator_inputs(config, codes, code_components(parts, codes, batch.get("label")), moments)
     sample_inputs = discriminator_inputs(config, samples, components, moments)
     disc_vars = module_variables(params, batch_stats, "discriminator")
     if config.discriminator_norm == "batch_separate":  # the lecture: two train-mode calls
@@ -410,7 +470,8 @@ def prior_match(config: AAEConfig, params: Params, batch_stats: BatchStats, code
     ``discriminator_accuracy`` is its balanced accuracy (0.5 is chance: it cannot tell
     codes from prior samples), with the two halves beside it. Label-conditioned models
     need the codes' ``labels`` (N,) and also report ``inside_own_component``: the share of
-    codes inside the component of their own label.
+    codes inside the component of their own label. Under ``component_assignment="balanced"``
+    ``labels`` are ignored: each code's component is its ``balanced_components`` one.
     """
     codes = jnp.asarray(codes, jnp.float32)
     if codes.ndim != 2 or codes.shape[1] != config.latent_dim:
@@ -420,7 +481,10 @@ def prior_match(config: AAEConfig, params: Params, batch_stats: BatchStats, code
         if labels.shape != codes.shape[:1]:
             raise ValueError(f"labels must have shape ({codes.shape[0]},), got {labels.shape}")
     samples, components = prior_samples(config, prior, key, codes.shape[0])
-    moments = component_moments(prior) if config.standardize_components else None
+    moments = component_moments(prior) if config.standardize_components or config.component_assignment != "label" \
+        else None
+    if config.label_conditioning and config.component_assignment != "label":  # the labels are not read
+        labels = balanced_components(codes, moments)
     code_logits = discriminator_logits(config, params, batch_stats, codes, labels=labels, moments=moments)
     prior_logits = discriminator_logits(config, params, batch_stats, samples, labels=components, moments=moments)
     codes_right, prior_right = float(jnp.mean(code_logits < 0)), float(jnp.mean(prior_logits > 0))

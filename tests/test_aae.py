@@ -328,6 +328,8 @@ def test_make_model_checks_the_prior_dimension_against_latent_dim():
     ({"generator_optimizer": "shared", "generator_learning_rate": 1e-4}, "generator_learning_rate needs"),
     ({"num_classes": 1}, "num_classes must be at least 2"),
     ({"decay_steps": -1}, "decay_steps must be >= 0"),
+    ({"component_assignment": "nearest", "label_conditioning": True}, "component_assignment must be one of"),
+    ({"component_assignment": "balanced"}, "component_assignment='balanced' needs label_conditioning"),
 ])
 def test_aae_config_rejects_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -444,3 +446,59 @@ def test_decay_steps_lower_every_phase_rate(aae_batch):
 
     decayed = aae.make_model(dataclasses.replace(AAE_CONFIG, decay_steps=1), user_prior)
     assert_decay_lowers_every_phase_rate(decayed, aae.make_model(AAE_CONFIG, user_prior), aae_batch, with_codes)
+
+
+# ================================================================== ten boxes without labels
+
+BALANCED_CONFIG = dataclasses.replace(LABELLED_CONFIG, component_assignment="balanced", standardize_components=True)
+
+
+def test_balanced_components_keep_codes_that_are_already_balanced_in_their_own_box():
+    moments = aae.component_moments(priors.uniform_boxes())
+    order = np.random.default_rng(0).permutation(30) % 10  # three codes in each box, shuffled
+    codes = box_centres()[order] + np.random.default_rng(1).uniform(-0.2, 0.2, (30, 2)).astype(np.float32)
+    components = aae.balanced_components(jnp.asarray(codes), moments)
+    chex.assert_shape(components, (30,))
+    chex.assert_type(components, jnp.int32)
+    np.testing.assert_array_equal(components, order)
+
+
+def test_balanced_components_spread_codes_crowded_into_one_box_over_every_box():
+    moments = aae.component_moments(priors.uniform_boxes())
+    centres = box_centres()
+    # 40 distinct codes, all nearest to box 4 (the middle one): nearest-box would give box 4 to all
+    offsets = np.stack(np.meshgrid(np.linspace(-0.35, 0.35, 8), np.linspace(-0.3, 0.3, 5)), -1).reshape(-1, 2)
+    codes = jnp.asarray(centres[4] + offsets, jnp.float32)
+    nearest = np.argmin(((np.asarray(codes)[:, None] - centres[None]) ** 2).sum(-1), axis=1)
+    assert set(nearest) == {4}
+    counts = np.bincount(np.asarray(aae.balanced_components(codes, moments)), minlength=10)
+    assert counts.min() >= 2 and counts.max() <= 6, counts  # 4 each would be exact
+    # each code's box lies on its own side of box 4: a code right of centre never goes to a left column box
+    components = np.asarray(aae.balanced_components(codes, moments))
+    left_column = {0, 1, 2}
+    right_of_centre = np.asarray(codes)[:, 0] > centres[4, 0] + 0.1
+    assert not set(components[right_of_centre]) & left_column
+
+
+def test_balanced_assignment_ignores_the_labels_in_training_and_in_prior_match(aae_batch):
+    model = aae.make_model(BALANCED_CONFIG, priors.uniform_boxes())
+    state = train_lib.create_train_state(model, jax.random.key(1))
+    step = jax.jit(lambda s, b: train_lib.apply_phases(model.phases[1:2], s, b))
+    batch = {"image": aae_batch["image"], "label": jnp.arange(B) % 10}
+    after, metrics = step(state, batch)
+    assert_phase_changed_only(state, after, "generator", ("encoder",))
+    _, other = step(state, {**batch, "label": (batch["label"] + 5) % 10})
+    assert float(metrics["loss"]) == float(other["loss"])
+    # the labelled game with the same settings does read them
+    labelled = aae.make_model(dataclasses.replace(BALANCED_CONFIG, component_assignment="label"), priors.uniform_boxes())
+    labelled_step = jax.jit(lambda s, b: train_lib.apply_phases(labelled.phases[1:2], s, b))
+    _, first = labelled_step(state, batch)
+    _, second = labelled_step(state, {**batch, "label": (batch["label"] + 5) % 10})
+    assert float(first["loss"]) != float(second["loss"])
+
+    params, stats = model.init(jax.random.key(2))
+    codes = box_centres()
+    results = [aae.prior_match(BALANCED_CONFIG, params, stats, codes, priors.uniform_boxes(), jax.random.key(3), labels)
+               for labels in (np.arange(10), (np.arange(10) + 3) % 10)]
+    assert results[0] == results[1]
+    assert results[0]["inside_own_component"] == pytest.approx(1.0)  # each centre sent to its own box

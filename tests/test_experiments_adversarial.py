@@ -74,6 +74,18 @@ def test_s8_aae_label_conditioned_boxes_need_ten_classes(other_idx_dir, tmp_path
     assert "label_conditioning needs a mixture prior" in err
 
 
+def test_s8_aae_unlabelled_boxes_need_no_labels_on_eight_classes(other_idx_dir, tmp_path):
+    unlabelled, _ = parse(s8_aae, "--preset", "unlabelled_boxes")
+    assert unlabelled.model.component_assignment == "balanced" and unlabelled.model.label_conditioning
+    metrics = quick_run(s8_aae, other_idx_dir, tmp_path / "run", "--preset", "unlabelled_boxes")
+    match = metrics["prior_match"]
+    assert metrics["settings"]["num_classes"] == 10  # the prior's ten boxes, not the data's 8 classes
+    assert len(match["box_shares"]) == 10 and sum(match["box_shares"]) == pytest.approx(match["inside_support"])
+    assert 0 <= match["inside_own_component"] <= match["inside_support"]
+    assert sum(metrics["validation_prior_match"]["box_shares"]) == pytest.approx(
+        metrics["validation_prior_match"]["inside_support"])
+
+
 # ------------------------------------------------------------------ section 9: disentangled AAE
 
 def test_s9_disentangled_quick_run_on_eight_classes(other_idx_dir, tmp_path):

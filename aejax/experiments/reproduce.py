@@ -100,6 +100,9 @@ VALIDATION_PRIOR_MATCH = (
     ("MMD^2 of two prior samples (noise level)", "validation_prior_match.distribution.mmd2_noise", ".2e"),
     ("uniformity of the validation codes inside the box: chi-square p-value",
      "validation_prior_match.distribution.uniformity.p_value", ".2g"))
+VALIDATION_BOX_SHARES = (
+    ("validation: smallest box's share (ideal 10%)", "validation_prior_match.box_share_min", ".1%"),
+    ("validation: largest box's share (ideal 10%)", "validation_prior_match.box_share_max", ".1%"))
 S9_VALIDATION = (("validation: label head accuracy", "validation.label_head_accuracy", ".2%"),
                  ("validation: logistic probe leak", "validation.label_leak.logistic.accuracy", ".1%"),
                  ("validation: 10-NN probe leak", "validation.label_leak.knn.accuracy", ".1%"))
@@ -238,6 +241,11 @@ EXPERIMENTS: tuple[Experiment, ...] = (
          "8. Adversarial autoencoder", "Ten boxes with the corrected discriminator, label-conditioned: digit k in box k "
          "(rates cosine-decayed over the run).",
          [*PRIOR_MATCH, *BOX_SHARES, *RECON],
+         ["latent_final.png"], seeds=SEEDS),
+    _exp("s8_aae_boxes_unlabelled", "s8_aae", ["--preset", "unlabelled_boxes"],
+         "8. Adversarial autoencoder", "Ten boxes without labels: the same conditioned game, each batch's codes sent "
+         "to the boxes in equal shares by least standardised distance instead of by their digit.",
+         [*PRIOR_MATCH, *BOX_SHARES, *RECON, *VALIDATION_PRIOR_MATCH[:3], *VALIDATION_BOX_SHARES],
          ["latent_final.png"], seeds=SEEDS),
     _exp("s9_choice_lecture", "s9_disentangled", ["--preset", "lecture", "--validation"],
          "9. Disentangling style and label",

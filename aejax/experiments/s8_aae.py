@@ -58,6 +58,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # digit k matched to box k (Makhzani et al. 2015, 2.3), each box standardised for the discriminator
     "recommended_boxes": {**_BOXES, **_CORRECTED, "label_conditioning": True, "standardize_components": True,
                           "adversary_learning_rate": 4e-3, "lr_schedule": "cosine", "validation": True},
+    # the same game without labels: each batch's codes sent to the boxes in equal shares
+    "unlabelled_boxes": {**_BOXES, **_CORRECTED, "label_conditioning": True, "component_assignment": "balanced",
+                         "standardize_components": True, "adversary_learning_rate": 4e-3, "lr_schedule": "cosine",
+                         "validation": True},
 }
 
 
@@ -80,9 +84,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     train_set, test_set = data.device_dataset(splits["train"]), data.device_dataset(splits["test"])
     followed = "validation" if run.validation else "test"  # the split the epochs' frames show
     followed_set = data.device_dataset(splits[followed])
-    model_config = dataclasses.replace(config.model, num_classes=data.num_classes(splits),
-                                       decay_steps=config.train.decay_steps(len(splits["train"].labels)))
     prior = priors.PRIORS[config.prior]()
+    # without labels the components are the prior's own, whatever the data set's classes
+    unlabelled = config.model.component_assignment != "label"
+    model_config = dataclasses.replace(
+        config.model, num_classes=prior.num_components if unlabelled else data.num_classes(splits),
+        decay_steps=config.train.decay_steps(len(splits["train"].labels)))
     model = aae.make_model(model_config, prior)
     keys = jax.random.split(jax.random.key(config.train.seed), 3)
     labels = splits["test"].labels
