@@ -160,6 +160,11 @@ class AAEConfig:
             raise ValueError(f"decay_steps must be >= 0, got {self.decay_steps}")
 
     @property
+    def needs_component_moments(self) -> bool:
+        """Standardised inputs and the balanced assignment both read the components' moments."""
+        return self.standardize_components or self.component_assignment != "label"
+
+    @property
     def discriminator_input_dim(self) -> int:
         return self.latent_dim + (self.num_classes if self.label_conditioning else 0)
 
@@ -275,12 +280,13 @@ def balanced_components(codes: jax.Array, moments: Moments, temperature: float =
     return jnp.argmax(log_kernel + f[:, None] + g[None, :], axis=1).astype(jnp.int32)
 
 
-def code_components(parts: "AAEParts", codes: jax.Array, labels: jax.Array | None) -> jax.Array | None:
+def code_components(config: AAEConfig, codes: jax.Array, labels: jax.Array | None,
+                    moments: Moments | None) -> jax.Array | None:
     """The components (N,) the discriminator matches codes (N, D) to: their ``labels`` under
-    ``component_assignment="label"``, else ``balanced_components`` of the codes."""
-    if parts.config.component_assignment == "label":
+    ``component_assignment="label"``, else ``balanced_components`` of the codes (by ``moments``)."""
+    if config.component_assignment == "label":
         return labels
-    return balanced_components(codes, parts.moments)
+    return balanced_components(codes, moments)
 
 
 def prior_samples(config: AAEConfig, prior: Sampler, key: jax.Array, n: int) -> tuple[jax.Array, jax.Array | None]:
@@ -306,8 +312,8 @@ class AAEParts:
 def make_parts(config: AAEConfig, prior: Sampler) -> AAEParts:
     """The checked prior with the config's networks (raises ValueError for a prior that does not fit)."""
     _check_prior(prior, config)
-    needs_moments = config.standardize_components or config.component_assignment != "label"
-    return AAEParts(config, make_modules(config), prior, component_moments(prior) if needs_moments else None)
+    moments = component_moments(prior) if config.needs_component_moments else None
+    return AAEParts(config, make_modules(config), prior, moments)
 
 
 def init(parts: AAEParts, key: jax.Array) -> tuple[Params, BatchStats]:
@@ -355,7 +361,7 @@ def autoencoder_loss(parts: AAEParts, params: Params, batch_stats: BatchStats, b
     new_stats = {**batch_stats, "encoder": encoder_stats, "decoder": decoder_stats}
     if parts.config.generator_optimizer != "shared":
         return bce, (new_stats, {"bce": bce})
-    components = code_components(parts, codes, batch.get("label"))
+    components = code_components(parts.config, codes, batch.get("label"), parts.moments)
     generator, disc_stats, metrics = generator_term(parts, params, batch_stats, codes, components, key)
     metrics = {"bce": bce, "generator": generator, **metrics}
     return bce + generator, ({**new_stats, "discriminator": disc_stats}, metrics, {"codes": codes})
@@ -368,8 +374,8 @@ def generator_loss(parts: AAEParts, params: Params, batch_stats: BatchStats, bat
     del step
     codes, encoder_stats = apply_training(parts.modules.encoder, module_variables(params, batch_stats, "encoder"),
                                           batch["image"])
-    loss, disc_stats, metrics = generator_term(parts, params, batch_stats, codes,
-                                               code_components(parts, codes, batch.get("label")), key)
+    components = code_components(parts.config, codes, batch.get("label"), parts.moments)
+    loss, disc_stats, metrics = generator_term(parts, params, batch_stats, codes, components, key)
     return loss, ({**batch_stats, "encoder": encoder_stats, "discriminator": disc_stats}, metrics, {"codes": codes})
 
 
@@ -386,7 +392,8 @@ def discriminator_loss(parts: AAEParts, params: Params, batch_stats: BatchStats,
     config, moments, discriminator = parts.config, parts.moments, parts.modules.discriminator
     codes = batch["codes"]  # the generator's codes (the autoencoder phase's if shared), gradient stopped
     samples, components = prior_samples(config, parts.prior, key, codes.shape[0] * config.prior_samples_per_code)
-    code_inputs = discriminator_inputs(config, codes, code_components(parts, codes, batch.get("label")), moments)
+    code_inputs = discriminator_inputs(config, codes, code_components(config, codes, batch.get("label"), moments),
+                                       moments)
     sample_inputs = discriminator_inputs(config, samples, components, moments)
     disc_vars = module_variables(params, batch_stats, "discriminator")
     if config.discriminator_norm == "batch_separate":  # the lecture: two train-mode calls
@@ -481,10 +488,8 @@ def prior_match(config: AAEConfig, params: Params, batch_stats: BatchStats, code
         if labels.shape != codes.shape[:1]:
             raise ValueError(f"labels must have shape ({codes.shape[0]},), got {labels.shape}")
     samples, components = prior_samples(config, prior, key, codes.shape[0])
-    moments = component_moments(prior) if config.standardize_components or config.component_assignment != "label" \
-        else None
-    if config.label_conditioning and config.component_assignment != "label":  # the labels are not read
-        labels = balanced_components(codes, moments)
+    moments = component_moments(prior) if config.needs_component_moments else None
+    labels = code_components(config, codes, labels, moments)
     code_logits = discriminator_logits(config, params, batch_stats, codes, labels=labels, moments=moments)
     prior_logits = discriminator_logits(config, params, batch_stats, samples, labels=components, moments=moments)
     codes_right, prior_right = float(jnp.mean(code_logits < 0)), float(jnp.mean(prior_logits > 0))

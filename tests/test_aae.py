@@ -478,10 +478,10 @@ def test_balanced_components_spread_codes_crowded_into_one_box_over_every_box():
     codes = jnp.asarray(centres[4] + offsets, jnp.float32)
     nearest = np.argmin(((np.asarray(codes)[:, None] - centres[None]) ** 2).sum(-1), axis=1)
     assert set(nearest) == {4}
-    counts = np.bincount(np.asarray(aae.balanced_components(codes, moments)), minlength=10)
+    components = np.asarray(aae.balanced_components(codes, moments))
+    counts = np.bincount(components, minlength=10)
     assert counts.min() >= 2 and counts.max() <= 6, counts  # 4 each would be exact
     # each code's box lies on its own side of box 4: a code right of centre never goes to a left column box
-    components = np.asarray(aae.balanced_components(codes, moments))
     left_column = {0, 1, 2}
     right_of_centre = np.asarray(codes)[:, 0] > centres[4, 0] + 0.1
     assert not set(components[right_of_centre]) & left_column
