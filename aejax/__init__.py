@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"  # the one source of the version (pyproject reads it)
 
 _SUBMODULES = (
     "aae", "autoencoder", "checkpoint", "classifier", "contractive", "conv_kernels", "data", "disentangled",

@@ -22,9 +22,9 @@ generator phase too) and ``"none"`` (no BatchNorm).
 
 ``gradient_penalty`` (gamma > 0, needs ``discriminator_norm="none"``) adds Mescheder et
 al.'s (2018) R1 term to the discriminator phase: ``gamma / 2 * E ||grad_z D(z)||^2`` over
-prior samples. Unregularised, the code/prior game oscillates instead of settling (the
-10-epoch runs in the README); R1 makes the discriminator flat on the prior's support,
-the equilibrium at which the codes have matched it.
+prior samples. Unregularised, the code/prior game oscillates instead of settling; R1
+makes the discriminator flat on the prior's support, the equilibrium at which the codes
+have matched it.
 
 ``generator_optimizer="shared"`` drops the generator's own Adam: its term joins the
 autoencoder loss, ``BCE + generator_weight * BCE(D(z), 1)``, under one Adam, and the
@@ -71,9 +71,10 @@ import numpy as np
 import optax
 
 from aejax import flags, losses
-from aejax.modules import Decoder, Discriminator, Encoder, apply_inference, apply_training, init_encoder_decoder
+from aejax.modules import Decoder, Discriminator, Encoder, apply_inference, apply_training
 from aejax.priors import Prior, Sampler
-from aejax.train import Batch, BatchStats, Metrics, Model, Params, Phase, module_variables
+from aejax.model import (Batch, BatchStats, EncoderDecoder, EncoderDecoderFunctions, LossOutput, Metrics, Model, Params,
+                         Phase, encoder_decoder_functions, module_variables)
 from aejax.optimizers import torch_adam
 
 DiscriminatorNorm = Literal["batch_separate", "batch_joint", "none"]
@@ -316,12 +317,17 @@ def make_parts(config: AAEConfig, prior: Sampler) -> AAEParts:
     return AAEParts(config, make_modules(config), prior, moments)
 
 
+def autoencoder_functions(parts: AAEParts) -> EncoderDecoderFunctions:
+    """init, encode and decode of the encoder and decoder (``model.encoder_decoder_functions``)."""
+    encoder, decoder, _ = parts.modules
+    return encoder_decoder_functions(EncoderDecoder(encoder, decoder), parts.config.latent_dim)
+
+
 def init(parts: AAEParts, key: jax.Array) -> tuple[Params, BatchStats]:
     """params and batch_stats of encoder, decoder and discriminator."""
-    encoder, decoder, discriminator = parts.modules
     key, disc_key = jax.random.split(key)
-    params, batch_stats = init_encoder_decoder(key, encoder, decoder, parts.config.latent_dim)
-    disc = discriminator.init(disc_key, jnp.zeros((1, parts.config.discriminator_input_dim)), False)
+    params, batch_stats = autoencoder_functions(parts).init(key)
+    disc = parts.modules.discriminator.init(disc_key, jnp.zeros((1, parts.config.discriminator_input_dim)), False)
     return ({**params, "discriminator": disc["params"]},
             {**batch_stats, "discriminator": disc.get("batch_stats", {})})
 
@@ -345,12 +351,11 @@ def generator_term(parts: AAEParts, params: Params, batch_stats: BatchStats, cod
 
 
 def autoencoder_loss(parts: AAEParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
-                     step: jax.Array | None = None) -> tuple[jax.Array, tuple]:
+                     step: jax.Array) -> LossOutput:
     """Mean-over-pixels BCE of the reconstructions of batch["image"] (B, 28, 28, 1), in train mode.
 
     With ``generator_optimizer="shared"`` the generator term is added, and the codes (B,
-    latent_dim) are carried to the discriminator phase. Returns (loss, (batch_stats,
-    metrics[, carry])).
+    latent_dim) are carried to the discriminator phase.
     """
     del step
     encoder, decoder, _ = parts.modules
@@ -360,33 +365,33 @@ def autoencoder_loss(parts: AAEParts, params: Params, batch_stats: BatchStats, b
     bce = jnp.mean(losses.binary_cross_entropy_with_logits(logits, images))
     new_stats = {**batch_stats, "encoder": encoder_stats, "decoder": decoder_stats}
     if parts.config.generator_optimizer != "shared":
-        return bce, (new_stats, {"bce": bce})
+        return LossOutput(bce, new_stats, {"bce": bce})
     components = code_components(parts.config, codes, batch.get("label"), parts.moments)
     generator, disc_stats, metrics = generator_term(parts, params, batch_stats, codes, components, key)
     metrics = {"bce": bce, "generator": generator, **metrics}
-    return bce + generator, ({**new_stats, "discriminator": disc_stats}, metrics, {"codes": codes})
+    return LossOutput(bce + generator, {**new_stats, "discriminator": disc_stats}, metrics, {"codes": codes})
 
 
 def generator_loss(parts: AAEParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
-                   step: jax.Array | None = None) -> tuple[jax.Array, tuple]:
+                   step: jax.Array) -> LossOutput:
     """``generator_term`` of the train-mode codes of batch["image"] (B, 28, 28, 1); the codes
-    (B, latent_dim) are carried to the discriminator phase. Returns (loss, (batch_stats, metrics, carry))."""
+    (B, latent_dim) are carried to the discriminator phase."""
     del step
     codes, encoder_stats = apply_training(parts.modules.encoder, module_variables(params, batch_stats, "encoder"),
                                           batch["image"])
     components = code_components(parts.config, codes, batch.get("label"), parts.moments)
     loss, disc_stats, metrics = generator_term(parts, params, batch_stats, codes, components, key)
-    return loss, ({**batch_stats, "encoder": encoder_stats, "discriminator": disc_stats}, metrics, {"codes": codes})
+    return LossOutput(loss, {**batch_stats, "encoder": encoder_stats, "discriminator": disc_stats}, metrics,
+                      {"codes": codes})
 
 
 def discriminator_loss(parts: AAEParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
-                       step: jax.Array | None = None) -> tuple[jax.Array, tuple]:
+                       step: jax.Array) -> LossOutput:
     """``discriminator_bce`` of batch["codes"] (B, latent_dim) labelled 0 and B * prior_samples_per_code
     prior samples (drawn with ``key``) labelled 1, plus the R1 term when ``gradient_penalty`` > 0.
 
     batch["label"] (B,) names the codes' classes under ``label_conditioning`` with
-    ``component_assignment="label"``. Returns
-    (loss, (batch_stats, metrics)).
+    ``component_assignment="label"``.
     """
     del step
     config, moments, discriminator = parts.config, parts.moments, parts.modules.discriminator
@@ -417,21 +422,7 @@ def discriminator_loss(parts: AAEParts, params: Params, batch_stats: BatchStats,
             samples[:n])
         metrics["r1"] = jnp.mean(squared_norms)
         loss = loss + 0.5 * config.gradient_penalty * metrics["r1"]
-    return loss, ({**batch_stats, "discriminator": disc_stats}, metrics)
-
-
-def encode(parts: AAEParts, params: Params, batch_stats: BatchStats, images: jax.Array, labels: jax.Array | None = None,
-           train: bool = False) -> jax.Array:
-    """Codes (B, latent_dim) of images (B, 28, 28, 1); ``labels`` are ignored."""
-    del labels
-    return apply_inference(parts.modules.encoder, module_variables(params, batch_stats, "encoder"), images, train)
-
-
-def decode(parts: AAEParts, params: Params, batch_stats: BatchStats, latents: jax.Array, labels: jax.Array | None = None,
-           train: bool = False) -> jax.Array:
-    """Image logits (B, 28, 28, 1) of codes (B, latent_dim); ``labels`` are ignored."""
-    del labels
-    return apply_inference(parts.modules.decoder, module_variables(params, batch_stats, "decoder"), latents, train)
+    return LossOutput(loss, {**batch_stats, "discriminator": disc_stats}, metrics)
 
 
 def make_optimizer(config: AAEConfig, rate: float | None = None) -> optax.GradientTransformation:
@@ -454,8 +445,8 @@ def make_model(config: AAEConfig, prior: Sampler) -> Model:
         Phase("discriminator", functools.partial(discriminator_loss, parts),
               make_optimizer(config, config.adversary_learning_rate), ("discriminator",)),
     )
-    return Model(init=functools.partial(init, parts), phases=phases, encode=functools.partial(encode, parts),
-                 decode=functools.partial(decode, parts))
+    functions = autoencoder_functions(parts)
+    return Model(init=functools.partial(init, parts), phases=phases, encode=functions.encode, decode=functions.decode)
 
 
 def discriminator_logits(config: AAEConfig, params: Params, batch_stats: BatchStats, codes: jax.Array,

@@ -8,6 +8,7 @@ and the weight-decayed AE used for interpolation (section 4).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from typing import Literal
 
@@ -18,9 +19,10 @@ from aejax import data as data_lib
 from aejax import flags, losses
 from aejax.conv_kernels import (CONV_IMPL_HELP, CONV_TRANSPOSE_IMPL_HELP, ConvImpl, ConvTransposeImpl,
                                 resolve_conv_impl, resolve_conv_transpose_impl)
-from aejax.modules import Decoder, Encoder, apply_inference, apply_training, init_encoder_decoder
+from aejax.model import (Batch, BatchStats, EncoderDecoder, LossOutput, Model, Params, Phase, encoder_decoder_functions,
+                         module_variables)
+from aejax.modules import Decoder, Encoder, apply_training
 from aejax.optimizers import torch_adam
-from aejax.train import Model, Phase, module_variables
 
 Sparsity = Literal["none", "l1", "kl_per_object", "kl_per_unit"]
 SPARSITY_CHOICES = typing.get_args(Sparsity)
@@ -30,18 +32,14 @@ SPARSITY_CHOICES = typing.get_args(Sparsity)
 class AEConfig:
     """The deterministic autoencoder's settings; the defaults are the lecture's plain conv AE."""
 
-    latent_dim: int = dataclasses.field(default=2, metadata={"help": "size D of the code z (> 0)"})
-    learning_rate: float = dataclasses.field(default=1e-4, metadata={"help": "Adam learning rate (> 0)"})
-    weight_decay: float = dataclasses.field(
-        default=0.0, metadata={"help": "PyTorch-style coupled L2 weight decay of Adam (>= 0; section 4: 1e-5)"})
-    input_noise_std: float = dataclasses.field(
-        default=0.0, metadata={"help": "std of the Gaussian noise added to training inputs, clean targets "
-                                       "(>= 0, pixels in [0, 1]; > 0: denoising AE)"})
-    sparsity: Sparsity = dataclasses.field(
-        default="none", metadata={"help": "sparsity penalty on the code: L1 or KL-Bernoulli per object or per unit"})
-    sparsity_weight: float = dataclasses.field(default=0.01, metadata={"help": "weight beta of the sparsity penalty"})
-    sparsity_target: float = dataclasses.field(
-        default=0.1, metadata={"help": "target activation p of the KL sparsity penalties, in (0, 1)"})
+    latent_dim: int = flags.field(2, "size D of the code z (> 0)")
+    learning_rate: float = flags.field(1e-4, "Adam learning rate (> 0)")
+    weight_decay: float = flags.field(0.0, "PyTorch-style coupled L2 weight decay of Adam (>= 0; section 4: 1e-5)")
+    input_noise_std: float = flags.field(0.0, "std of the Gaussian noise added to training inputs, clean targets "
+                                              "(>= 0, pixels in [0, 1]; > 0: denoising AE)")
+    sparsity: Sparsity = flags.field("none", "sparsity penalty on the code: L1 or KL-Bernoulli per object or per unit")
+    sparsity_weight: float = flags.field(0.01, "weight beta of the sparsity penalty")
+    sparsity_target: float = flags.field(0.1, "target activation p of the KL sparsity penalties, in (0, 1)")
     conv_impl: ConvImpl = flags.field("auto", CONV_IMPL_HELP)
     conv_transpose_impl: ConvTransposeImpl = flags.field("auto", CONV_TRANSPOSE_IMPL_HELP)
 
@@ -74,43 +72,41 @@ def sparsity_penalty(config: AEConfig, latents: jax.Array) -> jax.Array:
     return jnp.zeros((), latents.dtype)
 
 
-def make_loss(config: AEConfig, encoder: Encoder, decoder: Decoder):
-    """loss(params, batch_stats, batch, key): mean-over-pixels BCE on logits (+ beta * sparsity)."""
+def make_modules(config: AEConfig) -> EncoderDecoder:
+    """The lecture's conv encoder (``latent_dim`` codes) and decoder."""
+    return EncoderDecoder(Encoder(config.latent_dim, conv_impl=config.conv_impl),
+                          Decoder(conv_impl=config.conv_impl, conv_transpose_impl=config.conv_transpose_impl,
+                                  latent_dim=config.latent_dim))
 
-    def loss_fn(params, batch_stats, batch, key, step=None):
-        del step  # no schedule
-        clean = batch["image"]
-        inputs = data_lib.add_gaussian_noise(key, clean, config.input_noise_std) if config.input_noise_std else clean
-        latents, encoder_stats = apply_training(encoder, module_variables(params, batch_stats, "encoder"), inputs)
-        logits, decoder_stats = apply_training(decoder, module_variables(params, batch_stats, "decoder"), latents)
-        bce = jnp.mean(losses.binary_cross_entropy_with_logits(logits, clean))
-        metrics = {"bce": bce}
-        loss = bce
-        if config.sparsity != "none":
-            penalty = sparsity_penalty(config, latents)
-            loss = loss + config.sparsity_weight * penalty
-            metrics["sparsity"] = penalty
-        return loss, ({"encoder": encoder_stats, "decoder": decoder_stats}, metrics)
 
-    return loss_fn
+def autoencoder_loss(config: AEConfig, modules: EncoderDecoder, params: Params, batch_stats: BatchStats,
+                     batch: Batch, key: jax.Array, step: jax.Array) -> LossOutput:
+    """Mean-over-pixels BCE on logits (+ beta * sparsity) of batch["image"] (B, 28, 28, 1) in [0, 1].
+
+    With ``input_noise_std`` the encoder reads the images plus noise drawn from ``key``
+    and the targets stay clean (the denoising AE). Metrics: bce, and sparsity (the
+    penalty before beta) when a penalty is set.
+    """
+    del step  # no schedule
+    encoder, decoder = modules
+    clean = batch["image"]
+    inputs = data_lib.add_gaussian_noise(key, clean, config.input_noise_std) if config.input_noise_std else clean
+    latents, encoder_stats = apply_training(encoder, module_variables(params, batch_stats, "encoder"), inputs)
+    logits, decoder_stats = apply_training(decoder, module_variables(params, batch_stats, "decoder"), latents)
+    bce = jnp.mean(losses.binary_cross_entropy_with_logits(logits, clean))
+    metrics = {"bce": bce}
+    loss = bce
+    if config.sparsity != "none":
+        penalty = sparsity_penalty(config, latents)
+        loss = loss + config.sparsity_weight * penalty
+        metrics["sparsity"] = penalty
+    return LossOutput(loss, {"encoder": encoder_stats, "decoder": decoder_stats}, metrics)
 
 
 def make_model(config: AEConfig) -> Model:
     """The variant as the generic loop sees it: one phase updating encoder and decoder."""
-    encoder, decoder = Encoder(config.latent_dim, conv_impl=config.conv_impl), Decoder(
-        conv_impl=config.conv_impl, conv_transpose_impl=config.conv_transpose_impl, latent_dim=config.latent_dim)
-
-    def init(key):
-        return init_encoder_decoder(key, encoder, decoder, config.latent_dim)
-
-    def encode(params, batch_stats, images, labels=None, train=False):
-        del labels  # unconditional
-        return apply_inference(encoder, module_variables(params, batch_stats, "encoder"), images, train)
-
-    def decode(params, batch_stats, latents, labels=None, train=False):
-        del labels
-        return apply_inference(decoder, module_variables(params, batch_stats, "decoder"), latents, train)
-
-    phase = Phase("autoencoder", make_loss(config, encoder, decoder),
+    modules = make_modules(config)
+    functions = encoder_decoder_functions(modules, config.latent_dim)
+    phase = Phase("autoencoder", functools.partial(autoencoder_loss, config, modules),
                   torch_adam(config.learning_rate, config.weight_decay), ("encoder", "decoder"))
-    return Model(init=init, phases=(phase,), encode=encode, decode=decode)
+    return Model(init=functions.init, phases=(phase,), encode=functions.encode, decode=functions.decode)

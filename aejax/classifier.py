@@ -19,17 +19,31 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from aejax import checkpoint
+from aejax import checkpoint, inference
 from aejax import data as data_lib
 from aejax import train as train_lib
+from aejax.model import Batch, BatchStats, LossOutput, Model, Params, Phase
 from aejax.modules import Classifier
 
 EPOCHS = 5  # training epochs of the evaluation classifier: about 99% on MNIST's test set
 INFO_FILE = "classifier.json"  # beside the checkpoint: test accuracy, epochs, images, classes
 
 
+def classifier_loss(network: Classifier, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
+                    step: jax.Array) -> LossOutput:
+    """Mean cross-entropy of the class logits of batch["image"] (B, 28, 28, 1) with batch["label"] (B,).
+
+    Metric: accuracy.
+    """
+    del key, step  # deterministic, no schedule
+    logits = network.apply({"params": params["classifier"]}, batch["image"])
+    loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]))
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
+    return LossOutput(loss, batch_stats, {"accuracy": accuracy})
+
+
 def make_model(num_classes: int = data_lib.MNIST_NUM_CLASSES, learning_rate: float = 1e-3,
-               decay_steps: int | None = None) -> train_lib.Model:
+               decay_steps: int | None = None) -> Model:
     """The classifier as the generic loop sees it; ``encode`` gives the class logits (B, num_classes).
 
     Adam; with ``decay_steps`` its rate follows a cosine decay to 0 over that many steps.
@@ -41,13 +55,6 @@ def make_model(num_classes: int = data_lib.MNIST_NUM_CLASSES, learning_rate: flo
     def init(key):
         return {"classifier": network.init(key, jnp.zeros((1, 28, 28, 1)))["params"]}, {"classifier": {}}
 
-    def loss_fn(params, batch_stats, batch, key, step=None):
-        del key, step
-        logits = network.apply({"params": params["classifier"]}, batch["image"])
-        loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]))
-        accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["label"])
-        return loss, (batch_stats, {"accuracy": accuracy})
-
     def encode(params, batch_stats, images, labels=None, train=False):
         del batch_stats, labels, train
         return network.apply({"params": params["classifier"]}, images)
@@ -56,27 +63,27 @@ def make_model(num_classes: int = data_lib.MNIST_NUM_CLASSES, learning_rate: flo
         raise NotImplementedError("the classifier has no decoder")
 
     rate = optax.cosine_decay_schedule(learning_rate, decay_steps) if decay_steps else learning_rate
-    phase = train_lib.Phase("classifier", loss_fn, optax.adam(rate), ("classifier",))
-    return train_lib.Model(init=init, phases=(phase,), encode=encode, decode=decode)
+    phase = Phase("classifier", functools.partial(classifier_loss, network), optax.adam(rate), ("classifier",))
+    return Model(init=init, phases=(phase,), encode=encode, decode=decode)
 
 
-def num_classes_of(params: train_lib.Params) -> int:
+def num_classes_of(params: Params) -> int:
     """The number of classes a trained classifier's ``params`` score (its last layer's width)."""
     layers = params["classifier"]
     last = max((name for name in layers if name.startswith("Dense_")), key=lambda name: int(name.split("_")[1]))
     return int(layers[last]["bias"].shape[0])
 
 
-def predict(params: train_lib.Params, images: jax.Array | np.ndarray, batch_size: int | None = None) -> np.ndarray:
+def predict(params: Params, images: jax.Array | np.ndarray, batch_size: int | None = None) -> np.ndarray:
     """Predicted classes (N,) for images (N, 28, 28, 1) float in [0, 1], ``batch_size`` at a time
-    (None: ``train.inference_batch_size()``; a short last batch padded, so one compilation)."""
+    (None: ``inference.inference_batch_size()``; a short last batch padded, so one compilation)."""
     images = jnp.asarray(images)
     if images.ndim != 4 or images.shape[1:] != (28, 28, 1) or not jnp.issubdtype(images.dtype, jnp.floating):
         raise ValueError(f"images must be float (N, 28, 28, 1) in [0, 1], got {images.dtype} {images.shape}")
     classes = num_classes_of(params)
-    (predicted,) = train_lib.map_over_split(
+    (predicted,) = inference.map_over_split(
         lambda _, indices: (_predict_batch(params["classifier"], images[indices], classes),),
-        {"image": images}, batch_size or train_lib.inference_batch_size(), pad_last=True)
+        {"image": images}, batch_size or inference.inference_batch_size(), pad_last=True)
     return predicted
 
 
@@ -98,7 +105,7 @@ def accuracy_by_label(predicted: np.ndarray, wanted: np.ndarray, num_classes: in
 
 def train_classifier(train_set: Mapping[str, jax.Array], key: jax.Array, num_classes: int, epochs: int = EPOCHS,
                      batch_size: int = 128, progress: bool = False,
-                     checkpoint_dir: str | os.PathLike | None = None) -> train_lib.Params:
+                     checkpoint_dir: str | os.PathLike | None = None) -> Params:
     """Trains the classifier on ``{"image", "label"}`` (``data.device_dataset``); returns its params.
 
     ``checkpoint_dir``: keep the training state there after every epoch and resume from it.
@@ -107,14 +114,15 @@ def train_classifier(train_set: Mapping[str, jax.Array], key: jax.Array, num_cla
     model = make_model(num_classes, decay_steps=steps)
     state = train_lib.create_train_state(model, key)
     with contextlib.ExitStack() as stack:
-        checkpoints = (None if checkpoint_dir is None
-                       else stack.enter_context(checkpoint.TrainingCheckpoints(checkpoint_dir)))
+        checkpointing = (None if checkpoint_dir is None else
+                         train_lib.Checkpointing(stack.enter_context(checkpoint.TrainingCheckpoints(checkpoint_dir))))
         state, _ = train_lib.train(model, state, train_set, epochs=epochs, batch_size=batch_size,
-                                   progress=progress, log_epochs=progress, checkpoints=checkpoints)
+                                   checkpointing=checkpointing,
+                                   reporting=train_lib.Reporting(progress=progress, log_epochs=progress))
     return state.params
 
 
-def test_accuracy(params: train_lib.Params, test_split: data_lib.Split) -> float:
+def test_accuracy(params: Params, test_split: data_lib.Split) -> float:
     predicted = predict(params, data_lib.to_float_nhwc(test_split.images))
     return float(np.mean(predicted == test_split.labels))
 
@@ -130,7 +138,7 @@ def saved_num_classes(path: str | os.PathLike) -> int | None:
 
 def load_or_train(path: str | os.PathLike | None, splits: Mapping[str, data_lib.Split], key: jax.Array,
                   epochs: int = EPOCHS, progress: bool = False, checkpoint_dir: str | os.PathLike | None = None,
-                  num_classes: int | None = None) -> tuple[train_lib.Params, float]:
+                  num_classes: int | None = None) -> tuple[Params, float]:
     """The saved classifier at ``path`` if there is one, else a newly trained one saved there.
 
     ``path=None`` trains one without saving (smoke runs on data subsets must not leave

@@ -23,53 +23,38 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from aejax import autoencoder, flags, losses
 from aejax import data as data_lib
-from aejax import flags, losses
-from aejax.conv_kernels import (CONV_IMPL_HELP, CONV_TRANSPOSE_IMPL_HELP, ConvImpl, ConvTransposeImpl,
-                                resolve_conv_impl, resolve_conv_transpose_impl)
-from aejax.modules import BatchNorm, Decoder, Encoder, apply_inference, apply_training, init_encoder_decoder
+from aejax.inference import map_over_split
+from aejax.model import (Batch, BatchStats, EncoderDecoder, LossOutput, Model, Params, Phase, encoder_decoder_functions,
+                         module_variables)
+from aejax.modules import BatchNorm, apply_training
 from aejax.optimizers import torch_adam
-from aejax.train import Batch, BatchStats, Metrics, Model, Params, Phase, map_over_split, module_variables
 
 EncodeFn = Callable[[jax.Array], jax.Array]  # images (B, 28, 28, 1) -> codes (B, D), each code from its own image
 
 
 @dataclasses.dataclass(frozen=True)
-class ContractiveConfig:
-    """The contractive autoencoder's settings; the optimiser is the lecture's conv AE's."""
+class ContractiveConfig(autoencoder.AEConfig):
+    """The conv autoencoder's settings (``AEConfig``: denoising and sparsity included) plus the
+    contraction penalty; the defaults are the lecture's conv AE with lambda 1e-3."""
 
-    latent_dim: int = dataclasses.field(default=24, metadata={"help": "size D of the code h (> 0)"})
-    learning_rate: float = dataclasses.field(default=1e-4, metadata={"help": "Adam learning rate (> 0)"})
-    weight_decay: float = dataclasses.field(
-        default=0.0, metadata={"help": "PyTorch-style coupled L2 weight decay of Adam (>= 0)"})
-    # The BCE is a mean over pixels (about 0.2 per pixel early on) while the encoder's
-    # ||J||_F^2 starts in the hundreds. The penalty can also be lowered by merely shrinking
-    # the code (the decoder scales it back up), so what counts is ||J||_F over the codes' std:
-    # after 128 steps on MNIST (latent 24) it was 16.8 at lambda 0, 9.3 at 1e-3 (best
-    # denoising PSNR too), 13.8 at 1e-2 and 18.5 at 1e-1, where shrinking takes over.
-    contraction_weight: float = dataclasses.field(
-        default=1e-3, metadata={"help": "weight lambda of the contraction penalty ||dh/dx||_F^2 (>= 0; 0: plain AE)"})
-    # One projection adds about half a plain AE step on a CPU; the exact penalty (24
-    # products at latent 24) makes a step about 5x a plain one (batch 64), cheap only on
-    # an accelerator. A single Gaussian projection gives an unbiased, if noisy, gradient
-    # (as Hoffman et al. 2019 found enough for Jacobian regularisation).
-    jacobian_projections: int = dataclasses.field(
-        default=1, metadata={"help": "0: the exact penalty (one vector-Jacobian product per code unit); "
-                                     "K > 0: Hutchinson's estimate from K random Gaussian projections"})
-    conv_impl: ConvImpl = flags.field("auto", CONV_IMPL_HELP)
-    conv_transpose_impl: ConvTransposeImpl = flags.field("auto", CONV_TRANSPOSE_IMPL_HELP)
+    # What counts is ||J||_F relative to the codes' spread: the penalty can also be lowered
+    # by shrinking the code, which the decoder scales back up; 1e-3 lowers that ratio most.
+    contraction_weight: float = flags.field(1e-3, "weight lambda of the contraction penalty ||dh/dx||_F^2 "
+                                                  "(>= 0; 0: plain AE)")
+    # A single Gaussian projection gives an unbiased, if noisy, gradient (as Hoffman et al.
+    # 2019 found enough for Jacobian regularisation) at about half a plain step's cost on a
+    # CPU; the exact penalty costs one product per code unit.
+    jacobian_projections: int = flags.field(1, "0: the exact penalty (one vector-Jacobian product per code unit); "
+                                               "K > 0: Hutchinson's estimate from K random Gaussian projections")
 
     def __post_init__(self):
-        if self.latent_dim <= 0:
-            raise ValueError(f"latent_dim must be positive, got {self.latent_dim}")
-        if self.learning_rate <= 0 or self.weight_decay < 0:
-            raise ValueError("learning_rate must be > 0 and weight_decay >= 0")
+        super().__post_init__()
         if self.contraction_weight < 0:
             raise ValueError(f"contraction_weight must be >= 0, got {self.contraction_weight}")
         if self.jacobian_projections < 0:
             raise ValueError(f"jacobian_projections must be >= 0, got {self.jacobian_projections}")
-        resolve_conv_impl(self.conv_impl)  # each raises on an unknown name
-        resolve_conv_transpose_impl(self.conv_transpose_impl)
 
 
 def jacobian_norms_squared(encode: EncodeFn, inputs: jax.Array, key: jax.Array | None = None,
@@ -143,54 +128,50 @@ def encode_with_statistics(encoder: nn.Module, params: Params, statistics: Batch
     return lambda images: encoder.apply({"params": params, "batch_stats": statistics}, images, False)
 
 
-def contractive_loss(config: ContractiveConfig, encoder: Encoder, decoder: Decoder, params: Params,
-                     batch_stats: BatchStats, batch: Batch, key: jax.Array, step: jax.Array | None = None,
-                     ) -> tuple[jax.Array, tuple[BatchStats, Metrics]]:
-    """Mean-over-pixels BCE on logits + lambda * ``contractive_penalty`` of the train-mode encoder.
+def contractive_loss(config: ContractiveConfig, modules: EncoderDecoder, params: Params, batch_stats: BatchStats,
+                     batch: Batch, key: jax.Array, step: jax.Array) -> LossOutput:
+    """``autoencoder.autoencoder_loss`` + lambda * ``contractive_penalty`` of the train-mode encoder.
 
-    batch["image"] (B, 28, 28, 1) in [0, 1]. The penalty's Jacobian is taken with the
+    batch["image"] (B, 28, 28, 1) in [0, 1]; with ``input_noise_std`` the encoder reads
+    (and the penalty is taken at) the noisy images, the targets stay clean. The penalty's Jacobian is taken with the
     batch's BatchNorm statistics held fixed (``encode_with_statistics``): in train mode a
     sample's code also moves with the other images through the statistics, an effect of
     order 1/B that is no part of the code's sensitivity to its own image. ``key`` draws
-    the projections of the estimated penalty. Metrics: bce, and contraction (the
-    penalty before lambda) when lambda > 0.
+    the projections of the estimated penalty (and the noise, from a key split off it).
+    Metrics: bce, sparsity (with a sparsity penalty), and contraction (the penalty
+    before lambda) when lambda > 0.
     """
     del step  # no schedule
-    images = batch["image"]
+    encoder, decoder = modules
+    clean = inputs = batch["image"]
+    if config.input_noise_std:  # off, ``key`` draws the projections untouched
+        key, noise_key = jax.random.split(key)
+        inputs = data_lib.add_gaussian_noise(noise_key, clean, config.input_noise_std)
     latents, encoder_stats, statistics = batch_statistics(
-        encoder, module_variables(params, batch_stats, "encoder"), images)
+        encoder, module_variables(params, batch_stats, "encoder"), inputs)
     logits, decoder_stats = apply_training(decoder, module_variables(params, batch_stats, "decoder"), latents)
-    bce = jnp.mean(losses.binary_cross_entropy_with_logits(logits, images))
+    bce = jnp.mean(losses.binary_cross_entropy_with_logits(logits, clean))
     metrics = {"bce": bce}
     loss = bce
+    if config.sparsity != "none":
+        penalty = autoencoder.sparsity_penalty(config, latents)
+        loss = loss + config.sparsity_weight * penalty
+        metrics["sparsity"] = penalty
     if config.contraction_weight:
-        penalty = contractive_penalty(encode_with_statistics(encoder, params["encoder"], statistics), images,
+        penalty = contractive_penalty(encode_with_statistics(encoder, params["encoder"], statistics), inputs,
                                       key, config.jacobian_projections)
         loss = loss + config.contraction_weight * penalty
         metrics["contraction"] = penalty
-    return loss, ({"encoder": encoder_stats, "decoder": decoder_stats}, metrics)
+    return LossOutput(loss, {"encoder": encoder_stats, "decoder": decoder_stats}, metrics)
 
 
 def make_model(config: ContractiveConfig) -> Model:
-    """The variant as the generic loop sees it: one phase updating encoder and decoder."""
-    encoder = Encoder(config.latent_dim, conv_impl=config.conv_impl)
-    decoder = Decoder(conv_impl=config.conv_impl, conv_transpose_impl=config.conv_transpose_impl,
-                      latent_dim=config.latent_dim)
-
-    def init(key):
-        return init_encoder_decoder(key, encoder, decoder, config.latent_dim)
-
-    def encode(params, batch_stats, images, labels=None, train=False):
-        del labels  # unconditional
-        return apply_inference(encoder, module_variables(params, batch_stats, "encoder"), images, train)
-
-    def decode(params, batch_stats, latents, labels=None, train=False):
-        del labels
-        return apply_inference(decoder, module_variables(params, batch_stats, "decoder"), latents, train)
-
-    phase = Phase("autoencoder", functools.partial(contractive_loss, config, encoder, decoder),
+    """The conv autoencoder's modules, init, encode and decode with ``contractive_loss`` as its one phase."""
+    modules = autoencoder.make_modules(config)
+    functions = encoder_decoder_functions(modules, config.latent_dim)
+    phase = Phase("autoencoder", functools.partial(contractive_loss, config, modules),
                   torch_adam(config.learning_rate, config.weight_decay), ("encoder", "decoder"))
-    return Model(init=init, phases=(phase,), encode=encode, decode=decode)
+    return Model(init=functions.init, phases=(phase,), encode=functions.encode, decode=functions.decode)
 
 
 @functools.partial(jax.jit, static_argnames=("model",))

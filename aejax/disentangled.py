@@ -26,12 +26,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from aejax import flags, losses, vae
+from aejax import flags, losses
 from aejax.label_style import (ClassStandardize, class_mean_share, label_dependence, label_style_functions,
                                split_label_style, standardize, uniform_cross_entropy)
 from aejax.modules import MLP, Decoder, Encoder, apply_inference, apply_training, init_encoder_decoder
 from aejax.optimizers import torch_adam
-from aejax.train import Batch, BatchStats, Model, Params, Phase, module_variables
+from aejax.model import Batch, BatchStats, LossOutput, Model, Params, Phase, module_variables, reparametrize, split_moments
 
 DecoderLabel = Literal["predicted", "true"]
 StyleNormalization = Literal["none", "class"]
@@ -121,7 +121,7 @@ def init(parts: DisentangledParts, key: jax.Array) -> tuple[Params, BatchStats]:
 
 def style_moments(config: DisentangledConfig, style: jax.Array) -> tuple[jax.Array, jax.Array | None]:
     """(mu, log_var), each (B, latent_dim), of a variational style (B, 2 latent_dim); (style, None) of a deterministic one."""
-    return vae.split_moments(style) if config.style_kl_weight else (style, None)
+    return split_moments(style) if config.style_kl_weight else (style, None)
 
 
 def encoder_outputs(parts: DisentangledParts, params: Params, batch_stats: BatchStats, batch: Batch,
@@ -141,15 +141,15 @@ def encoder_outputs(parts: DisentangledParts, params: Params, batch_stats: Batch
 
 
 def autoencoder_loss(parts: DisentangledParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
-                     step: jax.Array | None = None) -> tuple[jax.Array, tuple]:
+                     step: jax.Array) -> LossOutput:
     """BCE of the reconstructions of batch["image"] (B, 28, 28, 1) + ``label_weight`` * the label
     head's cross-entropy with batch["label"] (B,) (+ ``style_kl_weight`` * the style's KL).
-    Returns (loss, (batch_stats, metrics))."""
+   """
     del step
     config = parts.config
     images = batch["image"]
     label_logits, mu, log_var, stats = encoder_outputs(parts, params, batch_stats, batch)
-    z = mu if log_var is None else vae.reparametrize(key, mu, log_var)
+    z = mu if log_var is None else reparametrize(key, mu, log_var)
     labels = jax.nn.softmax(label_logits) if config.decoder_label == "predicted" else batch["label"]
     logits, decoder_stats = apply_training(parts.modules.decoder, module_variables(params, batch_stats, "decoder"), z,
                                            labels=labels)
@@ -160,15 +160,15 @@ def autoencoder_loss(parts: DisentangledParts, params: Params, batch_stats: Batc
     if log_var is not None:
         metrics["style_kl"] = jnp.mean(losses.gaussian_kl_to_standard_normal(mu, log_var))
         loss = loss + config.style_kl_weight * metrics["style_kl"]
-    return loss, ({**stats, "decoder": decoder_stats}, metrics)
+    return LossOutput(loss, {**stats, "decoder": decoder_stats}, metrics)
 
 
 def confusion_loss(parts: DisentangledParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
-                   step: jax.Array | None = None) -> tuple[jax.Array, tuple]:
+                   step: jax.Array) -> LossOutput:
     """``confusion_weight`` * the uniform cross-entropy of the adversary's prediction from the
     standardised style of batch["image"] (B, 28, 28, 1), plus the class-mean and kernel-dependence
     terms when weighted. The style (B, latent_dim) is carried to the adversary's phase.
-    Returns (loss, (batch_stats, metrics, carry))."""
+   """
     del key, step
     config = parts.config
     _, z, _, stats = encoder_outputs(parts, params, batch_stats, batch)  # z: the style (mean)
@@ -183,17 +183,17 @@ def confusion_loss(parts: DisentangledParts, params: Params, batch_stats: BatchS
     if config.kernel_dependence_weight:
         metrics["label_dependence"] = label_dependence(z, batch["label"], config.num_classes)
         loss = loss + config.kernel_dependence_weight * metrics["label_dependence"]
-    return loss, (stats, metrics, {"style": z})
+    return LossOutput(loss, stats, metrics, {"style": z})
 
 
 def adversary_loss(parts: DisentangledParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
-                   step: jax.Array | None = None) -> tuple[jax.Array, tuple]:
+                   step: jax.Array) -> LossOutput:
     """Cross-entropy of the adversary's prediction from the standardised batch["style"] (B, latent_dim)
-    with batch["label"] (B,). Returns (loss, (batch_stats, metrics))."""
+    with batch["label"] (B,)."""
     del key, step
     predicted = parts.modules.adversary.apply({"params": params["label_adversary"]}, standardize(batch["style"]))
     loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(predicted, batch["label"]))
-    return loss, (batch_stats, {"accuracy": jnp.mean(jnp.argmax(predicted, -1) == batch["label"])})
+    return LossOutput(loss, batch_stats, {"accuracy": jnp.mean(jnp.argmax(predicted, -1) == batch["label"])})
 
 
 def encode_class_standardized(parts: DisentangledParts, params: Params, batch_stats: BatchStats, images: jax.Array,

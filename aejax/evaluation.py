@@ -8,7 +8,6 @@ argument of a module-level ``jax.jit``), so calling them every epoch recompiles 
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Mapping
 
@@ -17,51 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from aejax import data as data_lib
-from aejax import flags
-from aejax.train import BatchStats, Model, Params, inference_batch_size, map_over_split
+from aejax.inference import inference_batch_size, map_over_split
+from aejax.model import BatchStats, Model, Params
 
 LECTURE_NOISE_STD = 0.3  # the lecture's denoising noise: x + 0.3 N(0, 1), unclipped
 LECTURE_FIRST_BATCH = 64  # the lecture draws its figure digits from the first (unshuffled) test batch
-LECTURE_INTERPOLATION = (7, 6)  # the lecture interpolates from a 7 to a 6
-
-
-@dataclasses.dataclass(frozen=True)
-class InterpolationClasses:
-    """The two classes an interpolation figure runs between; ``resolve`` fits them to the data."""
-
-    start_class: int | None = flags.field(
-        None, f"class to start the interpolation from (none: the lecture's {LECTURE_INTERPOLATION[0]} if the data "
-              "have it, else the last class)")
-    end_class: int | None = flags.field(
-        None, f"class to end the interpolation at (none: the lecture's {LECTURE_INTERPOLATION[1]} if the data have "
-              "it, else the last class other than the start)")
-
-    def __post_init__(self):
-        for name in ("start_class", "end_class"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must be a class label >= 0, got {value}")
-        if self.start_class is not None and self.start_class == self.end_class:
-            raise ValueError(f"start_class and end_class must differ, got {self.start_class} for both")
-
-    def resolve(self, num_classes: int) -> tuple[int, int]:
-        """(start, end) for data with labels 0 .. num_classes - 1; a ValueError names a class the data lack."""
-        if num_classes < 2:
-            raise ValueError(f"interpolating between two classes needs at least two, the data have {num_classes}")
-        start = _choose_class(self.start_class, LECTURE_INTERPOLATION[0], num_classes, self.end_class)
-        return start, _choose_class(self.end_class, LECTURE_INTERPOLATION[1], num_classes, start)
-
-
-def _choose_class(given: int | None, lecture: int, num_classes: int, other: int | None) -> int:
-    """``given``, else the lecture's class if the data have it (and it is not ``other``), else the last
-    class other than ``other``."""
-    if given is not None:
-        if given >= num_classes:
-            raise ValueError(f"class {given} is not in the data (labels 0..{num_classes - 1})")
-        return given
-    if lecture < num_classes and lecture != other:
-        return lecture
-    return max(c for c in range(num_classes) if c != other)
 
 
 def mean_squared_error(estimate: np.ndarray, target: np.ndarray) -> float:
@@ -165,7 +124,7 @@ def evaluate(
     Eval mode by default; ``batch_statistics=True`` normalises each batch by its own
     statistics, as the notebook does where it forgets ``.eval()`` (then ``batch_size``
     matters and must be given: the lecture's is 64). In eval mode ``None`` takes
-    ``train.inference_batch_size()``.
+    ``inference.inference_batch_size()``.
 
     Returns numpy arrays: inputs (N, 28, 28, 1), latents (N, D), reconstructions
     (N, 28, 28, 1) = sigmoid(logits) in [0, 1], labels (N,).
@@ -191,7 +150,7 @@ def _encode_batch(model: Model, params: Params, batch_stats: BatchStats, dataset
 def encode_split(model: Model, params: Params, batch_stats: BatchStats, dataset: Mapping[str, jax.Array],
                  batch_size: int | None = None) -> np.ndarray:
     """The codes (N, D) of a whole split ({"image", "label"}), eval mode, encoder only: ``evaluate``'s
-    "latents" without decoding. ``batch_size`` None: ``train.inference_batch_size()``."""
+    "latents" without decoding. ``batch_size`` None: ``inference.inference_batch_size()``."""
     dataset = {k: jnp.asarray(v) for k, v in dataset.items()}
     (codes,) = map_over_split(lambda _, indices: (_encode_batch(model, params, batch_stats, dataset, indices),),
                               dataset, batch_size or inference_batch_size(), pad_last=True)
@@ -212,7 +171,7 @@ def _decode_images(model: Model, params: Params, batch_stats: BatchStats, latent
 def _decode_in_batches(model: Model, params: Params, batch_stats: BatchStats, latents: jax.Array,
                        labels: jax.Array | None, batch_size: int | None = None) -> np.ndarray:
     """sigmoid(decode(latents (N, D), labels (N,) or None)), eval mode, ``batch_size`` at a time
-    (None: ``train.inference_batch_size()``; a short last batch padded, so one compilation): (N, 28, 28, 1)."""
+    (None: ``inference.inference_batch_size()``; a short last batch padded, so one compilation): (N, 28, 28, 1)."""
     latents = jnp.asarray(latents)
     labels = None if labels is None else jnp.asarray(labels)
     if labels is not None and labels.shape[:1] != latents.shape[:1]:
@@ -229,7 +188,7 @@ def decode_with_labels(model: Model, params: Params, batch_stats: BatchStats, la
                        labels: jax.Array, batch_size: int | None = None) -> np.ndarray:
     """A conditional decoder's images for latents (N, D) and integer labels (N,): (N, 28, 28, 1) in [0, 1].
 
-    Eval mode, ``batch_size`` latents per compiled call (None: ``train.inference_batch_size()``).
+    Eval mode, ``batch_size`` latents per compiled call (None: ``inference.inference_batch_size()``).
     """
     return _decode_in_batches(model, params, batch_stats, latents, labels, batch_size)
 

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from aejax.modules import Decoder, Encoder, apply_inference
-from aejax.train import BatchStats, Params, module_variables
+from aejax.model import BatchStats, Params, module_variables
 
 
 def split_label_style(encoder_output: jax.Array, num_classes: int) -> tuple[jax.Array, jax.Array]:
@@ -85,7 +85,7 @@ class ClassStandardize(nn.Module):
 
     Train mode: each class's mean and (biased) variance over the batch items of that class
     (``labels`` (B,), the true labels), and the running (C, D) statistics updated with
-    PyTorch's momentum where the class is present (so ``train.recompute_batch_stats``
+    PyTorch's momentum where the class is present (so ``inference.recompute_batch_stats``
     averages them as it does BatchNorm's). Eval mode: the running statistics of ``labels``,
     which the model takes from its label head, never from the true labels. A shared
     affine (scale, bias (D,)) follows, as in BatchNorm. Every class's style then has the

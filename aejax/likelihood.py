@@ -19,8 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from aejax import data as data_lib
-from aejax import losses, vae
-from aejax.train import BatchStats, Model, Params, inference_batch_size, map_over_split, num_examples
+from aejax import losses
+from aejax.inference import inference_batch_size, map_over_split, num_examples
+from aejax.model import BatchStats, Model, Params, reparametrize
 
 GPU_DECODES = 10_000  # decodes per compiled chunk on a GPU by default (~4 GB of activations)
 
@@ -77,7 +78,7 @@ def negative_elbo(model: Model, params: Params, batch_stats: BatchStats, images:
     """
     _require_posterior(model)
     mu, log_var = model.posterior(params, batch_stats, images, labels)
-    z = vae.reparametrize(key, mu, log_var)
+    z = reparametrize(key, mu, log_var)
     return (-reconstruction_log_likelihood(model, params, batch_stats, z, images, labels)
             + losses.gaussian_kl_to_standard_normal(mu, log_var))
 
@@ -97,7 +98,7 @@ def _score_batch(model: Model, params: Params, batch_stats: BatchStats, dataset:
 
 def decodes_per_chunk() -> int:
     """Images x importance samples decoded at once by default: ``GPU_DECODES`` on a GPU, else
-    ``train.inference_batch_size()`` (XLA:CPU decodes fastest in cache-sized batches)."""
+    ``inference.inference_batch_size()`` (XLA:CPU decodes fastest in cache-sized batches)."""
     return GPU_DECODES if jax.devices()[0].platform == "gpu" else inference_batch_size()
 
 
@@ -113,7 +114,7 @@ def evaluate_negative_elbo(model: Model, params: Params, batch_stats: BatchStats
                            key: jax.Array, batch_size: int | None = None) -> np.ndarray:
     """Per-image negative ELBO (N,) in nats over a whole split ``{"image", "label"}``, one posterior
     sample per image (a key per batch, split from ``key``): ``evaluate_likelihood``'s
-    "negative_elbo" (the same values for the same key and batch size) without the IWAE's decodes. ``batch_size`` None: ``train.inference_batch_size()``."""
+    "negative_elbo" (the same values for the same key and batch size) without the IWAE's decodes. ``batch_size`` None: ``inference.inference_batch_size()``."""
     _require_posterior(model)
     dataset = {k: jnp.asarray(v) for k, v in dataset.items()}
     batch_size = batch_size or inference_batch_size()
@@ -165,7 +166,7 @@ def evaluate_likelihood(model: Model, params: Params, batch_stats: BatchStats, d
 def posterior_moments(model: Model, params: Params, batch_stats: BatchStats, dataset: Mapping[str, jax.Array],
                       batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """mu (N, D) and log_var (N, D) of q(z | x) for every image of a split, eval mode
-    (``batch_size`` None: ``train.inference_batch_size()``)."""
+    (``batch_size`` None: ``inference.inference_batch_size()``)."""
     _require_posterior(model)
     run = jax.jit(lambda p, s, x, y: model.posterior(p, s, x, y))
 

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aejax import likelihood, losses
-from aejax.train import BatchStats, Model, Params
+from aejax.model import BatchStats, Model, Params
 
 GPU_SAMPLES = 500  # k of the IWAE bound on a GPU, over every test image
 CPU_SAMPLES, CPU_IMAGES = 100, 1000  # on a CPU: k and the first test images scored

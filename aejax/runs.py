@@ -20,7 +20,6 @@ import fcntl
 import json
 import os
 import pathlib
-import platform
 import shutil
 import sys
 import time
@@ -29,7 +28,7 @@ from typing import Any, Callable, Iterator, Literal
 import jax
 import numpy as np
 
-from aejax import checkpoint, classifier, data, flags
+from aejax import checkpoint, classifier, data, flags, inference
 from aejax import train as train_lib
 
 QUICK_TRAIN_EXAMPLES = 2048
@@ -65,26 +64,22 @@ def classifier_folder_field() -> Any:
 class TrainConfig:
     """The generic loop's settings for one run."""
 
-    epochs: int = dataclasses.field(default=5, metadata={"help": "training epochs"})
-    batch_size: int = dataclasses.field(default=64, metadata={"help": "training batch size"})
-    seed: int = dataclasses.field(default=42, metadata={"help": "seed of every PRNG key"})
-    lr_schedule: LRSchedule = dataclasses.field(
-        default="constant", metadata={"help": "cosine: every learning rate decays to 1%% of itself over the run"})
-    chunk_steps: int = dataclasses.field(
-        default=100, metadata={"help": "training steps per compiled chunk (lax.scan, no host round trip); 1: step by step"})
-    checkpoint_every: int | None = dataclasses.field(
-        default=None, metadata={"help": "save the training state every N steps (none: after every epoch); "
-                                        "a killed run resumes when the same command runs again"})
-    on_nonfinite: Literal["stop", "skip"] = dataclasses.field(
-        default="stop", metadata={"help": "a non-finite loss: stop (exit 1, the last good checkpoint kept) "
-                                          "or skip that batch's update"})
-    data_parallel: bool = dataclasses.field(
-        default=False, metadata={"help": "shard each batch over all devices, parameters replicated"})
-    validation: bool = dataclasses.field(
-        default=False, metadata={"help": "hold out a stratified validation split of the training set (MNIST: 10,000 "
-                                         "of 60,000, the same for every seed) on which the run makes its choices "
-                                         "(monitoring, stopping, labels); training uses the rest and the test set "
-                                         "is read once, at the end. Off: the lecture's protocol, training on all"})
+    epochs: int = flags.field(5, "training epochs")
+    batch_size: int = flags.field(64, "training batch size")
+    seed: int = flags.field(42, "seed of every PRNG key")
+    lr_schedule: LRSchedule = flags.field(
+        "constant", "cosine: every learning rate decays to 1%% of itself over the run")
+    chunk_steps: int = flags.field(
+        100, "training steps per compiled chunk (lax.scan, no host round trip); 1: step by step")
+    checkpoint_every: int | None = flags.field(None, "save the training state every N steps (none: after every epoch); "
+                                                     "a killed run resumes when the same command runs again")
+    on_nonfinite: Literal["stop", "skip"] = flags.field(
+        "stop", "a non-finite loss: stop (exit 1, the last good checkpoint kept) or skip that batch's update")
+    data_parallel: bool = flags.field(False, "shard each batch over all devices, parameters replicated")
+    validation: bool = flags.field(False, "hold out a stratified validation split of the training set (MNIST: 10,000 "
+                                          "of 60,000, the same for every seed) on which the run makes its choices "
+                                          "(monitoring, stopping, labels); training uses the rest and the test set "
+                                          "is read once, at the end. Off: the lecture's protocol, training on all")
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "chunk_steps"):
@@ -106,27 +101,30 @@ class RunOptions:
     """Where a run reads and writes, and how it reports; the numbers do not depend on them
     (``quick``, ``train_limit`` and ``test_limit`` aside, which metrics.json records)."""
 
-    out: pathlib.Path = dataclasses.field(
-        default=pathlib.Path("runs/experiment"), metadata={"help": "output folder (replaced only when the run succeeds)"})
-    data_dir: pathlib.Path | None = dataclasses.field(
-        default=None, metadata={"help": f"folder of the four IDX files (else ${data.ENV_DATA_DIR}, the cache, a download)"})
-    quick: bool = dataclasses.field(
-        default=False, metadata={"help": f"smoke run: 1 epoch on {QUICK_TRAIN_EXAMPLES} train / "
-                                         f"{QUICK_TEST_EXAMPLES} test images"})
-    train_limit: int | None = dataclasses.field(default=None, metadata={"help": "use only the first N training images"})
-    test_limit: int | None = dataclasses.field(default=None, metadata={"help": "use only the first N test images"})
-    progress: bool = dataclasses.field(default=True, metadata={"help": "show a progress bar"})
-    restart: bool = dataclasses.field(
-        default=False, metadata={"help": "discard the partial results of an interrupted run of --out instead of resuming"})
+    out: pathlib.Path = flags.field(
+        pathlib.Path("runs/experiment"), "output folder (replaced only when the run succeeds)")
+    data_dir: pathlib.Path | None = flags.field(
+        None, f"folder of the four IDX files (else ${data.ENV_DATA_DIR}, the cache, a download)")
+    quick: bool = flags.field(False, f"smoke run: 1 epoch on at most {QUICK_TRAIN_EXAMPLES} train / "
+                                     f"{QUICK_TEST_EXAMPLES} test images")
+    train_limit: int | None = flags.field(None, "use only the first N training images")
+    test_limit: int | None = flags.field(None, "use only the first N test images")
+    progress: bool = flags.field(True, "show a progress bar")
+    restart: bool = flags.field(False, "discard the partial results of an interrupted run of --out instead of resuming")
 
     def __post_init__(self):
         for name in ("train_limit", "test_limit"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value}")
-        if self.quick:  # a smoke run: subsets, whatever limits were given
-            object.__setattr__(self, "train_limit", min(self.train_limit or QUICK_TRAIN_EXAMPLES, QUICK_TRAIN_EXAMPLES))
-            object.__setattr__(self, "test_limit", min(self.test_limit or QUICK_TEST_EXAMPLES, QUICK_TEST_EXAMPLES))
+
+    def with_quick_limits(self) -> RunOptions:
+        """These options with the limits a ``quick`` (smoke) run uses: the given ones capped at
+        ``QUICK_TRAIN_EXAMPLES`` / ``QUICK_TEST_EXAMPLES`` (the caps where none is given); unchanged otherwise."""
+        if not self.quick:
+            return self
+        return dataclasses.replace(self, train_limit=min(self.train_limit or QUICK_TRAIN_EXAMPLES, QUICK_TRAIN_EXAMPLES),
+                                   test_limit=min(self.test_limit or QUICK_TEST_EXAMPLES, QUICK_TEST_EXAMPLES))
 
 
 def parse(config: Any, presets: dict[str, dict[str, Any]], argv: list[str] | None, doc: str,
@@ -134,12 +132,13 @@ def parse(config: Any, presets: dict[str, dict[str, Any]], argv: list[str] | Non
     """An experiment's command line: (config, options, preset); ``runs/<name>`` is the default output folder.
 
     ``doc`` is the experiment module's ``__doc__`` (its first line describes the parser; the
-    rest is shown after the flags). ``--quick`` also caps the config's ``epochs`` (if it has one) at 1
-    and each field named in ``quick`` at its value. The output folder must be writable
-    (usage error otherwise).
+    rest is shown after the flags). ``--quick`` caps the options' limits (``RunOptions.with_quick_limits``),
+    the config's ``epochs`` (if it has one) at 1 and each field named in ``quick`` at its value. The
+    output folder must be writable (usage error otherwise).
     """
     config, options, preset = flags.parse(config, presets, argv, doc, RunOptions(out=pathlib.Path("runs") / name),
                                           prog=f"aejax run {name}")
+    options = options.with_quick_limits()
     if options.quick:  # caps: the config's epochs at 1, and the experiment's own (``quick``)
         fields = flags.as_flat_dict(config)
         caps = {**({"epochs": 1} if "epochs" in fields else {}), **(quick or {})}
@@ -262,9 +261,11 @@ class Run:
         self._resumed_seconds = 0.0  # training time of the processes before a resume
 
     def settings(self, config: Any = None) -> dict[str, Any]:
-        """Every field of ``config`` (default: the run's) and the options that change the numbers, JSON-ready."""
+        """Every field of ``config`` (default: the run's) and of the run options, JSON-ready, as
+        ``recorded_settings`` gives them for the run folder ``--out``."""
         config = self.config if config is None else config
-        return {**flags.as_flat_dict(config), **flags.as_flat_dict(self.options), "preset": self.preset}
+        return {**recorded_settings(config, self.options.out), **recorded_settings(self.options, self.options.out),
+                "preset": self.preset}
 
     def output(self) -> contextlib.AbstractContextManager[pathlib.Path]:
         """``staged_output`` for ``--out``, resuming an interrupted run of the same settings."""
@@ -291,7 +292,7 @@ class Run:
         return splits
 
     def fit(self, model: train_lib.Model, train_set: dict[str, jax.Array], key: jax.Array, workdir: pathlib.Path,
-            *, gather: train_lib.GatherFn = data.gather_batch,
+            *, gather: inference.GatherFn = data.gather_batch,
             on_epoch_end: Callable[[int, train_lib.TrainState, dict[str, float]], dict[str, float] | None] | None = None,
             should_stop: Callable[[train_lib.TrainState, dict[str, float]], bool] | None = None,
             ) -> tuple[train_lib.TrainState, train_lib.History]:
@@ -308,9 +309,10 @@ class Run:
         with checkpoint.TrainingCheckpoints(workdir / TRAIN_STATE) as checkpoints:
             state, history = train_lib.train(
                 model, state, train_set, epochs=settings.epochs, batch_size=settings.batch_size,
-                chunk_steps=settings.chunk_steps, mesh=mesh, checkpoints=checkpoints,
-                checkpoint_every=settings.checkpoint_every, nonfinite=settings.on_nonfinite,
-                progress=self.options.progress, gather=gather, on_epoch_end=on_epoch_end, should_stop=should_stop)
+                chunk_steps=settings.chunk_steps, mesh=mesh, gather=gather, nonfinite=settings.on_nonfinite,
+                checkpointing=train_lib.Checkpointing(checkpoints, settings.checkpoint_every),
+                callbacks=train_lib.Callbacks(on_epoch_end, should_stop),
+                reporting=train_lib.Reporting(progress=self.options.progress))
         jax.block_until_ready(state.params)
         self.add_training_time(history)
         return state, history
@@ -343,7 +345,8 @@ class Run:
         return classifier.load_or_train(folder.absolute(), whole, key, epochs=epochs, num_classes=classes)
 
     def write_metrics(self, folder: pathlib.Path, metrics: dict[str, Any], config: Any = None) -> pathlib.Path:
-        """metrics.json: the numbers, the preset, every config field, timings, device and host.
+        """metrics.json: the numbers, the preset, every config field (``settings``), timings and device;
+        nothing of the machine (host, folders) but its device, so that the results may move.
 
         ``config``: the config the run actually used, where it differs from the parsed one
         by fields derived from the data (the number of classes, the decay steps).
@@ -358,11 +361,27 @@ class Run:
             "settings": self.settings(config),
             "seconds": dict(self.seconds),
             "device": device_name(),
-            "host": platform.node(),
         }
         path = folder / "metrics.json"
         path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
         return path
+
+
+# Options naming where a run read and wrote: machine-specific, and they do not change the numbers.
+MACHINE_SETTINGS = frozenset({"out", "data_dir"})
+
+
+def relative_path(path: pathlib.PurePath, run_folder: pathlib.Path) -> str:
+    """``path`` (absolute, or relative to the working directory) relative to ``run_folder``, POSIX-style:
+    a record that stays true when the results move together."""
+    return pathlib.Path(os.path.relpath(pathlib.Path(path).absolute(), run_folder.absolute())).as_posix()
+
+
+def recorded_settings(config: Any, run_folder: pathlib.Path) -> dict[str, Any]:
+    """``config``'s fields by leaf name as metrics.json records them for a run in ``run_folder``:
+    JSON-ready, paths relative to ``run_folder``, ``MACHINE_SETTINGS`` left out."""
+    flat = flags.as_flat_dict(config, path_as=lambda path: relative_path(path, run_folder))
+    return {name: value for name, value in flat.items() if name not in MACHINE_SETTINGS}
 
 
 def _json_default(value: Any) -> Any:
@@ -392,9 +411,9 @@ def save_state(folder: pathlib.Path, state: train_lib.TrainState) -> None:
 def recomputed_batch_stats(model: train_lib.Model, state: train_lib.TrainState, train_set: dict[str, jax.Array],
                            batch_size: int, key: jax.Array) -> train_lib.BatchStats:
     """``state``'s BatchNorm statistics recomputed for its final weights over ``train_set``
-    through the model's first phase (``train.recompute_batch_stats``)."""
+    through the model's first phase (``inference.recompute_batch_stats``)."""
     batch_size = min(batch_size, int(train_set["label"].shape[0]))
-    return train_lib.recompute_batch_stats(model.phases[0], state.params, state.batch_stats, train_set, batch_size, key)
+    return inference.recompute_batch_stats(model.phases[0], state.params, state.batch_stats, train_set, batch_size, key)
 
 
 def run_main(main: Callable[[list[str] | None], dict[str, Any]], argv: list[str] | None = None) -> None:

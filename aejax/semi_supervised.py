@@ -35,7 +35,7 @@ pulled to the uniform one, so no category empties), ``confidence_weight`` (the m
 entropy of each image's label distribution) and ``invariance_weight`` (the label head on
 a shifted copy of each image trained towards its distribution on the image itself).
 With ``label_terms_rate`` > 0 these terms leave the generator phase for a fifth phase,
-``label_head``, with an Adam of their own at that rate: at the adversaries' rate (1e-4)
+``label_head``, with an Adam of their own at that rate: at the adversarial phases' rate (1e-4)
 they move the head ten times slower than reconstruction (1e-3) pulls it back to soft codes.
 
 Batches come from ``make_dataset`` + ``gather``: every training image as unlabelled
@@ -60,7 +60,8 @@ from aejax.label_style import label_style_functions, split_label_style
 from aejax.modules import Decoder, Discriminator, Encoder, apply_training, init_encoder_decoder
 from aejax.optimizers import torch_adam
 from aejax.priors import Prior, categorical, standard_normal
-from aejax.train import Batch, BatchStats, Model, Params, Phase, inference_batch_size, map_over_split, module_variables
+from aejax.inference import inference_batch_size, map_over_split
+from aejax.model import Batch, BatchStats, LossOutput, Model, Params, Phase, module_variables
 
 
 DECODER_LABELS = ("softmax", "straight_through")
@@ -72,8 +73,8 @@ class SemiSupervisedConfig:
     num_classes: int = flags.field(10, "the label head's outputs: the data's classes, or the clusters when not "
                                   "semi_supervised", cli=False)
     learning_rate: float = flags.field(1e-3, "Adam rate of the autoencoder and supervised phases")
-    adversary_learning_rate: float = flags.field(1e-4, "Adam rate of the adversarial networks' optimizers: the "
-                                                  "discriminators' phase and the generator phase (one Adam each)")
+    adversarial_learning_rate: float = flags.field(1e-4, "Adam rate of both adversarial phases: the discriminators' "
+                                                    "phase and the generator phase (one Adam each)")
     weight_decay: float = flags.field(0.0, "PyTorch-style coupled L2 of every optimizer")
     generator_weight: float = flags.field(1.0, "weight of the generator's BCE of both discriminators' verdicts")
     supervised_weight: float = flags.field(1.0, "weight of the label head's cross-entropy on the labelled images")
@@ -103,12 +104,12 @@ class SemiSupervisedConfig:
                                            "its softmax on the image itself; 0: none (the paper)")
     label_terms_rate: float = flags.field(0.0, "> 0: the label head's terms (balance, confidence, invariance) get a "
                                           "phase of their own after the generator's, with their own Adam at this "
-                                          "rate; 0: they join the generator phase at the adversaries' rate")
+                                          "rate; 0: they join the generator phase at adversarial_learning_rate")
 
     def __post_init__(self):
         if self.latent_dim <= 0 or self.num_classes <= 1:
             raise ValueError(f"need latent_dim > 0 and num_classes > 1, got {self.latent_dim} and {self.num_classes}")
-        if min(self.learning_rate, self.adversary_learning_rate) <= 0:
+        if min(self.learning_rate, self.adversarial_learning_rate) <= 0:
             raise ValueError("learning rates must be > 0")
         if not all(w >= 0 for w in (self.weight_decay, self.generator_weight, self.supervised_weight, self.balance_weight,
                                     self.confidence_weight, self.invariance_weight)):
@@ -243,10 +244,10 @@ def verdicts(parts: SemiSupervisedParts, params: Params, label_probs: jax.Array,
 
 
 def autoencoder_loss(parts: SemiSupervisedParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
-                     step: jax.Array | None = None) -> tuple[jax.Array, tuple]:
+                     step: jax.Array) -> LossOutput:
     """Mean-over-pixels BCE of the reconstructions of batch["image"] (B, 28, 28, 1), the decoder
     reading the style and the label head's softmax (or its straight-through one-hot, ``decoder_label``).
-    Returns (loss, (batch_stats, metrics))."""
+   """
     del key, step
     images = batch["image"]
     label_logits, style, encoder_stats = encoder_outputs(parts, params, batch_stats, images)
@@ -257,13 +258,13 @@ def autoencoder_loss(parts: SemiSupervisedParts, params: Params, batch_stats: Ba
     logits, decoder_stats = apply_training(parts.modules.decoder, module_variables(params, batch_stats, "decoder"), style,
                                            labels=label_code)
     bce = jnp.mean(losses.binary_cross_entropy_with_logits(logits, images))
-    return bce, ({**batch_stats, "encoder": encoder_stats, "decoder": decoder_stats}, {"bce": bce})
+    return LossOutput(bce, {**batch_stats, "encoder": encoder_stats, "decoder": decoder_stats}, {"bce": bce})
 
 
 def discriminators_loss(parts: SemiSupervisedParts, params: Params, batch_stats: BatchStats, batch: Batch,
-                        key: jax.Array, step: jax.Array | None = None) -> tuple[jax.Array, tuple]:
+                        key: jax.Array, step: jax.Array) -> LossOutput:
     """Sum of both discriminators' balanced BCEs: the encoder's outputs for batch["image"] (B, 28, 28, 1)
-    labelled 0, B prior samples each (drawn with ``key``) labelled 1. Returns (loss, (batch_stats, metrics))."""
+    labelled 0, B prior samples each (drawn with ``key``) labelled 1."""
     del step
     label_logits, style, encoder_stats = encoder_outputs(parts, params, batch_stats, batch["image"])
     label_probs = jax.nn.softmax(label_logits)
@@ -274,7 +275,7 @@ def discriminators_loss(parts: SemiSupervisedParts, params: Params, batch_stats:
     label_loss = 0.5 * (jnp.mean(_bce_against(fake_label, 0.0)) + jnp.mean(_bce_against(real_label, 1.0)))
     style_loss = 0.5 * (jnp.mean(_bce_against(fake_style, 0.0)) + jnp.mean(_bce_against(real_style, 1.0)))
     metrics = {"label_loss": label_loss, "style_loss": style_loss}
-    return label_loss + style_loss, ({**batch_stats, "encoder": encoder_stats}, metrics)
+    return LossOutput(label_loss + style_loss, {**batch_stats, "encoder": encoder_stats}, metrics)
 
 
 def _label_head_terms(config: SemiSupervisedConfig, label_logits: jax.Array, shifted_logits: jax.Array | None,
@@ -313,11 +314,11 @@ def _encode_with_shifted_copies(parts: SemiSupervisedParts, params: Params, batc
 
 
 def generator_loss(parts: SemiSupervisedParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
-                   step: jax.Array | None = None) -> tuple[jax.Array, tuple]:
+                   step: jax.Array) -> LossOutput:
     """``generator_weight`` * the sum of both discriminators' BCEs against 1 on the encoder's outputs
     for batch["image"] (B, 28, 28, 1), plus the label head's optional terms (``_label_head_terms``)
     unless they have a phase of their own (``label_terms_rate`` > 0).
-    Returns (loss, (batch_stats, metrics))."""
+   """
     del step
     config = parts.config
     own_phase = config.label_terms_rate > 0
@@ -330,26 +331,26 @@ def generator_loss(parts: SemiSupervisedParts, params: Params, batch_stats: Batc
     if not own_phase:
         terms, metrics = _label_head_terms(config, label_logits, shifted_logits)
         loss = loss + terms
-    return loss, ({**batch_stats, "encoder": encoder_stats}, metrics)
+    return LossOutput(loss, {**batch_stats, "encoder": encoder_stats}, metrics)
 
 
 def label_head_loss(parts: SemiSupervisedParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
-                    step: jax.Array | None = None) -> tuple[jax.Array, tuple]:
+                    step: jax.Array) -> LossOutput:
     """The label head's terms (``_label_head_terms``) on batch["image"] (B, 28, 28, 1) alone: the
     phase they get with ``label_terms_rate`` > 0, so that they train the encoder at a rate of
-    their own rather than the adversaries'. Returns (loss, (batch_stats, metrics))."""
+    their own rather than the adversaries'."""
     del step
     label_logits, _, shifted_logits, encoder_stats = _encode_with_shifted_copies(
         parts, params, batch_stats, batch["image"], key, shift_copies=parts.config.invariance_weight > 0)
     loss, metrics = _label_head_terms(parts.config, label_logits, shifted_logits)
-    return loss, ({**batch_stats, "encoder": encoder_stats}, metrics)
+    return LossOutput(loss, {**batch_stats, "encoder": encoder_stats}, metrics)
 
 
 def supervised_loss(parts: SemiSupervisedParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
-                    step: jax.Array | None = None) -> tuple[jax.Array, tuple]:
+                    step: jax.Array) -> LossOutput:
     """``supervised_weight`` * cross-entropy of the label head on batch["labelled_image"] (B, 28, 28, 1)
     (shifted by up to ``augment_shift`` pixels) with batch["labelled_label"] (B,), plus the
-    pseudo-label term on batch["image"] when ``consistency_weight`` > 0. Returns (loss, (batch_stats, metrics))."""
+    pseudo-label term on batch["image"] when ``consistency_weight`` > 0."""
     del step
     config = parts.config
     labelled_key, unlabelled_key = jax.random.split(key)
@@ -373,7 +374,7 @@ def supervised_loss(parts: SemiSupervisedParts, params: Params, batch_stats: Bat
         consistency = jnp.mean(jnp.where(confident, pseudo, 0.0))
         metrics.update(consistency=consistency, confident_share=jnp.mean(confident))
         loss = loss + config.consistency_weight * consistency
-    return loss, ({**batch_stats, "encoder": encoder_stats}, metrics)
+    return LossOutput(loss, {**batch_stats, "encoder": encoder_stats}, metrics)
 
 
 def make_optimizer(config: SemiSupervisedConfig, rate: float) -> optax.GradientTransformation:
@@ -387,7 +388,7 @@ def make_model(config: SemiSupervisedConfig) -> Model:
     """``encode`` gives the style (B, latent_dim), ``classify`` the label logits (B, num_classes),
     ``decode(z, labels)`` takes integer labels (B,) or probabilities (B, num_classes)."""
     parts = make_parts(config)
-    adversarial = make_optimizer(config, config.adversary_learning_rate)
+    adversarial = make_optimizer(config, config.adversarial_learning_rate)
     phases = [
         Phase("autoencoder", functools.partial(autoencoder_loss, parts), make_optimizer(config, config.learning_rate),
               ("encoder", "decoder")),
@@ -419,7 +420,7 @@ def _probability_predictor(classify: Callable[..., jax.Array]) -> Callable[[Para
 def predict_probabilities(model: Model, params: Params, batch_stats: BatchStats, dataset: Mapping[str, jax.Array],
                           batch_size: int | None = None) -> np.ndarray:
     """The label head's q(y | x) (N, num_classes) over a split (``data.device_dataset``), eval mode
-    (``batch_size`` None: ``train.inference_batch_size()``); compiled once per model and batch shape."""
+    (``batch_size`` None: ``inference.inference_batch_size()``); compiled once per model and batch shape."""
     run = _probability_predictor(model.classify)
     return map_over_split(lambda _, idx: (run(params, batch_stats, data_lib.gather_batch(dataset, idx)["image"]),),
                           dataset, batch_size or inference_batch_size(), pad_last=True)[0]
@@ -428,7 +429,7 @@ def predict_probabilities(model: Model, params: Params, batch_stats: BatchStats,
 def predict_labels(model: Model, params: Params, batch_stats: BatchStats, dataset: Mapping[str, jax.Array],
                    batch_size: int | None = None) -> np.ndarray:
     """The label head's argmax (N,) over a split (``data.device_dataset``), eval mode
-    (``batch_size`` None: ``train.inference_batch_size()``).
+    (``batch_size`` None: ``inference.inference_batch_size()``).
 
     Compiled once per model and batch shape: every epoch's call reuses the program.
     """

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from aejax import classifier, evaluation, probes, semi_supervised
-from aejax.train import BatchStats, Model, Params
+from aejax.model import BatchStats, Model, Params
 
 
 def transfer_accuracy(classifier_params: Params, swapped: np.ndarray) -> dict[str, Any]:

@@ -9,6 +9,7 @@ once it falls below 1e-6 or after 5000 epochs, as the lecture does.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Mapping, NamedTuple
 
 import jax
@@ -17,10 +18,11 @@ import numpy as np
 import optax
 from sklearn.model_selection import train_test_split
 
-from aejax import losses
+from aejax import flags, losses
+from aejax.model import Batch, BatchStats, EncoderDecoder, LossOutput, Model, Params, Phase
 from aejax.modules import MLP
-from aejax.train import Model, Phase, TrainState
 from aejax.optimizers import torch_adam
+from aejax.train import TrainState
 
 
 class ToyData(NamedTuple):
@@ -57,18 +59,12 @@ def split(toy: ToyData, test_size: float = 0.25, seed: int = 42) -> dict[str, di
 class ToyConfig:
     """The toy autoencoder's settings; the defaults are the lecture's (section 6)."""
 
-    conditional: bool = dataclasses.field(
-        default=False, metadata={"help": "append the label to the encoder's input and to the code"})
-    learning_rate: float = dataclasses.field(
-        default=1e-3, metadata={"help": "initial Adam learning rate (> 0; torch.optim.Adam's default)"})
-    plateau_patience: int = dataclasses.field(
-        default=50, metadata={"help": "epochs without improvement of the test loss before the rate is cut (>= 0)"})
-    plateau_factor: float = dataclasses.field(
-        default=0.1, metadata={"help": "factor the learning rate is multiplied by at a plateau, in (0, 1)"})
-    min_learning_rate: float = dataclasses.field(
-        default=1e-6, metadata={"help": "training stops once the learning rate falls below it (> 0)"})
-    max_epochs: int = dataclasses.field(
-        default=5000, metadata={"help": "the most epochs (full-batch steps) to train (> 0)"})
+    conditional: bool = flags.field(False, "append the label to the encoder's input and to the code")
+    learning_rate: float = flags.field(1e-3, "initial Adam learning rate (> 0; torch.optim.Adam's default)")
+    plateau_patience: int = flags.field(50, "epochs without improvement of the test loss before the rate is cut (>= 0)")
+    plateau_factor: float = flags.field(0.1, "factor the learning rate is multiplied by at a plateau, in (0, 1)")
+    min_learning_rate: float = flags.field(1e-6, "training stops once the learning rate falls below it (> 0)")
+    max_epochs: int = flags.field(5000, "the most epochs (full-batch steps) to train (> 0)")
 
     def __post_init__(self):
         if self.learning_rate <= 0 or self.min_learning_rate <= 0 or self.max_epochs <= 0:
@@ -79,22 +75,37 @@ class ToyConfig:
                              f"{self.plateau_patience}, {self.plateau_factor}")
 
 
-def _mean_squared_error(encoder: MLP, decoder: MLP, params, batch) -> jax.Array:
+def _mean_squared_error(modules: EncoderDecoder, params: Params, batch: Batch) -> jax.Array:
+    encoder, decoder = modules
     labels = batch["label"] if encoder.label_as_scalar else None
     codes = encoder.apply({"params": params["encoder"]}, batch["points"], labels)
     restored = decoder.apply({"params": params["decoder"]}, codes, labels)
     return jnp.mean(losses.squared_error(restored, batch["points"]))
 
 
-def make_model(config: ToyConfig, test_set: Mapping[str, jax.Array]) -> Model:
-    """MLP 2 -> 32 -> 64 -> 1 and 1 -> 64 -> 32 -> 2 (LeakyReLU 0.2), inputs + 1 when conditional.
+def make_modules(config: ToyConfig) -> EncoderDecoder:
+    """MLP 2 -> 32 -> 64 -> 1 and 1 -> 64 -> 32 -> 2 (LeakyReLU 0.2), inputs + 1 when conditional."""
+    return EncoderDecoder(MLP((32, 64, 1), label_as_scalar=config.conditional),
+                          MLP((64, 32, 2), label_as_scalar=config.conditional))
 
-    The loss reports the test MSE (with the parameters before the step) as ``test_loss``,
-    the value the plateau schedule watches, as the lecture steps its scheduler.
+
+def toy_loss(modules: EncoderDecoder, test_set: Mapping[str, jax.Array], params: Params, batch_stats: BatchStats,
+             batch: Batch, key: jax.Array, step: jax.Array) -> LossOutput:
+    """The MSE of batch["points"] (B, 2) restored; metric ``test_loss``: the MSE of ``test_set``
+    with the parameters before the step (gradient stopped), the value the plateau schedule watches."""
+    del key, step  # deterministic, no schedule
+    loss = _mean_squared_error(modules, params, batch)
+    test_loss = _mean_squared_error(modules, jax.lax.stop_gradient(params), test_set)
+    return LossOutput(loss, batch_stats, {"test_loss": test_loss})
+
+
+def make_model(config: ToyConfig, test_set: Mapping[str, jax.Array]) -> Model:
+    """The toy autoencoder (``make_modules``) trained on the MSE (``toy_loss``), the learning rate
+    cut on plateaus of ``test_set``'s MSE, as the lecture steps its scheduler.
     ``encode``/``decode`` map points (B, 2) <-> codes (B, 1).
     """
-    encoder = MLP((32, 64, 1), label_as_scalar=config.conditional)
-    decoder = MLP((64, 32, 2), label_as_scalar=config.conditional)
+    modules = make_modules(config)
+    encoder, decoder = modules
 
     def init(key):
         enc_key, dec_key = jax.random.split(key)
@@ -102,12 +113,6 @@ def make_model(config: ToyConfig, test_set: Mapping[str, jax.Array]) -> Model:
         return ({"encoder": encoder.init(enc_key, jnp.zeros((1, 2)), labels)["params"],
                  "decoder": decoder.init(dec_key, jnp.zeros((1, 1)), labels)["params"]},
                 {"encoder": {}, "decoder": {}})
-
-    def loss_fn(params, batch_stats, batch, key, step=None):
-        del key, step
-        loss = _mean_squared_error(encoder, decoder, params, batch)
-        test_loss = _mean_squared_error(encoder, decoder, jax.lax.stop_gradient(params), test_set)
-        return loss, (batch_stats, {"test_loss": test_loss})
 
     def encode(params, batch_stats, points, labels=None, train=False):
         return encoder.apply({"params": params["encoder"]}, points, labels if config.conditional else None)
@@ -121,7 +126,8 @@ def make_model(config: ToyConfig, test_set: Mapping[str, jax.Array]) -> Model:
         torch_adam(config.learning_rate),
         optax.contrib.reduce_on_plateau(factor=config.plateau_factor, patience=config.plateau_patience + 1, rtol=1e-4),
     )
-    phase = Phase("toy", loss_fn, optimizer, ("encoder", "decoder"), value_metric="test_loss")
+    phase = Phase("toy", functools.partial(toy_loss, modules, test_set), optimizer, ("encoder", "decoder"),
+                  value_metric="test_loss")
     return Model(init=init, phases=(phase,), encode=encode, decode=decode)
 
 

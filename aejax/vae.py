@@ -16,14 +16,16 @@ plain ELBO) is ``kld_weight = 1 / 784``. ``beta_to_kld_weight`` converts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from aejax import binarized, losses
-from aejax.modules import Decoder, Encoder, apply_inference, apply_training, init_encoder_decoder
-from aejax.train import Model, Phase, module_variables
+from aejax import binarized, flags, losses
+from aejax.model import (Batch, BatchStats, EncoderDecoder, LossOutput, Model, Params, Phase, encoder_decoder_functions,
+                         module_variables, reparametrize, split_moments)
+from aejax.modules import Decoder, Encoder, apply_inference, apply_training
 from aejax.optimizers import torch_adam
 
 NUM_PIXELS = 28 * 28
@@ -38,26 +40,19 @@ def beta_to_kld_weight(beta: float) -> float:
 class VAEConfig:
     """The variational autoencoder's settings; the defaults are the lecture's VAE (section 5)."""
 
-    latent_dim: int = dataclasses.field(default=2, metadata={"help": "size D of the code z (> 0)"})
-    learning_rate: float = dataclasses.field(
-        default=1e-4, metadata={"help": "Adam learning rate (> 0; the CVAE of section 7: 1e-2)"})
-    weight_decay: float = dataclasses.field(
-        default=0.0, metadata={"help": "PyTorch-style coupled L2 weight decay of Adam (>= 0)"})
-    kld_weight: float = dataclasses.field(
-        default=0.005, metadata={"help": "weight of the mean KL term next to the mean-over-pixels BCE "
-                                         "(>= 0; beta / 784; the KL-only run: 0.1)"})
-    reconstruction_weight: float = dataclasses.field(
-        default=1.0, metadata={"help": "weight of the BCE term (>= 0; 0: the lecture's KL-only run)"})
-    kl_warmup_steps: int = dataclasses.field(
-        default=0, metadata={"help": "training steps over which the KL weight rises linearly from 0 "
-                                     "to kld_weight (>= 0; 0: constant)"})
-    binarize: bool = dataclasses.field(
-        default=False, metadata={"help": "binarized MNIST: training images drawn as Bernoulli(pixel) afresh every "
-                                         "step (dynamic binarization); the likelihoods are then comparable with "
-                                         "the literature's"})
-    num_classes: int = dataclasses.field(
-        default=0, metadata={"cli": False, "help": "classes of the labels the decoder reads as "
-                                                   "one_hot(label) (> 0: CVAE; the data's class count)"})
+    latent_dim: int = flags.field(2, "size D of the code z (> 0)")
+    learning_rate: float = flags.field(1e-4, "Adam learning rate (> 0; the CVAE of section 7: 1e-2)")
+    weight_decay: float = flags.field(0.0, "PyTorch-style coupled L2 weight decay of Adam (>= 0)")
+    kld_weight: float = flags.field(0.005, "weight of the mean KL term next to the mean-over-pixels BCE "
+                                           "(>= 0; beta / 784; the KL-only run: 0.1)")
+    reconstruction_weight: float = flags.field(1.0, "weight of the BCE term (>= 0; 0: the lecture's KL-only run)")
+    kl_warmup_steps: int = flags.field(0, "training steps over which the KL weight rises linearly from 0 "
+                                          "to kld_weight (>= 0; 0: constant)")
+    binarize: bool = flags.field(False, "binarized MNIST: training images drawn as Bernoulli(pixel) afresh every "
+                                        "step (dynamic binarization); the likelihoods are then comparable with "
+                                        "the literature's")
+    num_classes: int = flags.field(0, "classes of the labels the decoder reads as "
+                                      "one_hot(label) (> 0: CVAE; the data's class count)", cli=False)
 
     def __post_init__(self):
         if self.latent_dim <= 0:
@@ -70,19 +65,6 @@ class VAEConfig:
             raise ValueError(f"binarize must be True or False, got {self.binarize!r}")
 
 
-def split_moments(encoder_output: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(B, 2D) -> mu (B, D), log_var (B, D): the first half and the second half."""
-    if encoder_output.ndim != 2 or encoder_output.shape[-1] % 2:
-        raise ValueError(f"encoder output must be (B, 2D) with an even last axis, got {encoder_output.shape}")
-    mu, log_var = jnp.split(encoder_output, 2, axis=-1)
-    return mu, log_var
-
-
-def reparametrize(key: jax.Array, mu: jax.Array, log_var: jax.Array) -> jax.Array:
-    """z = mu + exp(log_var / 2) * eps, eps ~ N(0, I) drawn from ``key``; same key, same z."""
-    return mu + jnp.exp(0.5 * log_var) * jax.random.normal(key, mu.shape, mu.dtype)
-
-
 def kld_weight_at(config: VAEConfig, step: jax.Array) -> jax.Array:
     """The KL weight at ``step`` (steps done before this one): constant, or the linear warm-up."""
     if not config.kl_warmup_steps:
@@ -90,60 +72,52 @@ def kld_weight_at(config: VAEConfig, step: jax.Array) -> jax.Array:
     return optax.linear_schedule(0.0, config.kld_weight, config.kl_warmup_steps)(step + 1)
 
 
-def make_modules(config: VAEConfig) -> tuple[Encoder, Decoder]:
+def make_modules(config: VAEConfig) -> EncoderDecoder:
     """The encoder (2 * latent_dim outputs: mu, log_var) and the (conditional when num_classes) decoder."""
-    return Encoder(2 * config.latent_dim), Decoder(num_classes=config.num_classes, latent_dim=config.latent_dim)
+    return EncoderDecoder(Encoder(2 * config.latent_dim), Decoder(num_classes=config.num_classes,
+                                                                  latent_dim=config.latent_dim))
 
 
-def _decoder_kwargs(config: VAEConfig, labels: jax.Array | None) -> dict:
-    return {"labels": labels} if config.num_classes else {}
+def vae_loss(config: VAEConfig, modules: EncoderDecoder, params: Params, batch_stats: BatchStats, batch: Batch,
+             key: jax.Array, step: jax.Array) -> LossOutput:
+    """``reconstruction_weight * mean BCE + kld_weight(step) * mean KL`` of batch["image"] (B, 28, 28, 1).
 
-
-def make_loss(config: VAEConfig, encoder: Encoder, decoder: Decoder):
-    """loss(params, batch_stats, batch, key, step): weighted mean BCE + weighted mean KL.
-
-    With ``config.binarize`` the batch's images (B, 28, 28, 1) are first replaced by one
-    Bernoulli draw from a key split off ``key``: the binary images are both the encoder's
-    input and the BCE's target.
+    With ``config.binarize`` the batch's images are first replaced by one Bernoulli draw
+    from a key split off ``key``: the binary images are both the encoder's input and the
+    BCE's target. The CVAE's decoder also reads batch["label"] (B,). Metrics: bce, kl,
+    kld_weight.
     """
-
-    def loss_fn(params, batch_stats, batch, key, step=0):
-        images = batch["image"]
-        if config.binarize:  # off, ``key`` goes to the reparametrisation untouched
-            key, binarize_key = jax.random.split(key)
-            images = binarized.dynamic_binarize(binarize_key, images)
-        out, encoder_stats = apply_training(encoder, module_variables(params, batch_stats, "encoder"), images)
-        mu, log_var = split_moments(out)
-        z = reparametrize(key, mu, log_var)
-        logits, decoder_stats = apply_training(decoder, module_variables(params, batch_stats, "decoder"), z,
-                                               **_decoder_kwargs(config, batch["label"]))
-        bce = jnp.mean(losses.binary_cross_entropy_with_logits(logits, images))
-        kl = jnp.mean(losses.gaussian_kl_to_standard_normal(mu, log_var))
-        weight = kld_weight_at(config, step)
-        loss = config.reconstruction_weight * bce + weight * kl
-        return loss, ({"encoder": encoder_stats, "decoder": decoder_stats}, {"bce": bce, "kl": kl, "kld_weight": weight})
-
-    return loss_fn
+    encoder, decoder = modules
+    images = batch["image"]
+    if config.binarize:  # off, ``key`` goes to the reparametrisation untouched
+        key, binarize_key = jax.random.split(key)
+        images = binarized.dynamic_binarize(binarize_key, images)
+    out, encoder_stats = apply_training(encoder, module_variables(params, batch_stats, "encoder"), images)
+    mu, log_var = split_moments(out)
+    z = reparametrize(key, mu, log_var)
+    label_kwargs = {"labels": batch["label"]} if config.num_classes else {}
+    logits, decoder_stats = apply_training(decoder, module_variables(params, batch_stats, "decoder"), z, **label_kwargs)
+    bce = jnp.mean(losses.binary_cross_entropy_with_logits(logits, images))
+    kl = jnp.mean(losses.gaussian_kl_to_standard_normal(mu, log_var))
+    weight = kld_weight_at(config, step)
+    loss = config.reconstruction_weight * bce + weight * kl
+    return LossOutput(loss, {"encoder": encoder_stats, "decoder": decoder_stats},
+                      {"bce": bce, "kl": kl, "kld_weight": weight})
 
 
 def make_model(config: VAEConfig) -> Model:
     """One phase (Adam on encoder and decoder); ``encode`` gives mu, ``posterior`` (mu, log_var)."""
-    encoder, decoder = make_modules(config)
-
-    def init(key):
-        return init_encoder_decoder(key, encoder, decoder, config.latent_dim)
+    modules = make_modules(config)
+    functions = encoder_decoder_functions(modules, config.latent_dim)
 
     def posterior(params, batch_stats, images, labels=None, train=False):
         del labels  # the lecture's CVAE conditions only the decoder
-        return split_moments(apply_inference(encoder, module_variables(params, batch_stats, "encoder"), images, train))
+        return split_moments(apply_inference(modules.encoder, module_variables(params, batch_stats, "encoder"),
+                                             images, train))
 
     def encode(params, batch_stats, images, labels=None, train=False):
         return posterior(params, batch_stats, images, labels, train)[0]
 
-    def decode(params, batch_stats, latents, labels=None, train=False):
-        return apply_inference(decoder, module_variables(params, batch_stats, "decoder"), latents, train,
-                               **_decoder_kwargs(config, labels))
-
-    phase = Phase("vae", make_loss(config, encoder, decoder),
+    phase = Phase("vae", functools.partial(vae_loss, config, modules),
                   torch_adam(config.learning_rate, config.weight_decay), ("encoder", "decoder"))
-    return Model(init=init, phases=(phase,), encode=encode, decode=decode, posterior=posterior)
+    return Model(init=functions.init, phases=(phase,), encode=encode, decode=functions.decode, posterior=posterior)

@@ -1,4 +1,4 @@
-"""``python -m benchmarks.train_speed ...`` from the repository root: ``aejax bench ...`` under its old name.
+"""``python -m benchmarks.train_speed ...`` from the repository root: the same as ``aejax bench ...``.
 
 The benchmark lives in ``aejax.benchmarks.train_speed``; this folder keeps its results
 (``benchmarks/results/``), which that module writes by default when run from the root.

@@ -22,20 +22,19 @@ from typing import Any
 import jax
 import numpy as np
 
-from aejax import contractive, data, evaluation, plots, runs
+from aejax import contractive, data, evaluation, flags, plots, runs
 
 SHOWN = 9  # test images in the reconstruction and denoising figures
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    model: contractive.ContractiveConfig = contractive.ContractiveConfig()
+    model: contractive.ContractiveConfig = contractive.ContractiveConfig(latent_dim=24)
     train: runs.TrainConfig = runs.TrainConfig(epochs=5, batch_size=64)
-    test_noise_std: float = dataclasses.field(
-        default=evaluation.LECTURE_NOISE_STD,
-        metadata={"help": "std of the Gaussian noise on the test images of the denoising metrics and figure (> 0)"})
-    jacobian_images: int = dataclasses.field(
-        default=1000, metadata={"help": "the Jacobian norms are measured on the first N test images (> 0)"})
+    test_noise_std: float = flags.field(
+        evaluation.LECTURE_NOISE_STD,
+        "std of the Gaussian noise on the test images of the denoising metrics and figure (> 0)")
+    jacobian_images: int = flags.field(1000, "the Jacobian norms are measured on the first N test images (> 0)")
 
     def __post_init__(self):
         if not (math.isfinite(self.test_noise_std) and self.test_noise_std > 0):

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import jax
 import numpy as np
 
-from aejax import checkpoint, evaluation, plots, runs, toy
+from aejax import checkpoint, evaluation, flags, plots, runs, toy
 from aejax import train as train_lib
 
 QUICK = {"max_epochs": 300}  # --quick's caps on the config (``runs.parse``)
@@ -42,22 +42,21 @@ Points = dict[str, jax.Array]  # {"points": (N, 2) float32, "label": (N,) int32}
 class ToyModels(toy.ToyConfig):
     """The settings both toy models share; the experiment trains one plain and one conditional model."""
 
-    conditional: bool = dataclasses.field(default=False, metadata={"cli": False})
+    conditional: bool = flags.field(False, "whether the model reads the label (the experiment trains both kinds)",
+                                    cli=False)
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     model: ToyModels = ToyModels()
-    seed: int = dataclasses.field(default=42, metadata={"help": "seed of the toy points' noise and of both models"})
-    noise_std: float = dataclasses.field(default=0.06, metadata={"help": "std of the noise on the toy points (>= 0)"})
-    points_per_shape: int = dataclasses.field(
-        default=2000, metadata={"help": f"points on the sine and on the circle (>= {MIN_POINTS_PER_SHAPE})"})
-    plateau_split: PlateauSplit = dataclasses.field(
-        default="test", metadata={"help": "what the plateau schedule and the stop rule watch: the test split "
-                                          "(the lecture) or a held-out fifth of the training points"})
-    checkpoint_every: int = dataclasses.field(
-        default=500, metadata={"help": "save each model's training state every N epochs (full-batch steps); "
-                                       "a killed run resumes when the same command runs again"})
+    seed: int = flags.field(42, "seed of the toy points' noise and of both models")
+    noise_std: float = flags.field(0.06, "std of the noise on the toy points (>= 0)")
+    points_per_shape: int = flags.field(2000, f"points on the sine and on the circle (>= {MIN_POINTS_PER_SHAPE})")
+    plateau_split: PlateauSplit = flags.field(
+        "test", "what the plateau schedule and the stop rule watch: the test split "
+                "(the lecture) or a held-out fifth of the training points")
+    checkpoint_every: int = flags.field(500, "save each model's training state every N epochs (full-batch steps); "
+                                             "a killed run resumes when the same command runs again")
 
     def __post_init__(self):
         if not (math.isfinite(self.noise_std) and self.noise_std >= 0):
@@ -96,10 +95,10 @@ def fit_toy(config: toy.ToyConfig, train_points: Points, watched: Points, key: j
     with checkpoint.TrainingCheckpoints(checkpoint_dir) as checkpoints:
         # one step per epoch: no progress bar, no line per epoch
         state, history = train_lib.train(model, state, train_points, epochs=config.max_epochs,
-                                         batch_size=int(train_points["label"].shape[0]), progress=False,
-                                         log_epochs=False, should_stop=toy.should_stop(config),
-                                         gather=train_lib.take_batch, checkpoints=checkpoints,
-                                         checkpoint_every=checkpoint_every)
+                                         batch_size=int(train_points["label"].shape[0]), gather=train_lib.take_batch,
+                                         checkpointing=train_lib.Checkpointing(checkpoints, checkpoint_every),
+                                         callbacks=train_lib.Callbacks(should_stop=toy.should_stop(config)),
+                                         reporting=train_lib.QUIET)
     return model, state, history
 
 
