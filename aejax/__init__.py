@@ -10,9 +10,11 @@ modules and one generic training loop. Submodules load on first use, so
 
 Variants: ``autoencoder`` (plain, denoising, sparse), ``contractive``, ``vae`` (VAE, CVAE,
 beta-VAE), ``wae``, ``aae``, ``disentangled``, ``semi_supervised``, ``toy``, ``pca``.
-The loop: ``train``; data: ``data``; networks: ``modules``; losses: ``losses``;
-metrics: ``evaluation``, ``likelihood``; priors: ``priors``; run folders and configs:
-``runs``, ``flags``; experiments: ``aejax.experiments`` (``aejax run NAME``).
+The variant contract (``LossOutput``, ``Phase``, ``Model``): ``model``; the loop: ``train``;
+running a model over a split: ``inference``; compile time: ``compile_clock``; data:
+``data``; networks: ``modules``; losses: ``losses``; metrics: ``evaluation``,
+``likelihood``; priors: ``priors``; run folders and configs: ``runs``, ``flags``;
+experiments: ``aejax.experiments`` (``aejax run NAME``).
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from typing import Any
 __version__ = "0.3.0"  # the one source of the version (pyproject reads it)
 
 _SUBMODULES = (
-    "aae", "autoencoder", "checkpoint", "classifier", "contractive", "conv_kernels", "data", "disentangled",
-    "evaluation", "flags", "label_style", "likelihood", "losses", "modules", "optimizers", "pca", "plots",
-    "priors", "runs", "semi_supervised", "toy", "train", "vae", "wae",
+    "aae", "autoencoder", "checkpoint", "classifier", "compile_clock", "contractive", "conv_kernels", "data",
+    "disentangled", "evaluation", "flags", "inference", "label_style", "likelihood", "losses", "model", "modules",
+    "optimizers", "pca", "plots", "priors", "runs", "semi_supervised", "toy", "train", "vae", "wae",
 )
 __all__ = ["__version__", *_SUBMODULES]
 

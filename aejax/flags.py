@@ -23,16 +23,30 @@ import math
 import pathlib
 import types
 import typing
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 PRESET_DEFAULT = "lecture"
 
 
-def field(default: Any, help: str, cli: bool = True) -> Any:
+def field(default: Any, help: str, cli: bool = True, convert: Callable[[str], Any] | None = None) -> Any:
     """A config field with its command-line ``help``; ``cli=False``: not a flag (the run sets it,
-    e.g. from the data or the run's length)."""
-    metadata = {"help": help} if cli else {"help": help, "cli": False}
+    e.g. from the data or the run's length); ``convert``: the flag's argparse ``type`` in place
+    of the one its annotation gives (e.g. ``positive_int``)."""
+    metadata: dict[str, Any] = {"help": help} if cli else {"help": help, "cli": False}
+    if convert is not None:
+        metadata["convert"] = convert
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def positive_int(text: str) -> int:
+    """argparse ``type``: an integer above 0, else "expected a positive integer, got ..."."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def _field_type(cls: type, field: dataclasses.Field) -> Any:
@@ -126,6 +140,7 @@ def add_config_flags(parser: argparse.ArgumentParser, config: Any, title: str | 
                                help=f"{help_text} (default: {shown})")
             continue
         convert, choices = _converter(kind)
+        convert = field.metadata.get("convert", convert)
         group.add_argument(_flag(name), dest=name, type=convert, choices=choices, default=argparse.SUPPRESS,
                            metavar=None if choices else _METAVARS.get(_unwrap_optional(kind)[0], "VALUE"),
                            help=f"{help_text} (default: {shown})")
@@ -162,15 +177,16 @@ def _rebuild(config: Any, path: tuple[str, ...], by_path: dict[tuple[str, ...], 
     return dataclasses.replace(config, **changes) if changes else config
 
 
-def as_flat_dict(config: Any) -> dict[str, Any]:
-    """Every field of ``config`` and its nested configs by leaf name, JSON-ready (paths as strings)."""
+def as_flat_dict(config: Any, path_as: Callable[[pathlib.PurePath], Any] = str) -> dict[str, Any]:
+    """Every field of ``config`` and its nested configs by leaf name, JSON-ready (paths as ``path_as`` gives them,
+    by default as strings)."""
     flat: dict[str, Any] = {}
     for field in dataclasses.fields(config):
         value = getattr(config, field.name)
         if _is_config(value):
-            flat.update(as_flat_dict(value))
+            flat.update(as_flat_dict(value, path_as))
         else:
-            flat[field.name] = str(value) if isinstance(value, pathlib.PurePath) else value
+            flat[field.name] = path_as(value) if isinstance(value, pathlib.PurePath) else value
     return flat
 
 
@@ -219,3 +235,22 @@ def parse(config: Any, presets: Mapping[str, Mapping[str, Any]], argv: list[str]
     except (ValueError, TypeError) as e:
         parser.error(str(e).splitlines()[0] if str(e) else type(e).__name__)
     return config, options, preset
+
+
+def parse_options(options: Any, argv: list[str] | None, description: str, prog: str | None = None,
+                  check: Callable[[Any], None] | None = None, title: str = "settings") -> Any:
+    """Parses ``argv`` into ``options`` (a config without presets): its defaults, then the given flags.
+
+    A value ``options`` refuses (its ``__post_init__``) or ``check`` refuses (a ValueError)
+    exits with status 2 and one line.
+    """
+    parser = ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_flags(parser, options, title)
+    given = vars(parser.parse_args(argv))
+    try:
+        options = replace_fields(options, given)
+        if check is not None:
+            check(options)
+    except (ValueError, TypeError) as e:
+        parser.error(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    return options

@@ -156,7 +156,8 @@ def check_writable(out: pathlib.Path) -> None:
 
 
 def load_splits(options: RunOptions, validation: bool = False) -> dict[str, data.Split]:
-    """The data set of ``options.data_dir`` (see ``data.load_mnist``), cut to the run's limits.
+    """The data set of ``options.data_dir`` (see ``data.load_mnist``), cut to the run's limits
+    (``RunOptions.with_quick_limits``).
 
     ``validation``: also a ``"validation"`` split, ``data.validation_split``'s hold-out of the
     whole training set (then cut to the test limit), and ``"train"`` is the rest.
@@ -165,6 +166,7 @@ def load_splits(options: RunOptions, validation: bool = False) -> dict[str, data
     result = {"train": splits["train"], "test": splits["test"]}
     if validation:
         result["train"], result["validation"] = data.validation_split(splits["train"])
+    options = options.with_quick_limits()
     limits = {"train": options.train_limit, "validation": options.test_limit, "test": options.test_limit}
     return {name: data.Split(*(a[: limits[name]] for a in split)) for name, split in result.items()}
 
@@ -254,7 +256,8 @@ class Run:
     """
 
     def __init__(self, config: Any, options: RunOptions, preset: str | None):
-        self.config, self.options, self.preset = config, options, preset
+        # the options as the run uses them (and metrics.json records them): a quick run's limits capped
+        self.config, self.options, self.preset = config, options.with_quick_limits(), preset
         self.seconds: dict[str, float] = {}
         self.split_sizes: dict[str, int] = {}
         self._started = time.perf_counter()

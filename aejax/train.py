@@ -344,7 +344,7 @@ def _check_options(epochs: int, batch_size: int, chunk_steps: int, checkpointing
     if epochs <= 0 or batch_size <= 0 or chunk_steps <= 0:
         raise ValueError(f"epochs, batch_size and chunk_steps must be positive, got {epochs}, {batch_size}, {chunk_steps}")
     if checkpointing is not None and checkpointing.every is not None and checkpointing.every <= 0:
-        raise ValueError(f"checkpoint every must be positive, got {checkpointing.every}")
+        raise ValueError(f"checkpointing.every must be positive, got {checkpointing.every}")
     if nonfinite not in NONFINITE_POLICIES:
         raise ValueError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}")
 

@@ -19,6 +19,8 @@ import pytest
 from aejax import aae, priors
 from aejax import train as train_lib
 
+from support import max_abs_diff
+
 B = 4
 AAE_CONFIG = aae.AAEConfig()  # the lecture's: latent 2, batch_separate, 20 prior samples per code
 LABELLED_CONFIG = aae.AAEConfig(discriminator_norm="none", prior_samples_per_code=3, label_conditioning=True)
@@ -33,18 +35,6 @@ def user_prior(key, n):
 
 
 # ------------------------------------------------------------------ helpers shared by the adversarial tests
-
-def max_abs_diff(a, b) -> float:
-    """Largest absolute difference over two trees of the same structure (numpy: no per-shape compiles)."""
-    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
-    assert len(leaves_a) == len(leaves_b)
-    return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
-               for x, y in zip(leaves_a, leaves_b))
-
-
-def count(tree) -> int:
-    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
-
 
 def random_codes(n: int, seed: int = 0, shift: float = 1.0, scale: float = 2.0) -> np.ndarray:
     return (np.random.default_rng(seed).normal(size=(n, 2)) * scale + shift).astype(np.float32)
@@ -172,6 +162,17 @@ def assert_label_head_model(model: train_lib.Model, state: train_lib.TrainState,
     np.testing.assert_allclose(by_one_hot, by_labels, atol=1e-6)
     other = decode(params, stats, style, (labels + 1) % num_classes)
     assert max_abs_diff(other, by_labels) > 1e-6  # the labels reach the decoder
+
+
+class FlatEncoder(nn.Module):
+    """A linear encoder without BatchNorm: images (B, H, W, 1) -> (B, features)."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        del train
+        return nn.Dense(self.features, use_bias=False)(x.reshape(x.shape[0], -1))
 
 
 class LinearCritic(nn.Module):

@@ -1,5 +1,6 @@
 """Shared fixtures: the MNIST folder (from AEJAX_DATA_DIR), the loaded data set, and
-other data sets made from it (8 classes with other counts; a tiny 3-class set)."""
+other data sets made from it (8 classes with other counts; a tiny 3-class set); the
+small VAE and CVAE of the vae and likelihood tests."""
 
 from __future__ import annotations
 
@@ -107,3 +108,23 @@ def tiny_idx_dir(mnist, tmp_path_factory) -> pathlib.Path:
     """An absolute folder of the four IDX files (plain) holding a tiny 3-class set for
     quick runs: the first 30 training and 12 test images with label 0..2."""
     return _write_subset(tmp_path_factory.mktemp("tiny-idx"), mnist, TINY_CLASSES, TINY_COUNTS)
+
+
+@pytest.fixture(scope="module")
+def vae_vars():
+    """(params, batch_stats) of ``support.small_vae()``; every unconditional VAE config of that size shares them."""
+    import jax
+    from support import small_vae
+
+    return small_vae().init(jax.random.key(0))
+
+
+@pytest.fixture(scope="module")
+def cvae():
+    """(model, params, batch_stats) of ``support.small_vae`` conditioned on ``CVAE_CLASSES`` labels."""
+    import jax
+    from support import CVAE_CLASSES, small_vae
+
+    model = small_vae(num_classes=CVAE_CLASSES)
+    params, batch_stats = model.init(jax.random.key(1))
+    return model, params, batch_stats

@@ -35,8 +35,10 @@ def train_job(num_processes: int, data_dir: str, checkpoint_dir: str, kill_epoch
     mesh = train.data_parallel_mesh() if num_processes > 1 else None
     with checkpoint.TrainingCheckpoints(checkpoint_dir) as checkpoints:
         start_step = checkpoints.latest_step() or 0
-        _, history = train.train(model, state, dataset, epochs=3, batch_size=64, mesh=mesh, progress=False,
-                                 chunk_steps=1, checkpoints=checkpoints, on_epoch_end=on_epoch_end)
+        _, history = train.train(model, state, dataset, epochs=3, batch_size=64, mesh=mesh, chunk_steps=1,
+                                 checkpointing=train.Checkpointing(checkpoints),
+                                 callbacks=train.Callbacks(on_epoch_end=on_epoch_end),
+                                 reporting=train.Reporting(progress=False))
     return start_step, [epoch["loss"] for epoch in history.epochs]
 
 

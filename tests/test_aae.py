@@ -25,8 +25,8 @@ from aejax import train as train_lib
 
 from adversarial_support import (AAE_CONFIG, LABELLED_CONFIG, B, LinearCritic, assert_config_fields_documented,
                                  assert_decay_lowers_every_phase_rate, assert_phase_changed_only, box_centres, box_sides,
-                                 max_abs_diff, phase_runner, random_codes, softplus, state_without_compiling_init,
-                                 user_prior)
+                                 phase_runner, random_codes, softplus, state_without_compiling_init, user_prior)
+from support import max_abs_diff
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +78,8 @@ def test_discriminator_loss_by_hand_with_a_linear_critic(balanced):
     w, c = np.asarray([[1.0], [-2.0]], np.float32), np.float32(0.25)
     params = {"discriminator": {"Dense_0": {"kernel": jnp.asarray(w), "bias": jnp.asarray([c])}}}
     codes = np.asarray([[1.0, 0.0], [0.0, 1.0]], np.float32)
-    loss, (stats, metrics) = aae.discriminator_loss(parts, params, {"discriminator": {}},
-                                                    {"codes": jnp.asarray(codes)}, jax.random.key(0))
+    loss, stats, metrics, _ = aae.discriminator_loss(parts, params, {"discriminator": {}},
+                                                    {"codes": jnp.asarray(codes)}, jax.random.key(0), 0)
     code_terms, prior_terms = softplus(codes @ w + c), softplus(-(samples @ w + c))
     bce = (0.5 * (code_terms.mean() + prior_terms.mean()) if balanced
            else np.concatenate([code_terms, prior_terms]).mean())
@@ -114,7 +114,6 @@ def test_aae_config_fields_are_documented_for_the_command_line():
     assert_config_fields_documented(aae.AAEConfig, {"num_classes", "decay_steps"}, {
         "discriminator_norm": aae.DISCRIMINATOR_NORMS, "discriminator_loss": aae.DISCRIMINATOR_LOSSES,
         "generator_optimizer": aae.GENERATOR_OPTIMIZERS})
-    assert aae.DISCRIMINATOR_NORMS == ("batch_separate", "batch_joint", "none")
 
 
 # ================================================================== shapes; each phase updates only its modules
@@ -208,7 +207,7 @@ def test_shared_generator_optimizer_adds_the_generator_term_to_the_autoencoder_p
     def loss(model, index):
         return model.phases[index].loss_fn(s0.params, s0.batch_stats, aae_batch, key, s0.step)
 
-    total, (_, metrics, carry) = jax.jit(lambda: loss(shared, 0))()
+    total, _, metrics, carry = jax.jit(lambda: loss(shared, 0))()
     bce, generator = jax.jit(lambda: (loss(separate, 0)[0], loss(separate, 1)[0]))()
     assert float(generator) > 1e-4
     np.testing.assert_allclose(float(total), float(bce + generator), rtol=1e-6)
@@ -239,10 +238,11 @@ def test_apply_phases_carry_joins_later_batches_without_gradient():
     def first_loss(params, batch_stats, batch, key, step):
         assert "h" not in batch  # the carry reaches later phases only
         h = first_layer.apply({"params": params["a"]}, batch["x"])
-        return jnp.mean(h ** 2), (batch_stats, {}, {"h": h})
+        return train_lib.LossOutput(jnp.mean(h ** 2), batch_stats, {}, carry={"h": h})
 
     def second_loss(params, batch_stats, batch, key, step):
-        return jnp.sum(second_layer.apply({"params": params["b"]}, batch["h"])), (batch_stats, {"seen_h": batch["h"]})
+        return train_lib.LossOutput(jnp.sum(second_layer.apply({"params": params["b"]}, batch["h"])), batch_stats,
+                                    {"seen_h": batch["h"]})
 
     phases = (train_lib.Phase("first", first_loss, optax.sgd(0.1), ("a",)),
               train_lib.Phase("second", second_loss, optax.sgd(0.1), ("a", "b")))
@@ -391,6 +391,7 @@ def generator_losses_under_two_labellings(config: aae.AAEConfig, images: jax.Arr
     return float(metrics["loss"]), float(other["loss"])
 
 
+@pytest.mark.slow
 def test_label_conditioned_generator_phase_updates_encoder_only_and_reads_the_labels(aae_batch):
     loss, shifted = generator_losses_under_two_labellings(LABELLED_CONFIG, aae_batch["image"])
     assert abs(loss - shifted) > 1e-7
@@ -446,6 +447,7 @@ def test_prior_match_reports_codes_inside_their_own_labels_box():
         aae.prior_match(LABELLED_CONFIG, params, stats, codes, prior, jax.random.key(3), labels[:3])
 
 
+@pytest.mark.slow
 def test_decay_steps_lower_every_phase_rate(aae_batch):
     """decay_steps=1: the first step at the full rates, the second at 1% of them, in all three phases."""
     def with_codes(first, batch):  # the discriminator phase alone reads the generator phase's codes

@@ -17,8 +17,11 @@ from torch import nn as tnn  # noqa: E402  (after the importorskip)
 
 from aejax import aae, priors  # noqa: E402
 from aejax.modules import Discriminator, apply_training  # noqa: E402
-from adversarial_support import (AAE_CONFIG, B, LABELLED_CONFIG, box_centres, box_sides, count, max_abs_diff,  # noqa: E402
-                      random_codes, user_prior)
+from adversarial_support import (AAE_CONFIG, B, LABELLED_CONFIG, box_centres, box_sides, random_codes,  # noqa: E402
+                                 user_prior)
+from support import count, max_abs_diff  # noqa: E402
+
+pytestmark = pytest.mark.slow  # every test here compares with PyTorch
 
 
 def _np(t) -> np.ndarray:
@@ -169,7 +172,7 @@ def test_discriminator_phase_batch_statistics_follow_the_norm_option(norm):
     key = jax.random.key(11)
     samples = np.array(user_prior(key, B * per_code))
 
-    loss, (new_stats, metrics) = jax.jit(model.phases[2].loss_fn)(
+    loss, new_stats, metrics, _ = jax.jit(model.phases[2].loss_fn)(
         {"discriminator": params}, {"discriminator": stats}, {"codes": jnp.asarray(codes)}, key, 0)
     net.train()
     with torch.no_grad():
@@ -213,7 +216,7 @@ def test_discriminator_norm_none_has_no_batch_statistics():
     disc_params, _ = _discriminator_to_flax(net)
     codes, key = random_codes(B, seed=5), jax.random.key(12)
     samples = np.array(user_prior(key, B * AAE_CONFIG.prior_samples_per_code))
-    loss, (new_stats, _) = model.phases[2].loss_fn({"discriminator": disc_params}, {"discriminator": {}},
+    loss, new_stats, _, _ = model.phases[2].loss_fn({"discriminator": disc_params}, {"discriminator": {}},
                                                    {"codes": jnp.asarray(codes)}, key, 0)
     assert new_stats["discriminator"] == {}
     with torch.no_grad():
@@ -236,7 +239,7 @@ def test_discriminator_gradient_penalty_matches_torch_double_backward(balanced):
     samples = np.array(user_prior(key, B * per_code))
 
     def loss_fn(p):
-        loss, (_, metrics) = model.phases[2].loss_fn({"discriminator": p}, {"discriminator": {}},
+        loss, _, metrics, _ = model.phases[2].loss_fn({"discriminator": p}, {"discriminator": {}},
                                                      {"codes": jnp.asarray(codes)}, key, 0)
         return loss, metrics
 
@@ -276,7 +279,7 @@ def test_label_conditioned_discriminator_phase_matches_torch_on_code_label_pairs
     disc_params, _ = _discriminator_to_flax(net)
     codes, labels, key = random_codes(B, seed=6), jnp.asarray([3, 1, 9, 3]), jax.random.key(13)
     loss_fn = jax.jit(model.phases[2].loss_fn)
-    loss, _ = loss_fn({"discriminator": disc_params}, {"discriminator": {}},
+    loss, *_ = loss_fn({"discriminator": disc_params}, {"discriminator": {}},
                       {"codes": jnp.asarray(codes), "label": labels}, key, 0)
     samples, components = aae.prior_samples(config, priors.uniform_boxes(), key, B * 3)
     np.testing.assert_array_equal(components, np.arange(B * 3) % 10)
@@ -295,6 +298,6 @@ def test_label_conditioned_discriminator_phase_matches_torch_on_code_label_pairs
     np.testing.assert_allclose(float(loss), float(torch.nn.functional.binary_cross_entropy(out, targets)),
                                rtol=1e-2 if standardize else 1e-5)
     # the labels reach the discriminator: other labels, another loss
-    other, _ = loss_fn({"discriminator": disc_params}, {"discriminator": {}},
+    other, *_ = loss_fn({"discriminator": disc_params}, {"discriminator": {}},
                        {"codes": jnp.asarray(codes), "label": labels + 1}, key, 0)
     assert abs(float(other) - float(loss)) > 1e-4

@@ -14,6 +14,7 @@ import pytest
 
 from aejax import aae, autoencoder, data, disentangled, priors, semi_supervised, vae
 from aejax import train as train_lib
+from aejax.model import split_moments
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def test_conditional_decoder_rejects_bad_labels(cvae, labels, message):
 
 def test_vae_moments_need_an_even_split():
     with pytest.raises(ValueError, match="even last axis"):
-        vae.split_moments(jnp.zeros((2, 5)))
+        split_moments(jnp.zeros((2, 5)))
 
 
 @pytest.mark.parametrize("make, message", [
@@ -110,20 +111,20 @@ def test_train_rejects_a_malformed_dataset(ae, dataset, message):
     model = ae[0]
     state = train_lib.create_train_state(model, jax.random.key(0))
     with pytest.raises(ValueError, match=message):
-        train_lib.train(model, state, dataset, epochs=1, batch_size=4, progress=False)
+        train_lib.train(model, state, dataset, epochs=1, batch_size=4, reporting=train_lib.QUIET)
 
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"epochs": 0}, r"epochs, batch_size and chunk_steps must be positive, got 0, 4, "),
     ({"batch_size": -1}, r"epochs, batch_size and chunk_steps must be positive, got 1, -1, "),
-    ({"checkpoint_every": 0}, "checkpoint_every must be positive, got 0"),
+    ({"checkpointing": train_lib.Checkpointing(None, every=0)}, r"checkpointing.every must be positive, got 0"),
     ({"nonfinite": "ignore"}, r"nonfinite must be one of \(.*\), got 'ignore'"),
 ])
 def test_train_rejects_bad_settings(ae, kwargs, message):
     model = ae[0]
     state = train_lib.create_train_state(model, jax.random.key(0))
     with pytest.raises(ValueError, match=message):
-        train_lib.train(model, state, _dataset(), **{"epochs": 1, "batch_size": 4, "progress": False, **kwargs})
+        train_lib.train(model, state, _dataset(), **{"epochs": 1, "batch_size": 4, "reporting": train_lib.QUIET, **kwargs})
 
 
 @pytest.mark.parametrize("images, labels, num_classes, message", [
@@ -149,6 +150,7 @@ def _one_error_line(stderr):
     return len(lines) == 1 and "Traceback" not in stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["experiments.reproduce", "--only", "s1_pca,s99_nothing"], "unknown experiment(s) s99_nothing"),
     (["experiments.s8_aae", "--learning-rate", "0"], "learning rates must be > 0"),
@@ -180,6 +182,7 @@ def test_bad_cli_values_are_usage_errors(args, message, tmp_path):
     assert message in result.stderr and _one_error_line(result.stderr)
 
 
+@pytest.mark.slow
 def test_corrupt_data_file_is_one_line_and_exit_1(mnist_dir, tmp_path):
     folder = tmp_path / "mnist"
     folder.mkdir()
@@ -194,6 +197,7 @@ def test_corrupt_data_file_is_one_line_and_exit_1(mnist_dir, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_in_a_script_exits_1_naming_step_and_term_and_keeps_old_results(mnist_dir, tmp_path):
     out = tmp_path / "run"
     out.mkdir()

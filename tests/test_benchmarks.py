@@ -31,6 +31,7 @@ def _table_rows(table: str) -> list[list[str]]:
     return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
 
 
+@pytest.mark.slow
 def test_quick_run_writes_json_and_markdown_under_benchmarks_results_by_default(mnist_dir, tmp_path, monkeypatch,
                                                                                capsys):
     pytest.importorskip("torch")
@@ -60,6 +61,7 @@ def test_quick_run_writes_json_and_markdown_under_benchmarks_results_by_default(
     assert ROW_HEADER in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_run_of_every_family_writes_a_row_for_each_family_and_implementation(mnist_dir, tmp_path):
     pytest.importorskip("torch")
     flags = ["--families", "ae,vae,cvae,aae", "--impls", "aejax,torch_eager", "--batch-sizes", "8",
@@ -90,6 +92,7 @@ def test_steps_per_round_cover_the_requested_images_at_every_batch_size():
     assert train_speed.steps_per_round(64, 20, None) == 20
 
 
+@pytest.mark.slow
 def test_the_pytorch_memory_probe_grows_with_the_batch(mnist):
     """A fresh process per measurement: the AE's activations at batch 256 need far more memory than at 8."""
     pytest.importorskip("torch")
@@ -99,6 +102,7 @@ def test_the_pytorch_memory_probe_grows_with_the_batch(mnist):
     assert large - small > 50 * 2 ** 20  # batch 256's activations and their gradients: well over 50 MB
 
 
+@pytest.mark.slow
 def test_flops_count_every_batch_chunk(mnist):
     """Past CPU_BATCH_CHUNK images the decoder's wide layers loop over chunks, whose body XLA's
     cost analysis counts once: the step's count must still grow with the batch (FLOPs are per
@@ -112,6 +116,7 @@ def test_flops_count_every_batch_chunk(mnist):
     assert counts[3 * chunk] == pytest.approx(3 * counts[chunk], rel=0.01)
 
 
+@pytest.mark.slow
 def test_benchmark_times_the_subpixel_decoder_beside_the_default(mnist):
     """The AE with the replaced transposed-convolution form in the same interleaved run:
     a different program with more FLOPs, while the result keeps the default's count."""
@@ -192,6 +197,7 @@ def _python(code_or_module: list[str]) -> subprocess.CompletedProcess:
                           cwd=REPO_ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"})
 
 
+@pytest.mark.slow
 def test_importing_the_benchmark_does_not_import_torch():
     code = ("import sys, aejax, aejax.benchmarks, aejax.benchmarks.train_speed; "
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
@@ -200,6 +206,7 @@ def test_importing_the_benchmark_does_not_import_torch():
     assert result.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_the_repository_root_entry_point_runs_the_packaged_benchmark():
     result = _python(["-m", "benchmarks.train_speed", "--steps", "0"])
     assert result.returncode == 2
@@ -209,6 +216,7 @@ def test_the_repository_root_entry_point_runs_the_packaged_benchmark():
 
 # --- the lecture's PyTorch models ----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_lecture_torch_models_have_the_lecture_parameter_counts():
     torch = pytest.importorskip("torch")
     from aejax.benchmarks import torch_lecture
@@ -229,6 +237,7 @@ def test_lecture_torch_models_have_the_lecture_parameter_counts():
         torch_lecture.make_step("gan")
 
 
+@pytest.mark.slow
 def test_lecture_loader_gives_the_lecture_tensors():
     torch = pytest.importorskip("torch")
     from aejax.benchmarks import torch_lecture
@@ -246,8 +255,9 @@ def test_layer_speed_layers_are_the_lecture_autoencoders():
     """The benchmarked layers' kernels are the Encoder's and Decoder's, in order, and each input is the
     previous convolution's output (the decoder's first from its Dense, 1x1x512)."""
     x = jnp.zeros((2, 28, 28, 1))
-    encoder = Encoder(24).init(jax.random.key(0), x, False)["params"]
-    decoder = Decoder().init(jax.random.key(1), jnp.zeros((2, 24)), False)["params"]
+    # shapes only: nothing compiles
+    encoder = jax.eval_shape(lambda key: Encoder(24).init(key, x, False), jax.random.key(0))["params"]
+    decoder = jax.eval_shape(lambda key: Decoder().init(key, jnp.zeros((2, 24)), False), jax.random.key(1))["params"]
     kernels = [v["kernel"].shape for tree in (encoder, decoder) for v in tree.values()  # in creation order
                if "kernel" in v and v["kernel"].ndim == 4]
     layers = layer_speed.ae_layers()
@@ -260,6 +270,7 @@ def test_layer_speed_layers_are_the_lecture_autoencoders():
         assert out.shape[1:] == following.input_shape
 
 
+@pytest.mark.slow
 def test_layer_speed_forms_compute_the_same_layer(tmp_path):
     """Every form of a layer gives the same output on a batch the CPU kernels split into chunks."""
     rng = np.random.default_rng(0)

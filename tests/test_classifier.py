@@ -15,15 +15,7 @@ import pytest
 
 from aejax import checkpoint, classifier, data, modules
 
-ATOL = 1e-5
-RTOL = 1e-5
-
-
-def _assert_close(actual, expected, atol=ATOL, rtol=RTOL):
-    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    err = np.abs(actual - expected)
-    assert np.all(err <= atol + rtol * np.abs(expected)), f"max abs err {err.max():.3g}"
+from support import assert_close
 
 
 def _random_images(n, seed):
@@ -53,7 +45,7 @@ def test_classifier_output_shape(random_classifier_params):
     chex.assert_shape(logits, (3, 10))
     chex.assert_type(logits, jnp.float32)
     # each image is scored independently of its batch
-    _assert_close(net.apply(variables, x[1:2]), logits[1:2])
+    assert_close(net.apply(variables, x[1:2]), logits[1:2])
     assert classifier.num_classes_of(random_classifier_params) == 10
 
 
@@ -193,6 +185,7 @@ def _no_training(*args, **kwargs):
     raise AssertionError("load_or_train retrained although a saved classifier exists")
 
 
+@pytest.mark.slow
 def test_load_or_train_trains_and_saves(trained_classifier, small_mnist):
     folder, params, accuracy = trained_classifier
     # 64 Adam steps on 4096 digits: 0.83-0.87 test accuracy over 6 seeds
@@ -209,6 +202,7 @@ def test_load_or_train_trains_and_saves(trained_classifier, small_mnist):
     assert classifier.accuracy_by_label(predicted, small_mnist["test"].labels, 10)["overall"] == pytest.approx(accuracy)
 
 
+@pytest.mark.slow
 def test_load_or_train_loads_without_retraining(trained_classifier, small_mnist, monkeypatch):
     folder, params, accuracy = trained_classifier
     monkeypatch.setattr(classifier, "train_classifier", _no_training)
@@ -221,6 +215,7 @@ def test_load_or_train_loads_without_retraining(trained_classifier, small_mnist,
     chex.assert_trees_all_equal(again, params)
 
 
+@pytest.mark.slow
 def test_load_or_train_without_path_saves_nothing(trained_classifier, small_mnist, monkeypatch, tmp_path):
     _, params, accuracy = trained_classifier
     calls = []
@@ -255,6 +250,7 @@ def test_load_or_train_passes_the_class_count_to_training(eight_class_mnist, mon
     assert seen == [SMALL_CLASSES, 10]  # from the data, else as asked
 
 
+@pytest.mark.slow
 def test_load_or_train_refuses_a_classifier_for_another_class_count(trained_classifier, small_mnist,
                                                                    eight_class_mnist, monkeypatch):
     folder, _, _ = trained_classifier
@@ -267,6 +263,7 @@ def test_load_or_train_refuses_a_classifier_for_another_class_count(trained_clas
     assert classifier.saved_num_classes(folder) == 10  # left as it was
 
 
+@pytest.mark.slow
 def test_load_or_train_saves_the_class_count(trained_classifier_8, eight_class_mnist, small_mnist, monkeypatch):
     folder, params, accuracy = trained_classifier_8
     info = json.loads((folder / classifier.INFO_FILE).read_text())
@@ -297,6 +294,7 @@ def test_saved_num_classes(tmp_path):
     assert classifier.saved_num_classes(tmp_path) == 3
 
 
+@pytest.mark.slow
 def test_load_or_train_counts_a_classifier_json_without_num_classes_as_10(trained_classifier, small_mnist,
                                                                          monkeypatch, tmp_path):
     folder, params, accuracy = trained_classifier
@@ -314,6 +312,7 @@ def test_load_or_train_counts_a_classifier_json_without_num_classes_as_10(traine
         classifier.load_or_train(old, small_mnist, jax.random.key(0), epochs=1, num_classes=8)
 
 
+@pytest.mark.slow
 def test_load_or_train_refuses_a_checkpoint_without_its_info(trained_classifier, small_mnist, tmp_path):
     folder, _, _ = trained_classifier
     bare = tmp_path / "bare"

@@ -108,7 +108,7 @@ def test_loss_is_bce_plus_lambda_times_the_penalty(mnist):
 
     @jax.jit
     def compute(params, batch_stats, batch):
-        loss, (new_stats, metrics) = model.phases[0].loss_fn(params, batch_stats, batch, jax.random.key(1))
+        loss, new_stats, metrics, _ = model.phases[0].loss_fn(params, batch_stats, batch, jax.random.key(1), 0)
         variables = {"params": params["encoder"], "batch_stats": batch_stats["encoder"]}
         latents, encoder_stats = apply_training(encoder, variables, batch["image"])
         logits = model.decode(params, batch_stats, latents, train=True)
@@ -139,6 +139,7 @@ def test_config_rejects_impossible_values(field, value, message):
         contractive.ContractiveConfig(**{field: value})
 
 
+@pytest.mark.slow
 def test_training_contracts_the_encoder(mnist):
     """A few steps on 256 images with lambda > 0 leave a smaller penalty than with lambda = 0."""
     train_set = data.device_dataset(mnist["train"], limit=256)
@@ -149,7 +150,7 @@ def test_training_contracts_the_encoder(mnist):
         model = contractive.make_model(config)
         state = train_lib.create_train_state(model, jax.random.key(0))
         state, _ = train_lib.train(model, state, train_set, epochs=2, batch_size=64, chunk_steps=1,
-                                   progress=False, log_epochs=False)
+                                   reporting=train_lib.QUIET)
         encoder = Encoder(8)
         variables = {"params": state.params["encoder"], "batch_stats": state.batch_stats["encoder"]}
         _, _, statistics = contractive.batch_statistics(encoder, variables, probe)
@@ -160,6 +161,7 @@ def test_training_contracts_the_encoder(mnist):
 
 # ------------------------------------------------------------------ the experiment
 
+@pytest.mark.slow
 def test_quick_run_on_eight_classes_writes_figures_and_metrics(other_idx_dir, tmp_path):
     out = tmp_path / "run"
     contractive_ae.main(["--quick", "--no-progress", "--data-dir", str(other_idx_dir), "--out", str(out),

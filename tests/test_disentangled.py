@@ -14,26 +14,17 @@ import numpy as np
 import optax
 import pytest
 
-from aejax import data, disentangled, label_style, losses, vae
+from aejax import data, disentangled, label_style, losses
 from aejax import train as train_lib
+from aejax.model import split_moments
 from aejax.modules import apply_training, condition_on_labels
-from adversarial_support import (B, assert_config_fields_documented, assert_label_head_model, assert_phase_changed_only,
-                      max_abs_diff, phase_runner, state_without_compiling_init)
+from adversarial_support import (B, FlatEncoder, assert_config_fields_documented, assert_label_head_model,
+                                 assert_phase_changed_only, phase_runner, state_without_compiling_init)
+from support import max_abs_diff
 
 NUM_CLASSES = 10
 STYLE_DIM = 4
 DIS_CONFIG = disentangled.DisentangledConfig(latent_dim=STYLE_DIM, adversary_hidden=(32, 32))
-
-
-class FlatEncoder(nn.Module):
-    """A linear encoder without BatchNorm: images (B, H, W, 1) -> (B, features)."""
-
-    features: int
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        del train
-        return nn.Dense(self.features, use_bias=False)(x.reshape(x.shape[0], -1))
 
 
 def _standardized(z: np.ndarray) -> np.ndarray:
@@ -71,7 +62,7 @@ def test_confusion_and_adversary_losses_by_hand():
               "label_adversary": {"kernel": jnp.asarray(a), "bias": jnp.asarray(a0)}}
     batch_stats = {"encoder": {}, "label_adversary": {}}
     batch = {"image": jnp.asarray(images), "label": jnp.asarray(labels)}
-    loss, (_, metrics, carry) = disentangled.confusion_loss(parts, params, batch_stats, batch, jax.random.key(0))
+    loss, _, metrics, carry = disentangled.confusion_loss(parts, params, batch_stats, batch, jax.random.key(0), 0)
 
     z = (images.reshape(4, 4).astype(np.float64) @ w)[:, 3:]  # after the 3 label logits
     np.testing.assert_allclose(carry["style"], z, rtol=1e-5)
@@ -83,8 +74,8 @@ def test_confusion_and_adversary_losses_by_hand():
     np.testing.assert_allclose(float(loss), 0.5 * uniform_ce.mean() + 0.25 * share, rtol=1e-4)
 
     style = rng.normal(size=(4, 2)).astype(np.float32)
-    adversary, (stats, adversary_metrics) = disentangled.adversary_loss(
-        parts, params, batch_stats, {**batch, "style": jnp.asarray(style)}, jax.random.key(0))
+    adversary, stats, adversary_metrics, _ = disentangled.adversary_loss(
+        parts, params, batch_stats, {**batch, "style": jnp.asarray(style)}, jax.random.key(0), 0)
     logits = _standardized(style.astype(np.float64)) @ a + a0
     np.testing.assert_allclose(float(adversary), -np.mean(_log_softmax(logits)[np.arange(4), labels]), rtol=1e-5)
     np.testing.assert_allclose(float(adversary_metrics["accuracy"]), np.mean(logits.argmax(-1) == labels))
@@ -199,6 +190,7 @@ def test_condition_on_labels_rejects_probabilities_of_the_wrong_shape(shape):
         condition_on_labels(jnp.zeros((2, 3)), jnp.full(shape, 0.5, jnp.float32), 2)
 
 
+@pytest.mark.slow
 def test_disentangled_variational_style_with_true_labels(batch):
     config = disentangled.DisentangledConfig(latent_dim=STYLE_DIM, adversary_hidden=(32, 32),
                                              style_kl_weight=0.005, decoder_label="true")
@@ -209,7 +201,7 @@ def test_disentangled_variational_style_with_true_labels(batch):
     chex.assert_shape(model.encode(state.params, state.batch_stats, batch["image"]), (B, STYLE_DIM))
     after, metrics = phase_runner(model, 0, 1)(state, batch)
     assert float(metrics["style_kl"]) > 0
-    mu, log_var = vae.split_moments(label_style.split_label_style(
+    mu, log_var = split_moments(label_style.split_label_style(
         encoder.apply({"params": state.params["encoder"], "batch_stats": state.batch_stats["encoder"]},
                       batch["image"], True, mutable=["batch_stats"])[0], NUM_CLASSES)[1])
     np.testing.assert_allclose(float(metrics["style_kl"]),
@@ -266,6 +258,7 @@ def test_class_mean_share():
 
 # ------------------------------------------------------------------ class-conditional style normalisation
 
+@pytest.mark.slow
 def test_class_standardize_is_torch_batch_norm_per_class():
     """Train mode: each class's items go through their own BatchNorm (PyTorch's, no affine);
     the running statistics of a class move only when it is in the batch. Eval mode: the
@@ -303,6 +296,7 @@ def class_norm_setup(mnist):
     return config, model, state, dataset
 
 
+@pytest.mark.slow
 def test_class_normalized_style_reads_the_label_head_not_the_true_labels(class_norm_setup):
     config, model, state, dataset = class_norm_setup
     images = data.gather_batch(dataset, jnp.arange(20))["image"]
@@ -325,6 +319,7 @@ def test_class_normalized_style_reads_the_label_head_not_the_true_labels(class_n
     assert max_abs_diff(after_autoencoder, after_confusion) == 0.0
 
 
+@pytest.mark.slow
 def test_recompute_batch_stats_averages_the_class_statistics(class_norm_setup):
     config, model, state, dataset = class_norm_setup
     recomputed = train_lib.recompute_batch_stats(model.phases[0], state.params, state.batch_stats, dataset, 20,

@@ -13,8 +13,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 WORKER = pathlib.Path(__file__).with_name("distributed_worker.py")
+
+pytestmark = pytest.mark.slow  # worker processes
 
 
 def _free_port() -> int:

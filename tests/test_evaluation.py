@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 
 from aejax import data, evaluation
+from aejax.experiments import common
 from aejax.train import Model
+
+from support import random_dataset
 
 
 def _sigmoid(x):
@@ -93,19 +96,19 @@ def test_lecture_example_looks_in_the_first_batch_then_the_whole_split():
 
 
 def test_interpolation_classes_fall_back_to_the_data_and_are_checked():
-    lecture = evaluation.InterpolationClasses()
+    lecture = common.InterpolationClasses()
     assert lecture.resolve(10) == (7, 6)
     assert lecture.resolve(3) == (2, 1)  # no 7 or 6: the last two classes
     assert lecture.resolve(7) == (6, 5)  # a 6 but no 7: 6 starts, 5 ends
-    assert evaluation.InterpolationClasses(end_class=2).resolve(3) == (1, 2)
+    assert common.InterpolationClasses(end_class=2).resolve(3) == (1, 2)
     with pytest.raises(ValueError, match="class 9 is not in the data"):
-        evaluation.InterpolationClasses(start_class=9).resolve(8)
+        common.InterpolationClasses(start_class=9).resolve(8)
     with pytest.raises(ValueError, match="needs at least two"):
         lecture.resolve(1)
     with pytest.raises(ValueError, match="must differ"):
-        evaluation.InterpolationClasses(start_class=3, end_class=3)
+        common.InterpolationClasses(start_class=3, end_class=3)
     with pytest.raises(ValueError, match="end_class must be a class label >= 0"):
-        evaluation.InterpolationClasses(end_class=-1)
+        common.InterpolationClasses(end_class=-1)
 
 
 def test_vector_arithmetic_decodes_a_plus_b_minus_c():
@@ -155,14 +158,8 @@ def test_interpolation_frames_decode_the_line_between_two_codes():
     np.testing.assert_allclose(_pixels(frames), _sigmoid([0.0, 0.75, 1.5]), rtol=1e-5)
 
 
-def _dataset(n=5):
-    rng = np.random.default_rng(0)
-    return {"image": jnp.asarray(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)),
-            "label": jnp.asarray(rng.integers(0, 3, n), jnp.int32)}
-
-
 def test_evaluate_by_hand_and_with_batch_statistics():
-    model, dataset = _tiny_model(collections.Counter()), _dataset()
+    model, dataset = _tiny_model(collections.Counter()), random_dataset(5, num_classes=3)
     result = evaluation.evaluate(model, PARAMS, STATS, dataset, batch_size=2)
     images = np.asarray(dataset["image"], np.float64)[..., None] / 255
     latents = np.stack([images.reshape(5, -1).mean(1), images.reshape(5, -1).max(1)], axis=1)
@@ -181,7 +178,7 @@ def test_evaluate_of_a_real_autoencoder_is_eval_mode():
 
     model = autoencoder.make_model(autoencoder.AEConfig(latent_dim=4))
     params, stats = model.init(jax.random.key(0))
-    dataset = _dataset(6)
+    dataset = random_dataset(6, num_classes=3)
     result = evaluation.evaluate(model, params, stats, dataset, batch_size=4)
     assert result["latents"].shape == (6, 4) and result["reconstructions"].shape == (6, 28, 28, 1)
     assert result["reconstructions"].min() >= 0 and result["reconstructions"].max() <= 1
@@ -200,7 +197,7 @@ def test_train_evaluate_is_evaluation_evaluate():
 
 def test_each_helper_traces_once_per_model_and_shape():
     traces = collections.Counter()
-    model, dataset = _tiny_model(traces), _dataset()
+    model, dataset = _tiny_model(traces), random_dataset(5, num_classes=3)
     other_params = {"scale": jnp.full((), 2.0, jnp.float32)}
 
     def run_all(params):
@@ -224,7 +221,7 @@ def test_each_helper_traces_once_per_model_and_shape():
 
 def test_eval_mode_helpers_pad_the_last_batch_and_return_every_example_once():
     traces = collections.Counter()
-    model, dataset = _tiny_model(traces), _dataset()  # 5 images
+    model, dataset = _tiny_model(traces), random_dataset(5, num_classes=3)  # 5 images
     whole = evaluation.evaluate(model, PARAMS, STATS, dataset, batch_size=5)
     before = traces["encode"]
     padded = evaluation.evaluate(model, PARAMS, STATS, dataset, batch_size=2)  # batches 2, 2 and 1 padded to 2
@@ -237,29 +234,7 @@ def test_eval_mode_helpers_pad_the_last_batch_and_return_every_example_once():
     np.testing.assert_allclose(evaluation.encode_split(model, PARAMS, STATS, dataset), whole["latents"], rtol=1e-6)
 
 
-def test_map_over_split_pads_only_when_asked():
-    from aejax import train
-
-    dataset = {"image": jnp.zeros((5, 28, 28), jnp.uint8)}
-    seen = []
-
-    def fn(_, indices):
-        seen.append(np.asarray(indices))
-        return (indices * 10,)
-
-    (out,) = train.map_over_split(fn, dataset, 2, pad_last=True)
-    np.testing.assert_array_equal(out, [0, 10, 20, 30, 40])
-    np.testing.assert_array_equal(seen[-1], [4, 4])  # the short batch repeats its last index
-    seen.clear()
-    (out,) = train.map_over_split(fn, dataset, 2)
-    np.testing.assert_array_equal(out, [0, 10, 20, 30, 40])
-    np.testing.assert_array_equal(seen[-1], [4])
-    seen.clear()
-    (out,) = train.map_over_split(fn, dataset, 8, pad_last=True)  # one batch of all 5, nothing padded
-    assert [len(s) for s in seen] == [5] and len(out) == 5
-
-
 def test_batch_statistics_need_an_explicit_batch_size():
-    model, dataset = _tiny_model(collections.Counter()), _dataset()
+    model, dataset = _tiny_model(collections.Counter()), random_dataset(5, num_classes=3)
     with pytest.raises(ValueError, match="explicit batch_size"):
         evaluation.evaluate(model, PARAMS, STATS, dataset, batch_statistics=True)

@@ -19,6 +19,7 @@ EIGHT_CLASSES = 8
 
 # ------------------------------------------------------------------ section 8: adversarial autoencoder
 
+@pytest.mark.slow
 def test_s8_aae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
     metrics = quick_run(s8_aae, other_idx_dir, out)
@@ -40,6 +41,7 @@ def test_s8_aae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no staging folder left
 
 
+@pytest.mark.slow
 def test_s8_aae_boxes_report_each_box_share_and_validation_codes(other_idx_dir, tmp_path):
     out = tmp_path / "boxes"
     metrics = quick_run(s8_aae, other_idx_dir, out, "--preset", "lecture_boxes", "--validation")
@@ -74,6 +76,7 @@ def test_s8_aae_label_conditioned_boxes_need_ten_classes(other_idx_dir, tmp_path
     assert "label_conditioning needs a mixture prior" in err
 
 
+@pytest.mark.slow
 def test_s8_aae_unlabelled_boxes_need_no_labels_on_eight_classes(other_idx_dir, tmp_path):
     unlabelled, _ = parse(s8_aae, "--preset", "unlabelled_boxes")
     assert unlabelled.model.component_assignment == "balanced" and unlabelled.model.label_conditioning
@@ -88,6 +91,7 @@ def test_s8_aae_unlabelled_boxes_need_no_labels_on_eight_classes(other_idx_dir, 
 
 # ------------------------------------------------------------------ section 9: disentangled AAE
 
+@pytest.mark.slow
 def test_s9_disentangled_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
     metrics = quick_run(s9_disentangled, other_idx_dir, out, "--validation")
@@ -145,6 +149,7 @@ def test_s9_disentangled_refuses_a_classifier_of_other_classes(other_idx_dir, tm
 
 # ------------------------------------------------------------------ section 10: semi-supervised AAE
 
+@pytest.mark.slow
 def test_s10_semi_supervised_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
     metrics = quick_run(s10_semi_supervised, other_idx_dir, out, "--preset", "recommended", "--labels", "80")
@@ -173,6 +178,7 @@ def test_s10_semi_supervised_quick_run_on_eight_classes(other_idx_dir, tmp_path)
     assert metrics["validation_label_leak"]["logistic"]["test_size"] == metrics["protocol"]["split_sizes"]["validation"]
 
 
+@pytest.mark.slow
 def test_s10_clustering_follows_validation_and_labels_clusters_from_training(other_idx_dir, tmp_path):
     out = tmp_path / "clusters"
     metrics = quick_run(s10_semi_supervised, other_idx_dir, out, "--preset", "recommended_clustering", "--clusters",
@@ -202,15 +208,17 @@ def test_s10_semi_supervised_presets():
     assert changed(recommended, lecture) == {"lr_schedule": "cosine", "augment_shift": 2, "consistency_weight": 1.0,
                                               "validation": True}
     clustering, _ = parse(s10_semi_supervised, "--preset", "clustering")
-    assert changed(clustering, lecture) == {"labels": 0, "categorical_temperature": 0.3, "semi_supervised": False,
-                                             "validation": True}
+    assert changed(clustering, lecture) == {"labels": 0, "categorical_temperature": 0.3, "validation": True}
+    clustering_model = s10_semi_supervised.derive_model_config(clustering, 10, 60_000)
+    assert not clustering_model.semi_supervised and clustering_model.num_classes == 16  # a head of --clusters outputs
     assert clustering.clusters == 16
     recommended_clustering, _ = parse(s10_semi_supervised, "--preset", "recommended_clustering")
     assert changed(recommended_clustering, clustering) == {"balance_weight": 1.0, "confidence_weight": 0.5,
                                                            "invariance_weight": 1.0, "augment_shift": 2,
                                                            "label_terms_rate": 1e-3}
     # a label count given with the clustering preset makes it semi-supervised again
-    assert parse(s10_semi_supervised, "--preset", "clustering", "--labels", "1000")[0].model.semi_supervised
+    labelled = parse(s10_semi_supervised, "--preset", "clustering", "--labels", "1000")[0]
+    assert s10_semi_supervised.derive_model_config(labelled, 10, 60_000).semi_supervised
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -24,6 +24,7 @@ def _fields_but(config, name):
 
 # ------------------------------------------------------------------ section 1: PCA
 
+@pytest.mark.slow
 def test_s1_pca_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
     metrics = quick_run(s1_pca, other_idx_dir, out)
@@ -46,6 +47,7 @@ def test_s1_pca_presets_and_bad_variance(tmp_path, capsys):
 
 # ------------------------------------------------------------------ section 2: conv AE
 
+@pytest.mark.slow
 def test_s2_conv_ae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
     metrics = quick_run(s2_conv_ae, other_idx_dir, out)
@@ -79,6 +81,7 @@ def test_s2_presets_are_the_lecture_runs(tmp_path, capsys):
 
 # ------------------------------------------------------------------ section 3: sparse AE
 
+@pytest.mark.slow
 def test_s3_sparse_ae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
     metrics = quick_run(s3_sparse_ae, other_idx_dir, out)
@@ -106,6 +109,7 @@ def test_s3_presets_and_impossible_settings(tmp_path, capsys):
 
 # ------------------------------------------------------------------ section 4: interpolation
 
+@pytest.mark.slow
 def test_s4_interpolation_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
     metrics = quick_run(s4_interpolation, other_idx_dir, out)
@@ -136,6 +140,7 @@ def test_s4_classes_are_checked(other_idx_dir, tmp_path, capsys):
 
 # ------------------------------------------------------------------ section 6: toy conditional AE
 
+@pytest.mark.slow
 def test_s6_toy_quick_run(other_idx_dir, tmp_path):
     out = tmp_path / "run"
     metrics = quick_run(s6_toy_conditional, other_idx_dir, out)

@@ -75,6 +75,7 @@ def test_kl_summary_counts_the_dimensions_away_from_the_prior():
 
 # ------------------------------------------------------------------ section 5: VAE
 
+@pytest.mark.slow
 def test_s5_vae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
     metrics = quick_run(s5_vae, other_idx_dir, out, "--preset", "lecture_latent2")
@@ -105,6 +106,7 @@ def test_s5_vae_presets_and_impossible_settings(other_idx_dir, tmp_path, capsys)
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_s5_vae_kl_only_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
     metrics = quick_run(s5_vae_kl_only, other_idx_dir, out)
@@ -128,6 +130,7 @@ def test_s5_vae_kl_only_presets_and_impossible_settings(tmp_path, capsys):
 
 # ------------------------------------------------------------------ section 7: CVAE
 
+@pytest.mark.slow
 def test_s7_cvae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
     metrics = quick_run(s7_cvae, other_idx_dir, out)
@@ -168,6 +171,7 @@ def test_s7_cvae_presets_and_impossible_settings(tmp_path, capsys):
 
 # ------------------------------------------------------------------ beyond the lecture: beta-VAE, WAE
 
+@pytest.mark.slow
 def test_s11_beta_vae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
     metrics = quick_run(s11_beta_vae, other_idx_dir, out)
@@ -185,15 +189,17 @@ def test_s11_beta_vae_presets_and_impossible_settings(tmp_path, capsys):
     lecture = parse(s11_beta_vae)[0]
     # the recommended preset is this experiment's recipe (nothing better known)
     assert parse(s11_beta_vae, "--preset", "recommended")[0] == lecture
-    assert parse(s11_beta_vae, "--beta", "4")[0].model.kld_weight == pytest.approx(4 / 784)
-    steps = parse(s11_beta_vae, "--kl-warmup-epochs", "0", "--kl-warmup-steps", "100")[0]
-    assert steps.model.kl_warmup_steps == 100
-    err = one_line_error(s11_beta_vae, ["--kld-weight", "0.01", "--out", str(tmp_path / "o")], capsys)
-    assert "give --beta instead" in err
-    err = one_line_error(s11_beta_vae, ["--kl-warmup-steps", "100", "--out", str(tmp_path / "o")], capsys)
-    assert "give kl_warmup_epochs or kl_warmup_steps, not both" in err
+    # beta and the warm-up in epochs are the flags; the model's KL weight and warm-up steps follow from them
+    model = s11_beta_vae.derive_model_config(parse(s11_beta_vae, "--beta", "4", "--kl-warmup-epochs", "1.5")[0], 6400)
+    assert model.kld_weight == vae.beta_to_kld_weight(4) and model.kl_warmup_steps == 150  # 1.5 x 100 batches of 64
+    no_warmup = parse(s11_beta_vae, "--kl-warmup-epochs", "0")[0]
+    assert s11_beta_vae.derive_model_config(no_warmup, 6400).kl_warmup_steps == 0
+    for flag in ("--kld-weight", "--kl-warmup-steps"):
+        err = one_line_error(s11_beta_vae, [flag, "100", "--out", str(tmp_path / "o")], capsys)
+        assert f"unrecognized arguments: {flag}" in err
 
 
+@pytest.mark.slow
 def test_s11_wae_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
     metrics = quick_run(s11_wae, other_idx_dir, out)
@@ -217,6 +223,7 @@ def test_s11_wae_presets_and_impossible_settings(tmp_path, capsys):
 
 # ------------------------------------------------------------------ the evaluation classifier
 
+@pytest.mark.slow
 def test_classifier_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
     metrics = quick_run(classifier, other_idx_dir, out)

@@ -13,29 +13,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aejax import conv_kernels, modules
-from aejax.modules import ConvTranspose2x, Decoder, Encoder
+from aejax import modules
+from aejax.modules import ConvTranspose2x, Decoder, Encoder, condition_on_labels
+
+from support import assert_close, count, torch_modules
 
 ATOL = 1e-5
 RTOL = 1e-5
 PARITY_LATENT = 8
 PARITY_BATCH = 6
 DECODER_OUT_GAIN = 30.0
-
-
-def _torch():
-    """torch, torch.nn and tests/torch_reference.py; the calling test is skipped where torch is missing."""
-    torch = pytest.importorskip("torch")
-    import torch_reference
-
-    return torch, torch.nn, torch_reference
-
-
-def _assert_close(actual, expected, atol=ATOL, rtol=RTOL):
-    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    assert actual.shape == expected.shape
-    err = np.abs(actual - expected)
-    assert np.all(err <= atol + rtol * np.abs(expected)), f"max abs err {err.max():.3g}"
 
 
 def _randomise_batchnorm(module, gen, batches) -> None:
@@ -45,7 +32,7 @@ def _randomise_batchnorm(module, gen, batches) -> None:
     high momentum makes them close to the data's statistics, so eval-mode activations
     stay well scaled); momentum goes back to PyTorch's 0.1 afterwards.
     """
-    torch, tnn, _ = _torch()
+    torch, tnn, _ = torch_modules()
     bns = [m for m in module.modules() if isinstance(m, tnn.BatchNorm2d)]
     with torch.no_grad():
         for bn in bns:
@@ -64,7 +51,7 @@ def _randomise_batchnorm(module, gen, batches) -> None:
 @pytest.fixture(scope="module")
 def torch_pair():
     """Lecture Encoder/Decoder with random weights and non-trivial BatchNorm state."""
-    torch, _, ref = _torch()
+    torch, _, ref = torch_modules()
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1)
     encoder, decoder = ref.TorchEncoder(PARITY_LATENT), ref.TorchDecoder(PARITY_LATENT)
@@ -89,13 +76,9 @@ def _flax_shapes(module, x):
     return jax.eval_shape(lambda k: module.init(k, jnp.zeros(x, jnp.float32), False), jax.random.key(0))
 
 
-def _count(tree) -> int:
-    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree))
-
-
 # ------------------------------------------------------------ counts and shapes
 
-@pytest.mark.parametrize(
+PARAMETER_COUNTS = pytest.mark.parametrize(
     "module, latent, expected",
     [
         ("encoder", 2, 525_506),
@@ -105,18 +88,27 @@ def _count(tree) -> int:
         ("encoder", 900, 2_365_508),
     ],
 )
+
+
+@PARAMETER_COUNTS
 def test_trainable_parameter_counts(module, latent, expected):
     shapes = _flax_shapes(Encoder(latent), (1, 28, 28, 1)) if module == "encoder" else _flax_shapes(Decoder(), (1, latent))
     assert set(shapes) == {"params", "batch_stats"}
-    assert _count(shapes["params"]) == expected
-    _, _, ref = _torch()
+    assert count(shapes["params"]) == expected
+
+
+@pytest.mark.slow
+@PARAMETER_COUNTS
+def test_lecture_parameter_counts(module, latent, expected):
+    _, _, ref = torch_modules()
     torch_module = ref.TorchEncoder(latent) if module == "encoder" else ref.TorchDecoder(latent)
     assert sum(p.numel() for p in torch_module.parameters()) == expected  # the lecture's own count agrees
 
 
+@pytest.mark.slow
 def test_converter_covers_every_variable(torch_pair):
     """The converted trees have exactly the structure and shapes of flax's own init."""
-    _, _, ref = _torch()
+    _, _, ref = torch_modules()
     encoder, decoder = torch_pair
     chex.assert_trees_all_equal_shapes_and_dtypes(
         ref.torch_to_flax(encoder), _flax_shapes(Encoder(PARITY_LATENT), (1, 28, 28, 1)))
@@ -186,16 +178,21 @@ def test_pytorch_like_init(flax_init):
         w = np.asarray(w)
         assert np.abs(w).max() <= bound + 1e-7
         assert np.abs(w).max() > 0.8 * bound  # spread over the whole range, not a narrower init
-    # torch's own ConvTranspose2d weight bound, for the record
-    _, tnn, _ = _torch()
+
+
+@pytest.mark.slow
+def test_torch_conv_transpose_takes_its_fan_in_from_its_output_channels():
+    """The bound test_pytorch_like_init expects of the transposed convolution is torch's own."""
+    _, tnn, _ = torch_modules()
     t = tnn.ConvTranspose2d(512, 256, 3)
     assert float(t.weight.detach().abs().max()) <= 1 / np.sqrt(256 * 9) + 1e-7
 
 
 # ------------------------------------------------------------ PyTorch parity
 
+@pytest.mark.slow
 def test_encoder_eval_parity(torch_pair, parity_inputs):
-    torch, _, ref = _torch()
+    torch, _, ref = torch_modules()
     encoder, _ = torch_pair
     images, _ = parity_inputs
     with torch.no_grad():
@@ -203,19 +200,20 @@ def test_encoder_eval_parity(torch_pair, parity_inputs):
     got = Encoder(PARITY_LATENT).apply(ref.torch_to_flax(encoder), jnp.asarray(images), False)
     chex.assert_shape(got, (PARITY_BATCH, PARITY_LATENT))
     assert np.abs(expected).max() > 0.1  # a meaningful comparison, not of near-zeros
-    _assert_close(got, expected)
+    assert_close(got, expected)
 
 
 def _torch_decoder_logits(decoder, z):
     """The torch decoder's output before its final Sigmoid."""
-    _, tnn, _ = _torch()
+    _, tnn, _ = torch_modules()
     assert isinstance(decoder.net[-1], tnn.Sigmoid)
     return decoder.net[:-1](decoder.fc(z).view(-1, 512, 1, 1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("impl", ["taps", "subpixel", "lax"])
 def test_decoder_eval_parity(torch_pair, parity_inputs, impl):
-    torch, _, ref = _torch()
+    torch, _, ref = torch_modules()
     _, decoder = torch_pair
     _, latents = parity_inputs
     with torch.no_grad():
@@ -225,12 +223,13 @@ def test_decoder_eval_parity(torch_pair, parity_inputs, impl):
     chex.assert_shape(logits, (PARITY_BATCH, 28, 28, 1))
     chex.assert_type(logits, jnp.float32)
     assert expected.std() > 0.1 and expected.min() < 0.1 and expected.max() > 0.9  # images, not a constant
-    _assert_close(jax.nn.sigmoid(logits), expected)
-    _assert_close(logits, expected_logits, atol=1e-4)
+    assert_close(jax.nn.sigmoid(logits), expected)
+    assert_close(logits, expected_logits, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_encoder_train_parity(torch_pair, parity_inputs):
-    torch, _, ref = _torch()
+    torch, _, ref = torch_modules()
     encoder = copy.deepcopy(torch_pair[0])
     images, _ = parity_inputs
     variables = ref.torch_to_flax(encoder)
@@ -238,17 +237,18 @@ def test_encoder_train_parity(torch_pair, parity_inputs):
     with torch.no_grad():
         expected = ref._np(encoder(ref._nchw(images)))
     got, updates = Encoder(PARITY_LATENT).apply(variables, jnp.asarray(images), True, mutable=["batch_stats"])
-    _assert_close(got, expected)
+    assert_close(got, expected)
     expected_stats = ref.torch_to_flax(encoder)["batch_stats"]
     chex.assert_trees_all_equal_structs(updates["batch_stats"], expected_stats)
     # the statistics did move, and moved the same way
     old = variables["batch_stats"]["BatchNorm_0"]["var"]
     assert not np.allclose(np.asarray(updates["batch_stats"]["BatchNorm_0"]["var"]), np.asarray(old))
-    jax.tree_util.tree_map(_assert_close, updates["batch_stats"], expected_stats)
+    jax.tree_util.tree_map(assert_close, updates["batch_stats"], expected_stats)
 
 
+@pytest.mark.slow
 def test_decoder_train_parity(torch_pair, parity_inputs):
-    torch, _, ref = _torch()
+    torch, _, ref = torch_modules()
     decoder = copy.deepcopy(torch_pair[1])
     _, latents = parity_inputs
     variables = ref.torch_to_flax(decoder)
@@ -261,31 +261,41 @@ def test_decoder_train_parity(torch_pair, parity_inputs):
     # of only 4 * PARITY_BATCH = 24 values each, which amplifies float32 rounding
     # differences between the two conv implementations; the observed max abs error is
     # about 1.2e-5 (eval mode: 1.3e-6), on images spread over (0, 1).
-    _assert_close(jax.nn.sigmoid(logits), expected, atol=5e-5)
+    assert_close(jax.nn.sigmoid(logits), expected, atol=5e-5)
     expected_stats = ref.torch_to_flax(decoder)["batch_stats"]
     chex.assert_trees_all_equal_structs(updates["batch_stats"], expected_stats)
-    jax.tree_util.tree_map(_assert_close, updates["batch_stats"], expected_stats)
+    jax.tree_util.tree_map(assert_close, updates["batch_stats"], expected_stats)
 
 
-def test_batchnorm_running_var_uses_unbiased_variance():
-    """One train step from (mean 0, var 1): mean' = 0.1 * batch mean, var' = 0.9 + 0.1 * unbiased var."""
+def _batchnorm_train_step():
+    """(x (2, 2, 1, 3), output, running statistics) of one train-mode BatchNorm step from its init."""
     x = np.random.default_rng(0).normal(2.0, 3.0, (2, 2, 1, 3)).astype(np.float32)  # n = 4 per feature
     bn = modules.BatchNorm()
     variables = bn.init(jax.random.key(0), jnp.asarray(x), False)
     y, updates = bn.apply(variables, jnp.asarray(x), True, mutable=["batch_stats"])
+    return x, y, updates["batch_stats"]
+
+
+def test_batchnorm_running_var_uses_unbiased_variance():
+    """One train step from (mean 0, var 1): mean' = 0.1 * batch mean, var' = 0.9 + 0.1 * unbiased var."""
+    x, y, stats = _batchnorm_train_step()
     flat = x.reshape(-1, 3).astype(np.float64)
-    stats = updates["batch_stats"]
-    _assert_close(stats["mean"], 0.1 * flat.mean(0))
-    _assert_close(stats["var"], 0.9 + 0.1 * flat.var(0, ddof=1))
+    assert_close(stats["mean"], 0.1 * flat.mean(0))
+    assert_close(stats["var"], 0.9 + 0.1 * flat.var(0, ddof=1))
     # the output is normalised with the biased variance, as torch does
-    _assert_close(y, ((flat - flat.mean(0)) / np.sqrt(flat.var(0) + 1e-5)).reshape(x.shape), atol=1e-5)
-    torch, tnn, ref = _torch()
+    assert_close(y, ((flat - flat.mean(0)) / np.sqrt(flat.var(0) + 1e-5)).reshape(x.shape), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_batchnorm_matches_torch_in_train_mode():
+    x, y, stats = _batchnorm_train_step()
+    torch, tnn, ref = torch_modules()
     torch_bn = tnn.BatchNorm2d(3).train()
     with torch.no_grad():
         torch_y = torch_bn(ref._nchw(x))
-    _assert_close(y, ref._nhwc(torch_y))
-    _assert_close(stats["var"], ref._np(torch_bn.running_var))
-    _assert_close(stats["mean"], ref._np(torch_bn.running_mean))
+    assert_close(y, ref._nhwc(torch_y))
+    assert_close(stats["var"], ref._np(torch_bn.running_var))
+    assert_close(stats["mean"], ref._np(torch_bn.running_mean))
 
 
 # ------------------------------------------------------------ conditional decoder vs the lecture's CDecoder
@@ -297,7 +307,7 @@ CDEC_LATENT, CDEC_BATCH = 2, 6
 def torch_cdecoder():
     """The lecture's CDecoder (the plain decoder on concat(z, one_hot(label, 10))) with random
     weights and non-trivial BatchNorm state."""
-    torch, tnn, ref = _torch()
+    torch, tnn, ref = torch_modules()
 
     class TorchCDecoder(ref.TorchDecoder):
         def __init__(self, latent_dim: int):
@@ -325,12 +335,13 @@ def torch_cdecoder():
     return decoder
 
 
+@pytest.mark.slow
 def test_conditional_decoder_parameter_count(torch_cdecoder):
-    _, _, ref = _torch()
+    _, _, ref = torch_modules()
     shapes = jax.eval_shape(lambda k: Decoder(num_classes=10).init(
         k, jnp.zeros((1, CDEC_LATENT)), False, labels=jnp.zeros((1,), jnp.int32)), jax.random.key(0))
     torch_count = sum(p.numel() for p in torch_cdecoder.parameters())
-    assert _count(shapes["params"]) == torch_count == 1_580_577 + 10 * 512
+    assert count(shapes["params"]) == torch_count == 1_580_577 + 10 * 512
     chex.assert_trees_all_equal_shapes_and_dtypes(ref.torch_to_flax(torch_cdecoder), shapes)
     # and through init_encoder_decoder, as the CVAE builds it
     params, _ = jax.eval_shape(lambda k: modules.init_encoder_decoder(
@@ -338,8 +349,9 @@ def test_conditional_decoder_parameter_count(torch_cdecoder):
     assert params["decoder"]["Dense_0"]["kernel"].shape == (CDEC_LATENT + 10, 512)
 
 
+@pytest.mark.slow
 def test_conditional_decoder_eval_parity(torch_cdecoder):
-    torch, _, ref = _torch()
+    torch, _, ref = torch_modules()
     rng = np.random.default_rng(3)
     z = rng.normal(size=(CDEC_BATCH, CDEC_LATENT)).astype(np.float32)
     labels = np.array([0, 3, 9, 3, 7, 1], np.int32)
@@ -352,9 +364,9 @@ def test_conditional_decoder_eval_parity(torch_cdecoder):
     chex.assert_shape(logits, (CDEC_BATCH, 28, 28, 1))
     assert expected.std() > 0.1 and expected.min() < 0.1 and expected.max() > 0.9  # images, not a constant
     assert np.abs(other - expected).max() > 0.05  # the label changes the image
-    _assert_close(jax.nn.sigmoid(logits), expected)
+    assert_close(jax.nn.sigmoid(logits), expected)
     flipped = decoder.apply(variables, jnp.asarray(z), False, labels=jnp.asarray((labels + 5) % 10))
-    _assert_close(jax.nn.sigmoid(flipped), other)
+    assert_close(jax.nn.sigmoid(flipped), other)
     # labels are required, integer and one per code
     with pytest.raises(ValueError, match="needs labels"):
         decoder.apply(variables, jnp.asarray(z), False)
@@ -362,6 +374,33 @@ def test_conditional_decoder_eval_parity(torch_cdecoder):
         decoder.apply(variables, jnp.asarray(z), False, labels=jnp.asarray(labels, jnp.float32))
     with pytest.raises(ValueError, match="labels must be integers of shape"):
         decoder.apply(variables, jnp.asarray(z), False, labels=jnp.asarray(labels[:3]))
+
+
+# ------------------------------------------------------------ labels: condition_on_labels
+
+def test_unconditional_decoder_rejects_labels(flax_init):
+    _, _, decoder, variables = flax_init
+    with pytest.raises(ValueError, match="unconditional"):
+        decoder.apply(variables, jnp.zeros((2, PARITY_LATENT)), False, labels=jnp.zeros((2,), jnp.int32))
+    with pytest.raises(ValueError, match="unconditional"):
+        condition_on_labels(jnp.zeros((2, PARITY_LATENT)), jnp.zeros((2,), jnp.int32), 0)
+
+
+def test_condition_on_labels_appends_one_hot():
+    x = jnp.asarray([[1.0, 2.0], [3.0, 4.0]], jnp.float32)
+    out = condition_on_labels(x, jnp.asarray([0, 2], jnp.int32), 3)
+    chex.assert_shape(out, (2, 5))
+    np.testing.assert_array_equal(out, [[1, 2, 1, 0, 0], [3, 4, 0, 0, 1]])
+    assert condition_on_labels(x, None, 0) is x
+
+
+def test_out_of_range_labels_are_rejected_outside_jit():
+    """one_hot would silently turn label 10 or -1 into zeros; eager calls name the range instead."""
+    z = jnp.zeros((2, 3))
+    for bad in ([0, 10], [-1, 2]):
+        with pytest.raises(ValueError, match=r"\[0, 10\)"):
+            condition_on_labels(z, jnp.asarray(bad, jnp.int32), 10)
+    assert condition_on_labels(z, jnp.asarray([0, 9], jnp.int32), 10).shape == (2, 13)
 
 
 # ------------------------------------------------------------ ConvTranspose2x
@@ -396,39 +435,11 @@ def test_conv_transpose_impls_agree(conv_transpose_case, impl):
     assert float(jnp.abs(g[0]["kernel"]).max()) > 0.1
 
 
-def test_conv_transpose_taps_each_tap_reaches_one_phase():
-    """Per axis the three kernel taps split 1 (even outputs) + 2 (odd outputs); a 1-pixel axis
-    drops the tap that reads the next pixel."""
-    terms = conv_kernels._phase_terms(3, 3)
-    taps = [(i, j) for phase in terms.values() for i, j, _, _ in phase]
-    assert sorted(taps) == [(i, j) for i in range(3) for j in range(3)]
-    assert [len(terms[p, q]) for p in (0, 1) for q in (0, 1)] == [1, 2, 2, 4]
-    assert sorted((i, j) for phase in conv_kernels._phase_terms(2, 3).values() for i, j, _, _ in phase) == \
-        [(i, j) for i in range(2) for j in range(3)]
-
-
-def test_matmul_value_and_gradient_equal_dot():
-    rng = np.random.default_rng(11)
-    x, w = (jnp.asarray(rng.normal(size=shape), jnp.float32) for shape in ((37, 5), (5, 9)))
-    g = jnp.asarray(rng.normal(size=(37, 9)), jnp.float32)
-    chex.assert_trees_all_close(conv_kernels.matmul(x, w), jnp.dot(x, w), atol=1e-6)
-    ours = jax.grad(lambda x, w: jnp.sum(conv_kernels.matmul(x, w) * g), argnums=(0, 1))(x, w)
-    plain = jax.grad(lambda x, w: jnp.sum(jnp.dot(x, w) * g), argnums=(0, 1))(x, w)
-    chex.assert_trees_all_close(ours, plain, atol=1e-5)
-    chex.assert_trees_all_close(ours[1], np.asarray(x).T @ np.asarray(g), atol=1e-4)
-
-
-def test_conv_transpose_impl_choice():
-    assert conv_kernels.resolve_conv_transpose_impl("auto") == ("taps" if jax.default_backend() == "cpu" else "subpixel")
-    assert conv_kernels.resolve_conv_transpose_impl("lax") == "lax"
-    with pytest.raises(ValueError, match="conv transpose impl"):
-        conv_kernels.resolve_conv_transpose_impl("winograd")
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("height,width", [(5, 4), (1, 1), (1, 3)])  # 1-pixel inputs skip padding-only taps
 @pytest.mark.parametrize("conv_impl", ["patches", "lax"])
 def test_conv_transpose_matches_torch(height, width, conv_impl):
-    _, tnn, ref = _torch()
+    _, tnn, ref = torch_modules()
     rng = np.random.default_rng(height * 10 + width)
     x = jnp.asarray(rng.normal(size=(2, height, width, 3)), jnp.float32)
     cotangent = jnp.asarray(rng.normal(size=(2, 2 * height, 2 * width, 6)), jnp.float32)
@@ -446,35 +457,11 @@ def test_conv_transpose_matches_torch(height, width, conv_impl):
             return jnp.sum(module.apply({"params": params}, x) * cotangent)
 
         y = module.apply({"params": params}, x)
-        _assert_close(y, ref._nhwc(ty))
+        assert_close(y, ref._nhwc(ty))
         g_params, g_x = jax.grad(loss, argnums=(0, 1))(params, x)
-        _assert_close(g_params["kernel"], ref.conv_transpose_weight_to_flax(layer.weight.grad), atol=1e-4)
-        _assert_close(g_params["bias"], ref._np(layer.bias.grad), atol=1e-4)
-        _assert_close(g_x, ref._nhwc(tx.grad), atol=1e-4)
-
-
-@pytest.mark.parametrize("kernel,stride,padding,size,features", [
-    (3, 2, ((1, 1), (1, 1)), (28, 28), 5), (3, 2, ((1, 1), (1, 1)), (7, 7), 5), (1, 1, ((0, 0), (0, 0)), (2, 2), 5),
-    (2, 1, ((0, 1), (0, 1)), (4, 3), 5), (7, 1, ((1, 1), (1, 1)), (12, 12), 5), (3, 1, ((2, 0), (0, 1)), (5, 6), 5),
-    # tap_conv (25+ taps, no more outputs than inputs): the decoder's 7x7 layer, and uneven padding
-    (7, 1, ((1, 1), (1, 1)), (12, 12), 1), (5, 1, ((2, 0), (1, 3)), (9, 7), 3),
-])
-def test_patch_conv_equals_lax_conv(kernel, stride, padding, size, features):
-    rng = np.random.default_rng(kernel * 100 + size[0])
-    x = jnp.asarray(rng.normal(size=(3, *size, 4)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(kernel, kernel, 4, features)), jnp.float32)
-
-    def loss(impl):
-        def f(x, w):
-            y = conv_kernels.conv2d(x, w, (stride, stride), padding, impl)
-            return jnp.sum(jnp.sin(y)), y
-        return f
-
-    (_, y_patch), g_patch = jax.value_and_grad(loss("patches"), argnums=(0, 1), has_aux=True)(x, w)
-    (_, y_lax), g_lax = jax.value_and_grad(loss("lax"), argnums=(0, 1), has_aux=True)(x, w)
-    assert y_patch.shape == y_lax.shape
-    chex.assert_trees_all_close(y_patch, y_lax, atol=1e-4, rtol=1e-5)
-    chex.assert_trees_all_close(g_patch, g_lax, atol=1e-3, rtol=1e-4)
+        assert_close(g_params["kernel"], ref.conv_transpose_weight_to_flax(layer.weight.grad), atol=1e-4)
+        assert_close(g_params["bias"], ref._np(layer.bias.grad), atol=1e-4)
+        assert_close(g_x, ref._nhwc(tx.grad), atol=1e-4)
 
 
 def test_conv_impls_give_the_same_autoencoder():
@@ -487,81 +474,7 @@ def test_conv_impls_give_the_same_autoencoder():
     chex.assert_trees_all_close(out["patches"], out["lax"], atol=1e-4, rtol=1e-4)
 
 
-def test_conv_impl_choice():
-    assert conv_kernels.resolve_conv_impl("auto") == ("patches" if jax.default_backend() == "cpu" else "lax")
-    assert conv_kernels.resolve_conv_impl("lax") == "lax"
-    with pytest.raises(ValueError, match="conv impl"):
-        conv_kernels.resolve_conv_impl("winograd")
-
-
 def test_conv_transpose_rejects_unknown_impl(conv_transpose_case):
     x, _, params = conv_transpose_case
     with pytest.raises(ValueError, match="impl"):
         ConvTranspose2x(6, "fft").apply({"params": params}, x)
-
-
-def test_impl_names_are_the_config_choices():
-    """The impl names are Literal types, so a config field of that type lists them (e.g. as CLI choices)."""
-    import typing
-
-    from aejax import autoencoder
-
-    hints = typing.get_type_hints(autoencoder.AEConfig)
-    assert typing.get_args(hints["conv_impl"]) == conv_kernels.CONV_IMPLS == ("auto", "patches", "lax")
-    assert typing.get_args(hints["conv_transpose_impl"]) == conv_kernels.CONV_TRANSPOSE_IMPLS
-    assert conv_kernels.CONV_TRANSPOSE_IMPLS == ("auto", "taps", "subpixel", "lax")
-    hints = typing.get_type_hints(modules.Decoder)
-    assert hints["conv_impl"] is conv_kernels.ConvImpl and hints["conv_transpose_impl"] is conv_kernels.ConvTransposeImpl
-
-
-def test_over_batch_chunks_equals_one_call_with_a_remainder():
-    rng = np.random.default_rng(5)
-    x = jnp.asarray(rng.normal(size=(70, 3, 2)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(2, 4)), jnp.float32)
-
-    def per_image(xb):
-        return jnp.tanh(xb @ w) * xb.sum(axis=(1, 2), keepdims=True)
-
-    calls = []
-    chunked = conv_kernels.over_batch_chunks(lambda xb: calls.append(xb.shape[0]) or per_image(xb), x, 32)
-    assert calls == [32, 6]  # traced once for the mapped chunks, once for the 6 left over
-    chex.assert_trees_all_close(chunked, per_image(x), atol=1e-6)
-    g = jax.grad(lambda x: jnp.sum(conv_kernels.over_batch_chunks(per_image, x, 32) ** 2))(x)
-    chex.assert_trees_all_close(g, jax.grad(lambda x: jnp.sum(per_image(x) ** 2))(x), atol=1e-5)
-    assert conv_kernels.over_batch_chunks(per_image, x[:20], 32).shape == (20, 3, 4)
-
-
-def test_batch_chunk_size_only_for_wide_layers_and_large_batches():
-    chunk = conv_kernels.CPU_BATCH_CHUNK
-    wide, narrow = jnp.zeros((chunk + 1, 16, 16, 1)), jnp.zeros((4 * chunk, 8, 8, 1))
-    cpu = jax.default_backend() == "cpu"
-    assert conv_kernels.batch_chunk_size(wide) == (chunk if cpu else None)
-    assert conv_kernels.batch_chunk_size(wide[:chunk]) is None
-    assert conv_kernels.batch_chunk_size(narrow) is None
-
-
-@pytest.mark.parametrize("layer", ["conv7x7", "conv3x3s2", "conv_transpose"])
-def test_batch_chunked_kernels_equal_lax(layer):
-    """Batches past CPU_BATCH_CHUNK on 16x16 inputs: the chunked CPU kernels against lax, values and gradients."""
-    rng = np.random.default_rng(3)
-    batch = conv_kernels.CPU_BATCH_CHUNK + 3
-    x = jnp.asarray(rng.normal(size=(batch, 16, 16, 4)), jnp.float32)
-    if layer == "conv_transpose":
-        w = jnp.asarray(rng.normal(size=(3, 3, 4, 5)) * 0.3, jnp.float32)
-
-        def apply(x, w, impl):
-            return conv_kernels.conv_transpose2x(x, w, "taps" if impl == "patches" else "lax")
-    else:
-        k, stride, features = (7, 1, 1) if layer == "conv7x7" else (3, 2, 5)
-        w = jnp.asarray(rng.normal(size=(k, k, 4, features)) * 0.3, jnp.float32)
-
-        def apply(x, w, impl):
-            return conv_kernels.conv2d(x, w, (stride, stride), ((1, 1), (1, 1)), impl)
-
-    def loss(impl):
-        return lambda x, w: jnp.sum(jnp.sin(apply(x, w, impl)))
-
-    chex.assert_trees_all_close(apply(x, w, "patches"), apply(x, w, "lax"), atol=1e-4, rtol=1e-5)
-    g_chunked = jax.grad(loss("patches"), argnums=(0, 1))(x, w)
-    chex.assert_trees_all_close(g_chunked, jax.grad(loss("lax"), argnums=(0, 1))(x, w), atol=1e-3, rtol=1e-4)
-    assert float(jnp.abs(g_chunked[0][-1]).max()) > 0.01  # the left-over images get their gradient too

@@ -17,11 +17,7 @@ import pytest
 from aejax import autoencoder, checkpoint
 from aejax import train as train_lib
 
-
-def _dataset(n=100, seed=0):
-    rng = np.random.default_rng(seed)
-    return {"image": jnp.asarray(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)),
-            "label": jnp.asarray(rng.integers(0, 10, n), jnp.int32)}
+from support import random_dataset
 
 
 def _model():
@@ -38,10 +34,11 @@ def _assert_identical(a, b):
         np.testing.assert_array_equal(x, y)
 
 
-def _train(model, dataset, checkpoints=None, epochs=2, seed=0, **kwargs):
+def _train(model, dataset, checkpoints=None, epochs=2, seed=0, checkpoint_every=None, **kwargs):
     state = train_lib.create_train_state(model, jax.random.key(seed))
-    return train_lib.train(model, state, dataset, epochs=epochs, batch_size=16, chunk_steps=4, progress=False,
-                           log_epochs=False, checkpoints=checkpoints, **kwargs)
+    checkpointing = None if checkpoints is None else train_lib.Checkpointing(checkpoints, checkpoint_every)
+    return train_lib.train(model, state, dataset, epochs=epochs, batch_size=16, chunk_steps=4, reporting=train_lib.QUIET,
+                           checkpointing=checkpointing, **kwargs)
 
 
 def test_resuming_from_any_checkpoint_ends_bit_for_bit_where_the_uninterrupted_run_ends(tmp_path):
@@ -50,7 +47,7 @@ def test_resuming_from_any_checkpoint_ends_bit_for_bit_where_the_uninterrupted_r
     The uninterrupted run keeps a checkpoint after every chunk or step; resuming from
     each of them (mid-epoch ones included) must reproduce its final state exactly.
     """
-    model, dataset = _model(), _dataset()
+    model, dataset = _model(), random_dataset(100)
     with checkpoint.TrainingCheckpoints(tmp_path / "full", max_to_keep=100) as full:
         reference, reference_history = _train(model, dataset, full, checkpoint_every=1)
         steps = full.all_steps()
@@ -74,7 +71,7 @@ def test_resuming_from_any_checkpoint_ends_bit_for_bit_where_the_uninterrupted_r
 
 
 def test_checkpoint_holds_every_part_of_the_state_and_the_history(tmp_path):
-    model, dataset = _model(), _dataset(64)
+    model, dataset = _model(), random_dataset(64)
     with checkpoint.TrainingCheckpoints(tmp_path) as checkpoints:
         state, history = _train(model, dataset, checkpoints, epochs=1)
         like = train_lib.create_train_state(model, jax.random.key(5))
@@ -85,7 +82,7 @@ def test_checkpoint_holds_every_part_of_the_state_and_the_history(tmp_path):
 
 
 def test_a_finished_run_is_not_trained_again_and_a_longer_one_continues(tmp_path):
-    model, dataset = _model(), _dataset(64)
+    model, dataset = _model(), random_dataset(64)
     with checkpoint.TrainingCheckpoints(tmp_path / "a") as checkpoints:
         once, _ = _train(model, dataset, checkpoints, epochs=1)
         again, history = _train(model, dataset, checkpoints, epochs=1)
@@ -98,12 +95,13 @@ def test_a_finished_run_is_not_trained_again_and_a_longer_one_continues(tmp_path
 
 
 def test_resuming_with_another_batch_size_is_refused(tmp_path):
-    model, dataset = _model(), _dataset(64)
+    model, dataset = _model(), random_dataset(64)
     with checkpoint.TrainingCheckpoints(tmp_path) as checkpoints:
         _train(model, dataset, checkpoints, epochs=1)
         state = train_lib.create_train_state(model, jax.random.key(0))
         with pytest.raises(ValueError, match="batch_size"):
-            train_lib.train(model, state, dataset, epochs=2, batch_size=32, progress=False, checkpoints=checkpoints)
+            train_lib.train(model, state, dataset, epochs=2, batch_size=32,
+                            checkpointing=train_lib.Checkpointing(checkpoints), reporting=train_lib.QUIET)
 
 
 def _exploding_model(bad_from_step: int) -> train_lib.Model:
@@ -113,7 +111,7 @@ def _exploding_model(bad_from_step: int) -> train_lib.Model:
         images = batch["image"].astype(jnp.float32) / 255.0
         loss = jnp.mean(jnp.square(params["scale"]["w"] * images - 0.5))
         broken = jnp.where(step >= bad_from_step, jnp.nan, 0.0)
-        return loss + broken, (batch_stats, {"fit": loss, "broken_term": broken})
+        return train_lib.LossOutput(loss + broken, batch_stats, {"fit": loss, "broken_term": broken})
 
     phase = train_lib.Phase("fit", loss_fn, optax.sgd(0.1), ("scale",))
     return train_lib.Model(init=lambda key: ({"scale": {"w": jnp.ones(())}}, {"scale": {}}), phases=(phase,),
@@ -122,12 +120,12 @@ def _exploding_model(bad_from_step: int) -> train_lib.Model:
 
 @pytest.mark.parametrize("chunk_steps", [1, 4])
 def test_nonfinite_loss_stops_naming_the_step_and_term_and_keeps_the_last_good_checkpoint(tmp_path, chunk_steps):
-    model, dataset = _exploding_model(bad_from_step=9), _dataset(64)  # 4 steps per epoch: step 9 is in epoch 3
+    model, dataset = _exploding_model(bad_from_step=9), random_dataset(64)  # 4 steps per epoch: step 9 is in epoch 3
     state = train_lib.create_train_state(model, jax.random.key(0))
     with checkpoint.TrainingCheckpoints(tmp_path) as checkpoints:
         with pytest.raises(train_lib.NonFiniteLossError) as error:
-            train_lib.train(model, state, dataset, epochs=5, batch_size=16, chunk_steps=chunk_steps, progress=False,
-                            log_epochs=False, checkpoints=checkpoints, checkpoint_every=2)
+            train_lib.train(model, state, dataset, epochs=5, batch_size=16, chunk_steps=chunk_steps, reporting=train_lib.QUIET,
+                            checkpointing=train_lib.Checkpointing(checkpoints, every=2))
         message = str(error.value)
         assert "step 9 (epoch 3)" in message and "broken_term=nan" in message and "loss=nan" in message
         assert "fit=" not in message  # the finite term is not blamed
@@ -140,15 +138,12 @@ def test_nonfinite_loss_stops_naming_the_step_and_term_and_keeps_the_last_good_c
 
 
 def test_nonfinite_skip_drops_those_updates_and_counts_them():
-    model, dataset = _exploding_model(bad_from_step=6), _dataset(64)
+    model, dataset = _exploding_model(bad_from_step=6), random_dataset(64)
     reference = train_lib.create_train_state(model, jax.random.key(0))
-    reference, _ = train_lib.train(model, reference, dataset, epochs=1, batch_size=16, chunk_steps=4, progress=False,
-                                   log_epochs=False)
-    reference, _ = train_lib.train(model, reference, dataset, epochs=1, batch_size=16, chunk_steps=1, progress=False,
-                                   log_epochs=False, nonfinite="skip")  # steps 4, 5 good, 6, 7 dropped
+    reference, _ = train_lib.train(model, reference, dataset, epochs=1, batch_size=16, chunk_steps=4, reporting=train_lib.QUIET)
+    reference, _ = train_lib.train(model, reference, dataset, epochs=1, batch_size=16, chunk_steps=1, reporting=train_lib.QUIET, nonfinite="skip")  # steps 4, 5 good, 6, 7 dropped
     state = train_lib.create_train_state(model, jax.random.key(0))
-    state, history = train_lib.train(model, state, dataset, epochs=3, batch_size=16, chunk_steps=4, progress=False,
-                                     log_epochs=False, nonfinite="skip")
+    state, history = train_lib.train(model, state, dataset, epochs=3, batch_size=16, chunk_steps=4, reporting=train_lib.QUIET, nonfinite="skip")
     assert int(state.step) == 12
     assert [e[train_lib.SKIPPED_METRIC] for e in history.epochs] == [0, 2, 4]
     assert np.isfinite(history.epochs[1]["fit"]) and np.isnan(history.epochs[2]["fit"])  # no kept step: no mean
@@ -171,6 +166,7 @@ def _params(out):
     return checkpoint.restore(out / "checkpoint", {"params": params, "batch_stats": batch_stats})
 
 
+@pytest.mark.slow
 def test_killed_experiment_resumes_with_the_same_command_and_ends_bit_for_bit(mnist_dir, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
@@ -203,6 +199,7 @@ def test_killed_experiment_resumes_with_the_same_command_and_ends_bit_for_bit(mn
     assert sorted(os.listdir(tmp_path)) == ["run", "straight"]  # no staging folders left
 
 
+@pytest.mark.slow
 def test_a_partial_run_with_other_flags_is_not_resumed(mnist_dir, tmp_path):
     out = tmp_path / "run"
     staging = tmp_path / ".run.partial"

@@ -14,17 +14,13 @@ import pytest
 from aejax import aae, autoencoder, priors
 from aejax import train as train_lib
 
-
-def _dataset(n, seed=0):
-    rng = np.random.default_rng(seed)
-    return {"image": jnp.asarray(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)),
-            "label": jnp.asarray(rng.integers(0, 10, n), jnp.int32)}
+from support import random_dataset
 
 
 def _train(model, dataset, chunk_steps, epochs=2, batch_size=16, seed=0):
     state = train_lib.create_train_state(model, jax.random.key(seed))
     return train_lib.train(model, state, dataset, epochs=epochs, batch_size=batch_size, chunk_steps=chunk_steps,
-                           progress=False, log_epochs=False)
+                           reporting=train_lib.QUIET)
 
 
 MODELS = {
@@ -50,7 +46,7 @@ def _relative_distance(params, reference, start):
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_chunked_epochs_equal_step_by_step(name):
     """100 examples, batch 16: 6 full batches -> one chunk of 4, 2 single steps, then a batch of 4."""
-    model, dataset = MODELS[name](), _dataset(100)
+    model, dataset = MODELS[name](), random_dataset(100)
     initial = train_lib.create_train_state(model, jax.random.key(0))
     stepwise, stepwise_history = _train(model, dataset, chunk_steps=1)
     chunked, chunked_history = _train(model, dataset, chunk_steps=4)
@@ -66,13 +62,13 @@ def test_chunked_epochs_equal_step_by_step(name):
     # the tolerance tells runs apart: the same start shuffled by another key lands far away
     other = jax.tree.map(jnp.copy, initial).replace(key=jax.random.key(1))  # train donates its state
     other, _ = train_lib.train(model, other, dataset, epochs=2, batch_size=16, chunk_steps=4,
-                               progress=False, log_epochs=False)
+                               reporting=train_lib.QUIET)
     assert _relative_distance(other.params, stepwise.params, initial.params) > 10 * distance
 
 
 def test_chunk_covers_every_step_of_an_epoch():
     """With chunks the epoch still sees each example once: the step counter and the epoch mean agree."""
-    model, dataset = MODELS["autoencoder"](), _dataset(64)
+    model, dataset = MODELS["autoencoder"](), random_dataset(64)
     state, history = _train(model, dataset, chunk_steps=2, epochs=1, batch_size=16)  # 4 steps = 2 chunks
     assert int(state.step) == 4
     assert np.isfinite(history.epochs[0]["loss"])
@@ -80,18 +76,18 @@ def test_chunk_covers_every_step_of_an_epoch():
 
 @pytest.mark.parametrize("bad", [{"chunk_steps": 0}, {"epochs": 0}, {"batch_size": -1}])
 def test_train_rejects_non_positive_counts(bad):
-    model, dataset = MODELS["autoencoder"](), _dataset(32)
+    model, dataset = MODELS["autoencoder"](), random_dataset(32)
     state = train_lib.create_train_state(model, jax.random.key(0))
     kwargs = {"epochs": 1, "batch_size": 16, "chunk_steps": 2, **bad}
     with pytest.raises(ValueError, match="must be positive"):
-        train_lib.train(model, state, dataset, progress=False, log_epochs=False, **kwargs)
+        train_lib.train(model, state, dataset, reporting=train_lib.QUIET, **kwargs)
 
 
 def test_drop_last_with_too_large_a_batch_is_an_error():
-    model, dataset = MODELS["autoencoder"](), _dataset(8)
+    model, dataset = MODELS["autoencoder"](), random_dataset(8)
     state = train_lib.create_train_state(model, jax.random.key(0))
     with pytest.raises(ValueError, match="leaves no batch"):
-        train_lib.train(model, state, dataset, epochs=1, batch_size=16, drop_last=True, progress=False)
+        train_lib.train(model, state, dataset, epochs=1, batch_size=16, drop_last=True, reporting=train_lib.QUIET)
 
 
 _EIGHT_DEVICES = textwrap.dedent("""
@@ -118,7 +114,7 @@ _EIGHT_DEVICES = textwrap.dedent("""
             state = state.replace(key=jax.random.key(shuffle_seed))
         # global batch 64 (8 per device): 4 sharded batches (2 chunks of 2) and one of 4, replicated
         state, history = train_lib.train(model, state, dataset, epochs=2, batch_size=64, chunk_steps=2,
-                                         mesh=mesh, progress=False, log_epochs=False)
+                                         mesh=mesh, reporting=train_lib.QUIET)
         leaf = jax.tree.leaves(state.params)[0]
         out[name] = {{"losses": [e["loss"] for e in history.epochs], "devices": len(leaf.sharding.device_set),
                      "params": flat(state.params)}}
@@ -130,6 +126,7 @@ _EIGHT_DEVICES = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_data_parallel_on_eight_cpu_devices_matches_one_device(mnist_dir):
     """8 simulated CPU devices, the batch sharded: the same training as on one device.
 

@@ -18,23 +18,13 @@ import pytest
 from aejax import data
 from aejax import semi_supervised as semi
 from aejax import train as train_lib
-from adversarial_support import (B, assert_config_fields_documented, assert_decay_lowers_every_phase_rate, assert_label_head_model,
-                      assert_phase_changed_only, LinearCritic, phase_runner, softplus, state_without_compiling_init)
+from adversarial_support import (B, FlatEncoder, LinearCritic, assert_config_fields_documented,
+                                 assert_decay_lowers_every_phase_rate, assert_label_head_model, assert_phase_changed_only,
+                                 phase_runner, softplus, state_without_compiling_init)
 
 NUM_CLASSES = 10
 STYLE_DIM = 4
 SEMI_CONFIG = semi.SemiSupervisedConfig(latent_dim=STYLE_DIM, discriminator_hidden=(32, 32))
-
-
-class FlatEncoder(nn.Module):
-    """A linear encoder without BatchNorm: images (B, H, W, 1) -> (B, features)."""
-
-    features: int
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        del train
-        return nn.Dense(self.features, use_bias=False)(x.reshape(x.shape[0], -1))
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +61,8 @@ def test_generator_loss_by_hand():
               "label_discriminator": {"Dense_0": {"kernel": jnp.asarray(label_w), "bias": jnp.asarray([0.5])}},
               "style_discriminator": {"Dense_0": {"kernel": jnp.asarray(style_w), "bias": jnp.asarray([-0.25])}}}
     batch_stats = {"encoder": {}, "label_discriminator": {}, "style_discriminator": {}}
-    loss, (stats, metrics) = semi.generator_loss(parts, params, batch_stats, {"image": jnp.asarray(images)},
-                                                 jax.random.key(0))
+    loss, stats, metrics, _ = semi.generator_loss(parts, params, batch_stats, {"image": jnp.asarray(images)},
+                                                 jax.random.key(0), 0)
     out = images.reshape(4, 4).astype(np.float64) @ w
     probs = np.exp(out[:, :3]) / np.exp(out[:, :3]).sum(-1, keepdims=True)
     label_verdicts, style_verdicts = probs @ label_w + 0.5, out[:, 3:] @ style_w - 0.25
@@ -91,7 +81,7 @@ def _linear_generator_loss(images, w, key, loss_fn=semi.generator_loss, **weight
     config = semi.SemiSupervisedConfig(latent_dim=2, num_classes=3, **weights)
     parts = dataclasses.replace(semi.make_parts(config),
                                 modules=semi.SemiSupervisedModules(FlatEncoder(5), None, LinearCritic(), LinearCritic()))
-    loss, (_, metrics) = loss_fn(parts, params, batch_stats, {"image": images}, key)
+    loss, _, metrics, _ = loss_fn(parts, params, batch_stats, {"image": images}, key, 0)
     return float(loss), metrics
 
 
@@ -198,7 +188,7 @@ def test_straight_through_decoder_label_reads_the_one_hot_and_passes_the_softmax
     def reconstruction(decoder_label, params):
         config = semi.SemiSupervisedConfig(latent_dim=2, num_classes=3, decoder_label=decoder_label)
         parts = dataclasses.replace(semi.make_parts(config), modules=modules)
-        return semi.autoencoder_loss(parts, params, batch_stats, {"image": images}, jax.random.key(0))[0]
+        return semi.autoencoder_loss(parts, params, batch_stats, {"image": images}, jax.random.key(0), 0)[0]
 
     out = np.asarray(images).reshape(4, 4).astype(np.float64) @ w_enc
     one_hot = np.eye(3)[np.argmax(out[:, :3], -1)]
@@ -220,9 +210,9 @@ def test_make_model_assembles_the_named_losses():
     assert parts.config == SEMI_CONFIG and parts.label_prior.dim == NUM_CLASSES and parts.style_prior.dim == STYLE_DIM
 
 
-def test_adversary_learning_rate_covers_the_discriminators_and_the_generator():
+def test_adversarial_learning_rate_covers_the_discriminators_and_the_generator():
     """Adam's first step on a constant gradient is -rate per parameter."""
-    model = semi.make_model(dataclasses.replace(SEMI_CONFIG, adversary_learning_rate=2e-4))
+    model = semi.make_model(dataclasses.replace(SEMI_CONFIG, adversarial_learning_rate=2e-4))
     params = {"w": jnp.ones((2,))}
     rates = {phase.name: -float(phase.optimizer.update({"w": jnp.full((2,), 0.3)}, phase.optimizer.init(params),
                                                        params)[0]["w"][0])
@@ -320,7 +310,7 @@ def test_semi_supervised_label_prior_temperature_reaches_the_discriminators():
         model = semi.make_model(dataclasses.replace(SEMI_CONFIG, semi_supervised=False,
                                                     categorical_temperature=temperature))
         s0 = state_without_compiling_init(model, 3)
-        _, (_, metrics) = model.phases[1].loss_fn(s0.params, s0.batch_stats, batch, jax.random.key(0), 0)
+        _, _, metrics, _ = model.phases[1].loss_fn(s0.params, s0.batch_stats, batch, jax.random.key(0), 0)
         losses_by_temperature.append(float(metrics["label_loss"]))
     one_hot, relaxed, relaxed_again = losses_by_temperature
     assert relaxed == relaxed_again
@@ -412,7 +402,7 @@ def test_supervised_phase_with_shifts_and_pseudo_labels_by_hand(semi_batch):
     s0 = state_without_compiling_init(model, 3)
     supervised = model.phases[3]
     key = jax.random.key(21)
-    loss, (new_stats, metrics) = jax.jit(supervised.loss_fn)(s0.params, s0.batch_stats, semi_batch, key, 0)
+    loss, new_stats, metrics, _ = jax.jit(supervised.loss_fn)(s0.params, s0.batch_stats, semi_batch, key, 0)
 
     labelled_key, unlabelled_key = jax.random.split(key)
     images = jnp.concatenate([data.random_shift(labelled_key, semi_batch["labelled_image"], shift),
@@ -426,7 +416,7 @@ def test_supervised_phase_with_shifts_and_pseudo_labels_by_hand(semi_batch):
     np.testing.assert_allclose(float(metrics["consistency"]), float(pseudo), rtol=1e-5)
     np.testing.assert_allclose(float(loss), float(ce + weight * pseudo), rtol=1e-5)
     # the shifts are drawn from the phase's key: another key, other images, another loss
-    other, _ = jax.jit(supervised.loss_fn)(s0.params, s0.batch_stats, semi_batch, jax.random.key(22), 0)
+    other, *_ = jax.jit(supervised.loss_fn)(s0.params, s0.batch_stats, semi_batch, jax.random.key(22), 0)
     assert abs(float(other) - float(loss)) > 1e-6
     after, _ = phase_runner(model, 3, 4)(s0, semi_batch)
     assert_phase_changed_only(s0, after, "supervised", ("encoder",))
@@ -439,7 +429,7 @@ def test_pseudo_labels_only_from_confident_images(semi_batch):
     probs = jax.nn.softmax(jax.jit(model.classify, static_argnames="train")(
         s0.params, s0.batch_stats, semi_batch["image"], train=True))
     assert float(jnp.max(probs)) < 1.0  # so no image reaches a threshold of 1
-    loss, (_, metrics) = jax.jit(model.phases[3].loss_fn)(s0.params, s0.batch_stats, semi_batch, jax.random.key(0), 0)
+    loss, _, metrics, _ = jax.jit(model.phases[3].loss_fn)(s0.params, s0.batch_stats, semi_batch, jax.random.key(0), 0)
     assert float(metrics["confident_share"]) == 0.0 and float(metrics["consistency"]) == 0.0
     assert np.isfinite(float(loss))
 
@@ -450,7 +440,7 @@ def test_pseudo_labels_only_from_confident_images(semi_batch):
     ({"confidence_threshold": 1.5}, "0 < confidence_threshold <= 1"),
     ({"consistency_weight": 1.0, "semi_supervised": False}, "consistency_weight needs semi_supervised=True"),
     ({"categorical_temperature": -0.1}, "categorical_temperature must be >= 0"),
-    ({"adversary_learning_rate": 0.0}, "learning rates must be > 0"), ({"num_classes": 1}, "num_classes > 1"),
+    ({"adversarial_learning_rate": 0.0}, "learning rates must be > 0"), ({"num_classes": 1}, "num_classes > 1"),
     ({"decay_steps": -1}, "decay_steps must be >= 0"), ({"balance_weight": -1.0}, "loss weights must be >= 0"),
     ({"balance_weight": float("nan")}, "loss weights must be >= 0"),
     ({"label_terms_rate": -1e-3}, "label_terms_rate must be >= 0"),
@@ -462,6 +452,7 @@ def test_semi_supervised_config_rejects_bad_settings(kwargs, message):
         semi.SemiSupervisedConfig(**kwargs)
 
 
+@pytest.mark.slow
 def test_decay_steps_lower_every_phase_rate(semi_batch):
     """decay_steps=1: the first step at the full rates, the second at 1% of them, in all four phases."""
     assert_decay_lowers_every_phase_rate(semi.make_model(dataclasses.replace(SEMI_CONFIG, decay_steps=1)),

@@ -22,23 +22,12 @@ from sklearn.model_selection import train_test_split
 from aejax import toy
 from aejax import train as train_lib
 
-ATOL = 1e-5
-RTOL = 1e-5
+from support import assert_close, count, torch_modules
+
 POINTS_PER_SHAPE = 2000
 NOISE_STD = 0.06
 CENTRE = np.array([1.5, -0.5])
 RADIUS = 0.5
-
-
-def _assert_close(actual, expected, atol=ATOL, rtol=RTOL):
-    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    err = np.abs(actual - expected)
-    assert np.all(err <= atol + rtol * np.abs(expected)), f"max abs err {err.max():.3g}"
-
-
-def _count(tree) -> int:
-    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(tree))
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +79,7 @@ def test_sine_circle_noise_statistics(toy_data):
     assert abs(np.corrcoef(residual.T)[0, 1]) < 0.05
     # the noise scales linearly with noise_std (same key, same draws)
     doubled = toy.make_sine_circle(jax.random.key(0), noise_std=2 * NOISE_STD)
-    _assert_close(doubled.points.astype(np.float64) - np.concatenate(curves), 2 * residual, atol=1e-6, rtol=0)
+    assert_close(doubled.points.astype(np.float64) - np.concatenate(curves), 2 * residual, atol=1e-6, rtol=0)
 
 
 def test_sine_circle_reproducible_from_key(toy_data):
@@ -138,16 +127,8 @@ def test_split_is_sklearns_75_25_split(toy_data, toy_splits):
 
 # ================================================================ toy MLPs vs PyTorch
 
-def _torch():
-    """torch, torch.nn and tests/torch_reference.py; the calling test is skipped where torch is missing."""
-    torch = pytest.importorskip("torch")
-    import torch_reference
-
-    return torch, torch.nn, torch_reference
-
-
 def _torch_mlp(sizes):
-    _, tnn, _ = _torch()
+    _, tnn, _ = torch_modules()
     layers = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(tnn.Linear(a, b))
@@ -159,7 +140,7 @@ def _torch_mlp(sizes):
 @functools.cache
 def _torch_toy_ae_class():
     """The lecture's toy autoencoder (a torch.nn.Module, so made once torch is there)."""
-    torch, tnn, _ = _torch()
+    torch, tnn, _ = torch_modules()
 
     class TorchToyAE(tnn.Module):
         """``conditional``: the label (float 0/1) is appended to x and to z."""
@@ -184,7 +165,7 @@ def _torch_toy_ae_class():
 
 
 def _sequential_to_flax(seq) -> dict:
-    _, tnn, ref = _torch()
+    _, tnn, ref = torch_modules()
     linears = [m for m in seq if isinstance(m, tnn.Linear)]
     return {f"Dense_{i}": {"kernel": jnp.asarray(ref._np(m.weight).T.copy()), "bias": jnp.asarray(ref._np(m.bias))}
             for i, m in enumerate(linears)}
@@ -195,27 +176,28 @@ def _toy_params(torch_ae) -> dict:
 
 
 def _torch_toy(conditional: bool, seed: int = 0):
-    torch, _, _ = _torch()
+    torch, _, _ = torch_modules()
     torch.manual_seed(seed)
     return _torch_toy_ae_class()(conditional)
 
 
 def _t(x):
-    torch, _, _ = _torch()
+    torch, _, _ = torch_modules()
     return torch.from_numpy(np.array(x, np.float32))
 
 
 # the lecture's counts: plain encoder 2*32+32 + 32*64+64 + 64*1+1, decoder 1*64+64 + 64*32+32 + 32*2+2;
 # conditional: one more input to each first layer
+@pytest.mark.slow
 @pytest.mark.parametrize("conditional, encoder_count, decoder_count",
                          [(False, 2273, 2274), (True, 2305, 2338)])
 def test_toy_parameter_tree_and_counts(toy_splits, conditional, encoder_count, decoder_count):
-    _torch()
+    torch_modules()
     model = toy.make_model(toy.ToyConfig(conditional=conditional), toy_splits["test"])
     params, batch_stats = model.init(jax.random.key(0))
     torch_ae = _torch_toy(conditional)
-    assert _count(params["encoder"]) == encoder_count == sum(p.numel() for p in torch_ae.encoder.parameters())
-    assert _count(params["decoder"]) == decoder_count == sum(p.numel() for p in torch_ae.decoder.parameters())
+    assert count(params["encoder"]) == encoder_count == sum(p.numel() for p in torch_ae.encoder.parameters())
+    assert count(params["decoder"]) == decoder_count == sum(p.numel() for p in torch_ae.decoder.parameters())
     assert batch_stats == {"encoder": {}, "decoder": {}}
     chex.assert_trees_all_equal_shapes_and_dtypes(_toy_params(torch_ae), params)
     # PyTorch-like init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
@@ -226,9 +208,10 @@ def test_toy_parameter_tree_and_counts(toy_splits, conditional, encoder_count, d
     assert float(jnp.abs(params["decoder"]["Dense_1"]["kernel"]).max()) > 0.8 / math.sqrt(64)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("conditional", [False, True])
 def test_toy_model_matches_pytorch(toy_splits, conditional):
-    torch, tnn, ref = _torch()
+    torch, tnn, ref = torch_modules()
     model = toy.make_model(toy.ToyConfig(conditional=conditional), toy_splits["test"])
     torch_ae = _torch_toy(conditional, seed=1)
     params = _toy_params(torch_ae)
@@ -244,12 +227,12 @@ def test_toy_model_matches_pytorch(toy_splits, conditional):
         want_restored = ref._np(torch_ae(_t(points), y))
     codes = model.encode(params, batch_stats, jnp.asarray(points), jnp.asarray(labels))
     chex.assert_shape(codes, (64, 1))
-    _assert_close(codes, want_codes)
+    assert_close(codes, want_codes)
     decoded = model.decode(params, batch_stats, jnp.asarray(codes_in), jnp.asarray(labels))
     chex.assert_shape(decoded, (64, 2))
     assert np.abs(want_decoded).max() > 0.1
-    _assert_close(decoded, want_decoded)
-    _assert_close(model.decode(params, batch_stats, codes, jnp.asarray(labels)), want_restored)
+    assert_close(decoded, want_decoded)
+    assert_close(model.decode(params, batch_stats, codes, jnp.asarray(labels)), want_restored)
     if conditional:
         # the label matters, and it is required
         flipped = model.decode(params, batch_stats, jnp.asarray(codes_in), jnp.asarray(1 - labels))
@@ -258,11 +241,11 @@ def test_toy_model_matches_pytorch(toy_splits, conditional):
             model.encode(params, batch_stats, jnp.asarray(points))
     else:
         # a plain model ignores labels
-        _assert_close(model.encode(params, batch_stats, jnp.asarray(points)), want_codes)
+        assert_close(model.encode(params, batch_stats, jnp.asarray(points)), want_codes)
 
     # the loss: torch's MSELoss on the batch, and the test MSE as the metric the plateau schedule watches
     batch = {"points": jnp.asarray(points), "label": jnp.asarray(labels)}
-    loss, (_, metrics) = model.phases[0].loss_fn(params, batch_stats, batch, jax.random.key(0))
+    loss, _, metrics, _ = model.phases[0].loss_fn(params, batch_stats, batch, jax.random.key(0), 0)
     test = toy_splits["test"]
     with torch.no_grad():
         want_loss = tnn.functional.mse_loss(torch_ae(_t(points), y), _t(points)).item()
@@ -272,11 +255,12 @@ def test_toy_model_matches_pytorch(toy_splits, conditional):
     assert model.phases[0].value_metric == "test_loss"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("conditional", [False, True])
 def test_toy_training_epochs_match_pytorch_loop(toy_splits, conditional):
     """A few epochs of the lecture's loop (full batch; the scheduler stepped with the test loss
     before optimizer.step()) against train.train from the same weights."""
-    torch, tnn, _ = _torch()
+    torch, tnn, _ = torch_modules()
     epochs = 4
     torch_ae = _torch_toy(conditional, seed=2)
     config = toy.ToyConfig(conditional=conditional)
@@ -287,7 +271,7 @@ def test_toy_training_epochs_match_pytorch_loop(toy_splits, conditional):
                                  batch_stats={"encoder": {}, "decoder": {}},
                                  opt_states={phase.name: phase.optimizer.init(params)}, key=jax.random.key(0))
     state, history = train_lib.train(model, state, toy_splits["train"], epochs=epochs, batch_size=3000,
-                                     gather=train_lib.take_batch, progress=False, log_epochs=False)
+                                     gather=train_lib.take_batch, reporting=train_lib.QUIET)
 
     train_x, train_y = _t(toy_splits["train"]["points"]), _t(toy_splits["train"]["label"])
     test_x, test_y = _t(toy_splits["test"]["points"]), _t(toy_splits["test"]["label"])
@@ -328,7 +312,7 @@ PLATEAU_SEQUENCES = _plateau_sequences()
 
 
 def _torch_plateau_rates(values, patience, factor, lr=1e-3):
-    torch, tnn, _ = _torch()
+    torch, tnn, _ = torch_modules()
     param = tnn.Parameter(torch.zeros(1))
     optimizer = torch.optim.Adam([param], lr=lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", patience=patience, factor=factor)
@@ -353,6 +337,7 @@ def _aejax_plateau_states(values, config):
     return states
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PLATEAU_SEQUENCES))
 @pytest.mark.parametrize("patience, factor", [(50, 0.1), (2, 0.1), (5, 0.5)])
 def test_plateau_schedule_matches_torch(name, patience, factor):
@@ -383,6 +368,7 @@ def test_plateau_schedule_matches_torch(name, patience, factor):
         assert want_cuts[0] == 11 + patience
 
 
+@pytest.mark.slow
 def test_plateau_schedule_lecture_stop_epoch():
     """With the lecture's settings the rate falls below 1e-6 on the fourth cut
     (1e-3 * 0.1^3 rounds to just above 1e-6 in both float64 and float32)."""
@@ -403,8 +389,9 @@ def _fit(config, splits, key, epochs, stop=True):
     model = toy.make_model(config, splits["test"])
     state = train_lib.create_train_state(model, key)
     state, history = train_lib.train(model, state, splits["train"], epochs=epochs, batch_size=3000,
-                                      gather=train_lib.take_batch, should_stop=toy.should_stop(config) if stop else None,
-                                      progress=False, log_epochs=False)
+                                      gather=train_lib.take_batch,
+                                      callbacks=train_lib.Callbacks(should_stop=toy.should_stop(config) if stop else None),
+                                      reporting=train_lib.QUIET)
     return model, state, history
 
 

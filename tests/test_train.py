@@ -10,57 +10,50 @@ import pytest
 from aejax import autoencoder, checkpoint, data, optimizers
 from aejax import train as train_lib
 
-
-def _dataset(n=96, seed=0):
-    rng = np.random.default_rng(seed)
-    return {"image": jnp.asarray(rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)),
-            "label": jnp.asarray(rng.integers(0, 10, n), jnp.int32)}
+from support import max_abs_diff, random_dataset
 
 
 def _small_model(**kwargs):
     return autoencoder.make_model(autoencoder.AEConfig(latent_dim=4, **kwargs))
 
 
-def _max_abs_diff(a, b):
-    return max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
 def test_same_seed_gives_identical_params_and_another_seed_differs():
-    model, dataset = _small_model(), _dataset()
+    model, dataset = _small_model(), random_dataset(96)
     runs = []
     for seed in (3, 3, 4):
         state = train_lib.create_train_state(model, jax.random.key(seed))
-        state, history = train_lib.train(model, state, dataset, epochs=1, batch_size=32, progress=False, log_epochs=False)
+        state, history = train_lib.train(model, state, dataset, epochs=1, batch_size=32, reporting=train_lib.QUIET)
         runs.append(state)
     chex.assert_trees_all_equal(runs[0].params, runs[1].params)
     chex.assert_trees_all_equal(runs[0].batch_stats, runs[1].batch_stats)
-    assert _max_abs_diff(runs[0].params, runs[2].params) > 1e-4
+    assert max_abs_diff(runs[0].params, runs[2].params) > 1e-4
     assert int(runs[0].step) == 3  # 96 / 32 batches
 
 
 def test_compile_time_is_counted_on_the_first_call_only():
     """The step program compiles in the first ``train`` call; a second call with the same model
     and shapes reuses it, so it records no compile time."""
-    model, dataset = _small_model(), _dataset(64)
+    model, dataset = _small_model(), random_dataset(64)
     first = train_lib.train(model, train_lib.create_train_state(model, jax.random.key(0)), dataset,
-                            epochs=1, batch_size=32, progress=False, log_epochs=False)[1]
+                            epochs=1, batch_size=32, reporting=train_lib.QUIET)[1]
     second = train_lib.train(model, train_lib.create_train_state(model, jax.random.key(1)), dataset,
-                             epochs=1, batch_size=32, progress=False, log_epochs=False)[1]
+                             epochs=1, batch_size=32, reporting=train_lib.QUIET)[1]
     assert 0.0 < first.compile_seconds < first.seconds
     assert second.compile_seconds == 0.0
 
 
 def test_epoch_log_line_shows_what_on_epoch_end_measured(capsys):
-    model, dataset = _small_model(), _dataset(64)
+    model, dataset = _small_model(), random_dataset(64)
     train_lib.train(model, train_lib.create_train_state(model, jax.random.key(0)), dataset, epochs=2, batch_size=32,
-                    progress=False, on_epoch_end=lambda epoch, state, means: {"validation_error": epoch / 8})
+                    reporting=train_lib.Reporting(progress=False),
+                    callbacks=train_lib.Callbacks(on_epoch_end=lambda epoch, state, means: {"validation_error": epoch / 8}))
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
     assert len(lines) == 2
     assert "validation_error 0.12500" in lines[0] and "validation_error 0.25000" in lines[1]
 
 
 def test_train_step_updates_params_stats_and_key_and_lowers_loss():
-    model, dataset = _small_model(), _dataset(64)
+    model, dataset = _small_model(), random_dataset(64)
     state = train_lib.create_train_state(model, jax.random.key(0))
     step = train_lib.make_train_step(model.phases)
     before = jax.tree.map(jnp.copy, state)
@@ -71,8 +64,8 @@ def test_train_step_updates_params_stats_and_key_and_lowers_loss():
         losses.append(float(metrics["loss"]))
     chex.assert_shape(metrics["loss"], ())
     assert losses[-1] < losses[0]
-    assert _max_abs_diff(before.params, state.params) > 0
-    assert _max_abs_diff(before.batch_stats, state.batch_stats) > 0
+    assert max_abs_diff(before.params, state.params) > 0
+    assert max_abs_diff(before.batch_stats, state.batch_stats) > 0
     assert not np.array_equal(jax.random.key_data(before.key), jax.random.key_data(state.key))
     assert int(state.step) == 8
 
@@ -84,9 +77,9 @@ def test_phase_updates_only_its_trainable_modules():
     model = model._replace(phases=(decoder_only,))
     state = train_lib.create_train_state(model, jax.random.key(0))
     before = jax.tree.map(jnp.copy, state.params)
-    state, _ = train_lib.make_train_step(model.phases)(state, _dataset(32), jnp.arange(32))
+    state, _ = train_lib.make_train_step(model.phases)(state, random_dataset(32), jnp.arange(32))
     chex.assert_trees_all_equal(before["encoder"], state.params["encoder"])
-    assert _max_abs_diff(before["decoder"], state.params["decoder"]) > 0
+    assert max_abs_diff(before["decoder"], state.params["decoder"]) > 0
 
 
 def test_several_phases_run_in_order_with_prefixed_metrics():
@@ -96,7 +89,7 @@ def test_several_phases_run_in_order_with_prefixed_metrics():
     model = model._replace(phases=(first, second))
     state = train_lib.create_train_state(model, jax.random.key(0))
     assert set(state.opt_states) == {"first", "second"}
-    state, metrics = train_lib.make_train_step(model.phases)(state, _dataset(32), jnp.arange(32))
+    state, metrics = train_lib.make_train_step(model.phases)(state, random_dataset(32), jnp.arange(32))
     assert {"first/loss", "first/bce", "second/loss", "second/bce"} <= set(metrics)
     # the second phase sees the first phase's update, so its loss is lower
     assert float(metrics["second/loss"]) < float(metrics["first/loss"])
@@ -122,6 +115,7 @@ def test_torch_adam_weight_decay_is_coupled_l2():
     assert not np.allclose(adamw, expected)
 
 
+@pytest.mark.slow
 def test_torch_adam_with_a_schedule_matches_torch_lambda_lr():
     """A schedule of the update count gives torch's Adam under LambdaLR (stepped after each update)."""
     torch = pytest.importorskip("torch")
@@ -147,27 +141,27 @@ def test_torch_adam_with_a_schedule_matches_torch_lambda_lr():
 
 
 def test_denoising_variant_feeds_noise_and_targets_clean():
-    dataset = _dataset(32)
+    dataset = random_dataset(32)
     batch = data.gather_batch(dataset, jnp.arange(32))
     plain = _small_model()
     noisy = _small_model(input_noise_std=0.3)
     params, stats = plain.init(jax.random.key(0))
     key = jax.random.key(1)
-    plain_loss, _ = plain.phases[0].loss_fn(params, stats, batch, key)
-    noisy_loss, _ = noisy.phases[0].loss_fn(params, stats, batch, key)
-    noisy_again, _ = noisy.phases[0].loss_fn(params, stats, batch, key)
+    plain_loss, *_ = plain.phases[0].loss_fn(params, stats, batch, key, 0)
+    noisy_loss, *_ = noisy.phases[0].loss_fn(params, stats, batch, key, 0)
+    noisy_again, *_ = noisy.phases[0].loss_fn(params, stats, batch, key, 0)
     assert float(plain_loss) != float(noisy_loss)
     assert float(noisy_loss) == float(noisy_again)  # the noise comes from the key alone
 
 
 def test_sparse_variant_adds_weighted_penalty():
-    batch = data.gather_batch(_dataset(16), jnp.arange(16))
+    batch = data.gather_batch(random_dataset(16), jnp.arange(16))
     plain = _small_model()
     sparse = _small_model(sparsity="l1", sparsity_weight=0.5)
     params, stats = plain.init(jax.random.key(0))
     key = jax.random.key(1)
-    plain_loss, _ = plain.phases[0].loss_fn(params, stats, batch, key)
-    sparse_loss, (_, metrics) = sparse.phases[0].loss_fn(params, stats, batch, key)
+    plain_loss, *_ = plain.phases[0].loss_fn(params, stats, batch, key, 0)
+    sparse_loss, _, metrics, _ = sparse.phases[0].loss_fn(params, stats, batch, key, 0)
     np.testing.assert_allclose(float(sparse_loss), float(plain_loss) + 0.5 * float(metrics["sparsity"]), rtol=1e-6)
 
 
@@ -195,34 +189,6 @@ def test_checkpoint_round_trip_and_no_silent_overwrite(tmp_path):
         checkpoint.restore(tmp_path / "missing", zeros)
 
 
-def test_map_over_split_concatenates_batches_and_rejects_empty_splits():
-    """Uneven last batch, batch numbers in order, one array per output; an empty split is a ValueError."""
-    dataset = {"label": jnp.arange(7)}
-    seen = []
-
-    def fn(number, indices):
-        seen.append(number)
-        return indices * 2, indices[:, None]
-
-    doubled, column = train_lib.map_over_split(fn, dataset, batch_size=3)
-    assert seen == [0, 1, 2]
-    np.testing.assert_array_equal(doubled, np.arange(7) * 2)
-    assert column.shape == (7, 1)
-    with pytest.raises(ValueError, match="at least one example"):
-        train_lib.map_over_split(fn, {"label": jnp.zeros((0,))}, batch_size=3)
-    with pytest.raises(ValueError, match="positive batch_size"):
-        train_lib.map_over_split(fn, dataset, batch_size=0)
-
-
-def test_the_loop_counts_examples_by_the_first_array_whatever_its_key():
-    """No key is special: N is the first array's leading axis; later arrays may be of other lengths."""
-    dataset = {"points": jnp.zeros((7, 2)), "subset": jnp.zeros((3,))}
-    assert train_lib.num_examples(dataset) == 7
-    assert train_lib.check_dataset(dataset, train_lib.take_batch) == 7
-    numbers, = train_lib.map_over_split(lambda _, idx: (idx,), dataset, batch_size=4)
-    np.testing.assert_array_equal(numbers, np.arange(7))
-
-
 @pytest.mark.parametrize("dataset, message", [
     ({}, "dataset holds no arrays"),
     ({"points": jnp.zeros((0, 2))}, "dataset is empty"),
@@ -240,38 +206,7 @@ def test_check_dataset_names_a_key_the_gather_needs():
         train_lib.check_dataset({"image": jnp.zeros((8, 28, 28), jnp.uint8)}, data.gather_batch)
 
 
-def test_recompute_batch_stats_averages_each_full_batch_statistic():
-    """Precise BN: the mean of the full batches' means and unbiased variances, for the phase's modules only."""
-    from aejax.modules import BatchNorm
-
-    norm = BatchNorm()
-
-    traced = []
-
-    def loss_fn(params, batch_stats, batch, key, step=None):
-        traced.append(1)
-        features = batch["image"].reshape(batch["image"].shape[0], -1)[:, 400:405]  # (B, 5), varied pixels
-        y, updated = norm.apply({"params": params["net"], "batch_stats": batch_stats["net"]}, features, True,
-                                mutable=["batch_stats"])
-        return jnp.mean(y), ({**batch_stats, "net": updated["batch_stats"]}, {})
-
-    phase = train_lib.Phase("fit", loss_fn, optax.sgd(0.1), ("net",))
-    dataset = _dataset(100)
-    variables = norm.init(jax.random.key(0), jnp.zeros((2, 5)), False)
-    stale = {"mean": jnp.full((5,), 7.0, jnp.float32), "var": jnp.full((5,), 3.0, jnp.float32)}
-    other_stale = {"mean": jnp.zeros((5,), jnp.float32), "var": jnp.ones((5,), jnp.float32)}
-    other = {"mean": jnp.arange(3.0)}
-    result = train_lib.recompute_batch_stats(phase, {"net": variables["params"]}, {"net": stale, "other": other},
-                                             dataset, batch_size=32, key=jax.random.key(1))
-    pixels = np.asarray(dataset["image"], np.float64).reshape(100, -1)[:, 400:405] / 255.0
-    batches = [pixels[i * 32:(i + 1) * 32] for i in range(3)]  # the last 4 examples make no full batch
-    np.testing.assert_allclose(result["net"]["mean"], np.mean([b.mean(0) for b in batches], 0), rtol=1e-5)
-    np.testing.assert_allclose(result["net"]["var"], np.mean([b.var(0, ddof=1) for b in batches], 0), rtol=1e-4)
-    chex.assert_trees_all_equal(result["other"], other)
-    with pytest.raises(ValueError, match="full batch of 128"):
-        train_lib.recompute_batch_stats(phase, {"net": variables["params"]}, {"net": stale}, dataset, 128, jax.random.key(1))
-    # compiled once per loss and shapes: a second call (new statistics values) traces nothing
-    traces = len(traced)
-    train_lib.recompute_batch_stats(phase, {"net": variables["params"]}, {"net": other_stale, "other": other},
-                                    dataset, batch_size=32, key=jax.random.key(2))
-    assert len(traced) == traces
+def test_check_dataset_counts_the_first_arrays_examples():
+    """A later array of another length (a subset a custom gather reads its own way) is allowed."""
+    dataset = {"points": jnp.zeros((7, 2)), "subset": jnp.zeros((3,))}
+    assert train_lib.check_dataset(dataset, train_lib.take_batch) == 7

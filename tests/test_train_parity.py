@@ -19,6 +19,8 @@ F = torch.nn.functional
 
 from torch_reference import TorchDecoder, TorchEncoder, _nchw, torch_to_flax  # noqa: E402 (needs torch)
 
+pytestmark = pytest.mark.slow
+
 LATENT, BATCH, LR, WEIGHT_DECAY, STEPS = 4, 16, 1e-3, 1e-5, 2
 
 

@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import conv_kernels
-from aejax.benchmarks.train_speed import RESULTS, _csv, _positive_int, device_name, host_name, write_results
+from aejax import conv_kernels, flags
+from aejax.benchmarks.train_speed import RESULTS, _csv, device_name, host_name, write_results
 
 FORMS = ("aejax", "whole_batch", "lax")
 LayerFn = Callable[[jax.Array, jax.Array], jax.Array]
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m aejax.benchmarks.
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--batch-sizes", type=_csv(int), default=(64, 512, 4096), help="comma-separated batch sizes")
     parser.add_argument("--forms", type=_csv(str, FORMS), default=FORMS, help=f"comma-separated forms of {FORMS}")
-    parser.add_argument("--rounds", type=_positive_int, default=5, help="timed calls per layer, form and batch size")
+    parser.add_argument("--rounds", type=flags.positive_int, default=5, help="timed calls per layer, form and batch size")
     parser.add_argument("--out", type=pathlib.Path, default=RESULTS, help="folder for the JSON and Markdown results")
     parser.add_argument("--name", default=None, help="results file stem (default layer_speed_<device>)")
     args = parser.parse_args(argv)

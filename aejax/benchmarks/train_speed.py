@@ -44,7 +44,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from aejax import aae, autoencoder, conv_kernels, data, priors, vae
+from aejax import aae, autoencoder, conv_kernels, data, flags, priors, vae
 from aejax import train as train_lib
 
 FAMILIES = ("ae", "vae", "cvae", "aae")
@@ -446,16 +446,6 @@ def _csv(kind: Callable[[str], Any], allowed: tuple | None = None):
     return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def main(argv: list[str] | None = None, prog: str = DEFAULT_PROG) -> int:
     """Runs the benchmark with command-line flags ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
@@ -467,10 +457,10 @@ def main(argv: list[str] | None = None, prog: str = DEFAULT_PROG) -> int:
     parser.add_argument("--batch-sizes", type=_csv(int), default=(64, 512, 4096), help="comma-separated batch sizes")
     parser.add_argument("--impls", type=_csv(str, IMPLS), default=DEFAULT_IMPLS,
                         help=f"comma-separated implementations of {IMPLS} (aejax_subpixel: AE only)")
-    parser.add_argument("--steps", type=_positive_int, default=20, help="training steps per timed round")
-    parser.add_argument("--round-images", type=_positive_int, default=None,
+    parser.add_argument("--steps", type=flags.positive_int, default=20, help="training steps per timed round")
+    parser.add_argument("--round-images", type=flags.positive_int, default=None,
                         help="images per timed round: each batch size gets the steps that cover them (overrides --steps)")
-    parser.add_argument("--rounds", type=_positive_int, default=3, help="interleaved rounds per implementation")
+    parser.add_argument("--rounds", type=flags.positive_int, default=3, help="interleaved rounds per implementation")
     parser.add_argument("--no-torch-memory", action="store_true",
                         help="skip the fresh process per PyTorch variant that measures its peak RSS on a CPU")
     parser.add_argument("--data-dir", type=pathlib.Path, default=None, help="MNIST IDX folder (else $AEJAX_DATA_DIR)")

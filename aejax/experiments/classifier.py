@@ -17,13 +17,13 @@ from typing import Any
 
 import jax
 
-from aejax import classifier, data, runs
+from aejax import classifier, data, flags, runs
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    epochs: int = dataclasses.field(default=classifier.EPOCHS, metadata={"help": "training epochs"})
-    seed: int = dataclasses.field(default=42, metadata={"help": "seed of the initialisation and the shuffling"})
+    epochs: int = flags.field(classifier.EPOCHS, "training epochs")
+    seed: int = flags.field(42, "seed of the initialisation and the shuffling")
 
     def __post_init__(self):
         if self.epochs <= 0:

@@ -35,7 +35,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from aejax import clustering, data, evaluation, plots, probes, runs, semi_supervised, style_evaluation
+from aejax import clustering, data, evaluation, flags, plots, probes, runs, semi_supervised, style_evaluation
 from aejax import train as train_lib
 
 FIGURE_ROWS = 10  # test images in the style-transfer figure
@@ -48,13 +48,12 @@ MONITOR_TRAIN_IMAGES = 10_000  # training images that label the clusters while a
 class Config:
     model: semi_supervised.SemiSupervisedConfig = semi_supervised.SemiSupervisedConfig()
     train: runs.TrainConfig = runs.TrainConfig(epochs=50, batch_size=100)
-    labels: int = dataclasses.field(
-        default=100, metadata={"help": "labelled training images, balanced over the classes (a multiple of their "
-                                       "number); 0: unsupervised clustering"})
-    label_seed: int = dataclasses.field(default=0, metadata={"help": "seed choosing the labelled subset"})
-    clusters: int = dataclasses.field(default=16, metadata={"help": "categories of the clustering variant (--labels 0)"})
-    transfer_images: int = dataclasses.field(
-        default=1000, metadata={"help": "test images whose style is decoded with every class and scored (with labels)"})
+    labels: int = flags.field(100, "labelled training images, balanced over the classes (a multiple of their "
+                                   "number); 0: unsupervised clustering")
+    label_seed: int = flags.field(0, "seed choosing the labelled subset")
+    clusters: int = flags.field(16, "categories of the clustering variant (--labels 0)")
+    transfer_images: int = flags.field(
+        1000, "test images whose style is decoded with every class and scored (with labels)")
     classifier: pathlib.Path = runs.classifier_folder_field()
 
     def __post_init__(self):
@@ -68,8 +67,6 @@ class Config:
             raise ValueError(f"augment_shift must be 0..{MAX_AUGMENT_SHIFT} pixels, got {self.model.augment_shift}")
         if self.labels == 0 and self.model.consistency_weight > 0:
             raise ValueError("consistency_weight needs labels (--labels > 0)")
-        # the label count decides the variant: no labels, no supervised phase
-        object.__setattr__(self, "model", dataclasses.replace(self.model, semi_supervised=self.labels > 0))
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -85,6 +82,17 @@ PRESETS: dict[str, dict[str, Any]] = {
                                "balance_weight": 1.0, "confidence_weight": 0.5, "invariance_weight": 1.0,
                                "augment_shift": 2, "label_terms_rate": 1e-3},
 }
+
+
+def derive_model_config(config: Config, num_classes: int, train_examples: int) -> semi_supervised.SemiSupervisedConfig:
+    """The model's settings for a run on ``train_examples`` training images of ``num_classes`` classes:
+    ``config.model`` with the fields the run derives. The label count decides the variant (no
+    labels: no supervised phase, and the label head has ``clusters`` outputs, else one per class);
+    the run's length sets the rates' decay."""
+    supervised = config.labels > 0
+    return dataclasses.replace(config.model, semi_supervised=supervised,
+                               num_classes=num_classes if supervised else config.clusters,
+                               decay_steps=config.train.decay_steps(train_examples))
 
 
 def cluster_examples(split: data.Split, clusters: np.ndarray, num_clusters: int,
@@ -111,8 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                    jax.random.key(config.label_seed), num_classes)
     else:
         labelled = None
-    model_config = dataclasses.replace(config.model, num_classes=num_classes if supervised else config.clusters,
-                                       decay_steps=config.train.decay_steps(len(splits["train"].labels)))
+    model_config = derive_model_config(config, num_classes, len(splits["train"].labels))
     model = semi_supervised.make_model(model_config)
     followed = "validation" if run.validation else "test"  # the split watched epoch by epoch
     test_set = data.device_dataset(splits["test"])

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import data, evaluation, losses, plots, runs, wae
+from aejax import data, evaluation, flags, losses, plots, runs, wae
 
 SHOWN = 9  # test images in the reconstruction figure
 PRIOR_GRID = 10  # decoded prior samples: a 10 x 10 grid
@@ -29,8 +29,7 @@ PRIOR_GRID = 10  # decoded prior samples: a 10 x 10 grid
 class Config:
     model: wae.WAEConfig = wae.WAEConfig()
     train: runs.TrainConfig = runs.TrainConfig(epochs=5, batch_size=64)
-    mmd_samples: int = dataclasses.field(
-        default=2000, metadata={"help": "test codes (the first N) and prior samples of the reported MMD (>= 2)"})
+    mmd_samples: int = flags.field(2000, "test codes (the first N) and prior samples of the reported MMD (>= 2)")
 
     def __post_init__(self):
         if self.train.lr_schedule != "constant":

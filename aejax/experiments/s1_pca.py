@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from aejax import data, evaluation, pca, plots, runs
+from aejax import data, evaluation, flags, pca, plots, runs
 
 SHOWN = 6  # the lecture shows 6 random test digits
 PIXELS = data.IMAGE_SIDE * data.IMAGE_SIDE
@@ -27,12 +27,10 @@ PIXELS = data.IMAGE_SIDE * data.IMAGE_SIDE
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    variance: float = dataclasses.field(
-        default=0.90, metadata={"help": "share of the training images' variance PCA keeps, in (0, 1)"})
-    test_noise_std: float = dataclasses.field(
-        default=evaluation.LECTURE_NOISE_STD,
-        metadata={"help": "std of the Gaussian noise added to the test images PCA filters (> 0)"})
-    seed: int = dataclasses.field(default=42, metadata={"help": "seed of the noise, the shown images and PCA's solver"})
+    variance: float = flags.field(0.90, "share of the training images' variance PCA keeps, in (0, 1)")
+    test_noise_std: float = flags.field(
+        evaluation.LECTURE_NOISE_STD, "std of the Gaussian noise added to the test images PCA filters (> 0)")
+    seed: int = flags.field(42, "seed of the noise, the shown images and PCA's solver")
 
     def __post_init__(self):
         if not 0 < self.variance < 1:

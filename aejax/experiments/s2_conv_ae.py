@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from aejax import autoencoder, data, evaluation, pca, plots, runs
+from aejax import autoencoder, data, evaluation, flags, pca, plots, runs
 from aejax import train as train_lib
 
 SHOWN = 9  # test images in the reconstruction and denoising figures
@@ -34,9 +34,9 @@ PCA_VARIANCE = 0.90  # the PCA denoising baseline of section 1
 class Config:
     model: autoencoder.AEConfig = autoencoder.AEConfig(latent_dim=24)
     train: runs.TrainConfig = runs.TrainConfig(epochs=5, batch_size=64)
-    test_noise_std: float = dataclasses.field(
-        default=evaluation.LECTURE_NOISE_STD,
-        metadata={"help": "std of the Gaussian noise on the test images of the denoising metrics and figure (> 0)"})
+    test_noise_std: float = flags.field(
+        evaluation.LECTURE_NOISE_STD,
+        "std of the Gaussian noise on the test images of the denoising metrics and figure (> 0)")
 
     def __post_init__(self):
         if not (math.isfinite(self.test_noise_std) and self.test_noise_std > 0):

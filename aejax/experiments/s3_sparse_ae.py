@@ -20,7 +20,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from aejax import autoencoder, data, evaluation, losses, plots, runs
+from aejax import autoencoder, data, evaluation, flags, losses, plots, runs
 
 SHOWN = 9  # noisy test images in the denoising figure
 QUIET_UNIT = 0.2  # a unit whose mean activation stays below this counts as sparse
@@ -31,9 +31,9 @@ class Config:
     model: autoencoder.AEConfig = autoencoder.AEConfig(latent_dim=900, sparsity="l1", sparsity_weight=0.01,
                                                        sparsity_target=0.1)
     train: runs.TrainConfig = runs.TrainConfig(epochs=5, batch_size=64)
-    test_noise_std: float = dataclasses.field(
-        default=evaluation.LECTURE_NOISE_STD,
-        metadata={"help": "std of the Gaussian noise on the test images of the denoising metrics and figure (> 0)"})
+    test_noise_std: float = flags.field(
+        evaluation.LECTURE_NOISE_STD,
+        "std of the Gaussian noise on the test images of the denoising metrics and figure (> 0)")
 
     def __post_init__(self):
         if self.model.sparsity == "none":

@@ -20,17 +20,16 @@ from typing import Any
 import jax
 import numpy as np
 
-from aejax import autoencoder, data, evaluation, plots, runs
-
-ROW_STEPS = 10  # decoded points in the interpolation row
+from aejax import autoencoder, data, evaluation, flags, plots, runs
+from aejax.experiments import common
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     model: autoencoder.AEConfig = autoencoder.AEConfig(latent_dim=24, weight_decay=1e-5)
     train: runs.TrainConfig = runs.TrainConfig(epochs=5, batch_size=64)
-    interpolation: evaluation.InterpolationClasses = evaluation.InterpolationClasses()
-    gif_frames: int = dataclasses.field(default=200, metadata={"help": "frames of the GIF (>= 2)"})
+    interpolation: common.InterpolationClasses = common.InterpolationClasses()
+    gif_frames: int = flags.field(200, "frames of the GIF (>= 2)")
 
     def __post_init__(self):
         if self.gif_frames < 2:
@@ -57,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         state, history = run.fit(model, train_set, jax.random.key(config.train.seed), out)
         with run.timer("evaluation"):
             test = evaluation.evaluate(model, state.params, state.batch_stats, test_set)
-            row = evaluation.interpolation_frames(model, state.params, state.batch_stats, start, end, ROW_STEPS)
+            row = evaluation.interpolation_frames(model, state.params, state.batch_stats, start, end, common.ROW_STEPS)
             frames = evaluation.interpolation_frames(model, state.params, state.batch_stats, start, end,
                                                      config.gif_frames)  # (gif_frames, 28, 28, 1)
             # How far the path strays from both ends: a fade keeps this small, no new shapes appear.

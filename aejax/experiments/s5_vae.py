@@ -32,24 +32,21 @@ from typing import Any
 import jax
 import numpy as np
 
-from aejax import binarized, data, evaluation, likelihood, likelihood_metrics, plots, runs, vae
-
-GRID_STEPS = 20
-GRID_LIMIT = 3.0  # the latent-2 grid covers [-3, 3]^2
-SHOWN = 9  # test images in the reconstruction and denoising figures
+from aejax import binarized, data, flags, likelihood, likelihood_metrics, runs, vae
+from aejax.experiments import common
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     model: vae.VAEConfig = vae.VAEConfig(latent_dim=24)
     train: runs.TrainConfig = runs.TrainConfig(epochs=5, batch_size=64)
-    interpolation: evaluation.InterpolationClasses = evaluation.InterpolationClasses()
-    iwae_samples: int | None = dataclasses.field(
-        default=None, metadata={"help": "importance samples k of the IWAE bound (none: 500 on a GPU, 100 on a CPU; "
-                                        "at most 8 with --quick)"})
-    iwae_images: int | None = dataclasses.field(
-        default=None, metadata={"help": "first N test images of the IWAE bound (none: all on a GPU, 1000 on a CPU; "
-                                        "at most 128 with --quick)"})
+    interpolation: common.InterpolationClasses = common.InterpolationClasses()
+    iwae_samples: int | None = flags.field(
+        None, "importance samples k of the IWAE bound (none: 500 on a GPU, 100 on a CPU; "
+              "at most 8 with --quick)")
+    iwae_images: int | None = flags.field(
+        None, "first N test images of the IWAE bound (none: all on a GPU, 1000 on a CPU; "
+              "at most 128 with --quick)")
 
     def __post_init__(self):
         if self.train.lr_schedule != "constant":
@@ -86,10 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config, options, preset = runs.parse(Config(), PRESETS, argv, __doc__, "s5_vae")
     run = runs.Run(config, options, preset)
     splits = run.load_splits()
-    classes = data.num_classes(splits)
-    with runs.usage_errors():
-        start, end = config.interpolation.resolve(classes)
-    one, nine = (1 if 1 < classes else 0), (9 if 9 < classes else classes - 1)
+    classes = common.figure_classes(config.interpolation, data.num_classes(splits))
     model = vae.make_model(config.model)
     train_key, noise_key, likelihood_key = jax.random.split(jax.random.key(config.train.seed), 3)
     train_set, test_set = data.device_dataset(splits["train"]), data.device_dataset(splits["test"])
@@ -97,52 +91,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     iwae_samples, iwae_images = iwae_sizes(config, options.quick)
     with run.output() as out:
         state, history = run.fit(model, train_set, train_key, out)
-        params, stats = state.params, state.batch_stats
-        with run.timer("evaluation"):
-            test = evaluation.evaluate(model, params, stats, test_set)
-            clean, noisy_set = evaluation.noisy_test_set(splits["test"], noise_key)
-            denoised = evaluation.evaluate(model, params, stats, noisy_set)["reconstructions"]
-            mu, log_var = likelihood.posterior_moments(model, params, stats, scored_set)
-            metrics = {
-                **evaluation.reconstruction_metrics(test),
-                "psnr_noisy_db": evaluation.psnr(np.asarray(noisy_set["image"]), clean),
-                "psnr_vae_eval_db": evaluation.psnr(denoised, clean),
-                **likelihood_metrics.summarize(model, params, stats, scored_set, likelihood_key, iwae_samples,
-                                               iwae_images, quick=options.quick),
-                **likelihood_metrics.kl_summary(mu, log_var),
-                "interpolation_classes": [start, end],
-                "vector_arithmetic_classes": [one, nine],
-                "train_history": history.epochs,
-            }
-            if run.validation:  # what a choice between recipes reads: the negative ELBO of the validation images
+        metrics = common.vae_evaluation(
+            run, out, model, state, splits["test"], classes, test_set=test_set, scored_set=scored_set,
+            noise_key=noise_key, likelihood_key=likelihood_key, iwae_samples=iwae_samples, iwae_images=iwae_images,
+            name="VAE", description=f"VAE (latent {config.model.latent_dim})", latent_dim=config.model.latent_dim)
+        metrics["train_history"] = history.epochs
+        if run.validation:  # what a choice between recipes reads: the negative ELBO of the validation images
+            with run.timer("evaluation"):
                 validation_set = (binarized.binarized_test_set(splits["validation"]) if config.model.binarize
                                   else data.device_dataset(splits["validation"]))
-                scores = likelihood.evaluate_negative_elbo(model, params, stats, validation_set, likelihood_key)
+                scores = likelihood.evaluate_negative_elbo(model, state.params, state.batch_stats, validation_set,
+                                                           likelihood_key)
                 metrics["validation_negative_elbo_nats"] = float(np.mean(scores))
-            first, last = (evaluation.lecture_example(splits["test"], label) for label in (start, end))
-            row = evaluation.interpolation_frames(model, params, stats, first, last, 10)
-            frames = evaluation.interpolation_frames(model, params, stats, first, last, 200)
-            arithmetic = evaluation.vector_arithmetic(model, params, stats, np.stack(
-                [evaluation.lecture_example(splits["test"], label, index) for label, index in ((one, 0), (nine, 0),
-                                                                                              (nine, 1))]))
-            grid = (evaluation.decode_on_grid(model, params, stats, (-GRID_LIMIT,) * 2, (GRID_LIMIT,) * 2, GRID_STEPS)
-                    if config.model.latent_dim == 2 else None)
-        with run.timer("figures"):
-            plots.plot_digits(test["inputs"][:SHOWN], test["reconstructions"][:SHOWN], path=out / "reconstructions.png",
-                              titles=["input", "VAE"])
-            plots.plot_digits(np.asarray(noisy_set["image"][:SHOWN]), denoised[:SHOWN], path=out / "denoising.png",
-                              titles=["noisy", "VAE"])
-            plots.plot_image_row(row, out / "interpolation.png",
-                                 title=f"{start} -> {end}, VAE (latent {config.model.latent_dim})")
-            plots.save_gif(frames, out / "interpolation.gif")
-            plots.plot_image_row(arithmetic, out / "vector_arithmetic.png",
-                                 title=f"{one},  {nine} (first),  {nine} (second),  "
-                                       f"decode(z({one}) + z({nine} first) - z({nine} second))")
-            if grid is not None:
-                plots.plot_latent_scatter(mu, test["labels"], out / "latent_scatter.png", title="test posterior means")
-                plots.plot_image_grid(grid, out / "latent_grid.png",
-                                      title=f"decoded over [-{GRID_LIMIT:g}, {GRID_LIMIT:g}]^2 "
-                                            "(rows z[0], columns z[1])")
         runs.save_state(out, state)
         run.write_metrics(out, metrics)
     return metrics

@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aejax import binarized, classifier, data, evaluation, likelihood, likelihood_metrics, plots, runs, vae
+from aejax import binarized, classifier, data, evaluation, flags, likelihood, likelihood_metrics, plots, runs, vae
+from aejax.model import reparametrize
 
 GRID_STEPS = 20
 GRID_LIMIT = 2.0  # the label grids cover [-2, 2]^2
@@ -43,18 +44,16 @@ QUICK_SCORED = 50  # --quick: samples per label and style-transfer images scored
 class Config:
     model: vae.VAEConfig = vae.VAEConfig(latent_dim=2, learning_rate=1e-2)
     train: runs.TrainConfig = runs.TrainConfig(epochs=5, batch_size=64)
-    samples_per_label: int = dataclasses.field(
-        default=1000, metadata={"help": f"prior samples decoded per label for the generation accuracy "
-                                        f"({QUICK_SCORED} at most with --quick)"})
-    transfer_images: int = dataclasses.field(
-        default=1000, metadata={"help": f"first N test images whose style is decoded with every label "
-                                        f"({QUICK_SCORED} at most with --quick)"})
-    iwae_samples: int | None = dataclasses.field(
-        default=None, metadata={"help": "importance samples k of the IWAE bound (none: 500 on a GPU, 100 on a CPU, "
-                                        "8 with --quick)"})
-    iwae_images: int | None = dataclasses.field(
-        default=None, metadata={"help": "first N test images of the IWAE bound (none: all on a GPU, 1000 on a CPU, "
-                                        "128 with --quick)"})
+    samples_per_label: int = flags.field(1000, f"prior samples decoded per label for the generation accuracy "
+                                               f"({QUICK_SCORED} at most with --quick)")
+    transfer_images: int = flags.field(1000, f"first N test images whose style is decoded with every label "
+                                             f"({QUICK_SCORED} at most with --quick)")
+    iwae_samples: int | None = flags.field(
+        None, "importance samples k of the IWAE bound (none: 500 on a GPU, 100 on a CPU, "
+              "8 with --quick)")
+    iwae_images: int | None = flags.field(
+        None, "first N test images of the IWAE bound (none: all on a GPU, 1000 on a CPU, "
+              "128 with --quick)")
     classifier: pathlib.Path = runs.classifier_folder_field()
 
     def __post_init__(self):
@@ -108,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             # the style-transfer figure: one test image's posterior samples decoded with the target label
             shown = evaluation.lecture_example(splits["test"], source, 1)
             shown_mu, shown_log_var = model.posterior(params, stats, jnp.asarray(shown)[None], None)
-            z = vae.reparametrize(keys[2], jnp.repeat(shown_mu, TRANSFER_SAMPLES, 0),
+            z = reparametrize(keys[2], jnp.repeat(shown_mu, TRANSFER_SAMPLES, 0),
                                   jnp.repeat(shown_log_var, TRANSFER_SAMPLES, 0))
             transferred = evaluation.decode_with_labels(model, params, stats, z,
                                                         jnp.full((TRANSFER_SAMPLES,), target, jnp.int32))
@@ -120,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             # style transfer: one posterior sample of each test image decoded with every label
             subset = {k: v[:transfer_images] for k, v in test_set.items()}
             subset_mu, subset_log_var = likelihood.posterior_moments(model, params, stats, subset)
-            styles = vae.reparametrize(keys[5], jnp.asarray(subset_mu), jnp.asarray(subset_log_var))
+            styles = reparametrize(keys[5], jnp.asarray(subset_mu), jnp.asarray(subset_log_var))
             swapped = evaluation.label_swap(model, params, stats, styles, classes).reshape(-1, 28, 28, 1)
             metrics = {
                 **likelihood_metrics.summarize(model, params, stats, test_set, keys[3], config.iwae_samples,

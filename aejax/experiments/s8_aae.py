@@ -23,7 +23,7 @@ from typing import Any, Literal
 import jax
 import numpy as np
 
-from aejax import aae, data, evaluation, plots, prior_match, priors, runs
+from aejax import aae, data, evaluation, flags, plots, prior_match, priors, runs
 
 GRID_STEPS = 50
 UNIFORM_BOX = (-2.5, 2.5)  # the bounds of ``priors.uniform_box``'s default, the lecture's
@@ -34,9 +34,8 @@ PriorName = Literal["uniform", "boxes", "gaussian", "mixture"]
 class Config:
     model: aae.AAEConfig = aae.AAEConfig()
     train: runs.TrainConfig = runs.TrainConfig(epochs=10, batch_size=512)
-    prior: PriorName = dataclasses.field(
-        default="uniform", metadata={"help": "uniform: [-2.5, 2.5]^2; boxes: the lecture's ten boxes; "
-                                             "gaussian: N(0, I); mixture: 10 Gaussians on a circle"})
+    prior: PriorName = flags.field("uniform", "uniform: [-2.5, 2.5]^2; boxes: the lecture's ten boxes; "
+                                              "gaussian: N(0, I); mixture: 10 Gaussians on a circle")
 
     def __post_init__(self):
         if self.prior not in typing.get_args(PriorName):

@@ -29,7 +29,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from aejax import data, disentangled, evaluation, label_style, plots, runs, style_evaluation
+from aejax import data, disentangled, evaluation, flags, label_style, plots, runs, style_evaluation
 
 FIGURE_ROWS = 10  # test images in the style-transfer figure
 
@@ -38,8 +38,7 @@ FIGURE_ROWS = 10  # test images in the style-transfer figure
 class Config:
     model: disentangled.DisentangledConfig = disentangled.DisentangledConfig()
     train: runs.TrainConfig = runs.TrainConfig(epochs=10, batch_size=128)
-    transfer_images: int = dataclasses.field(
-        default=1000, metadata={"help": "test images whose style is decoded with every label and scored"})
+    transfer_images: int = flags.field(1000, "test images whose style is decoded with every label and scored")
     classifier: pathlib.Path = runs.classifier_folder_field()
 
     def __post_init__(self):
