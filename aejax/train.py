@@ -283,10 +283,10 @@ class _Position(NamedTuple):
     shuffle_key: jax.Array | None = None
 
 
-def _epoch_work(full: jax.Array, rest: jax.Array | None, chunk_steps: int | None,
-                ) -> list[tuple[jax.Array, bool]]:
-    """(indices, runs as one chunk) in training order: full chunks, then single steps, then a short last batch."""
-    num_chunks = full.shape[0] // chunk_steps if chunk_steps else 0
+def _epoch_work(full: jax.Array, rest: jax.Array | None, chunk_steps: int) -> list[tuple[jax.Array, bool]]:
+    """(indices, runs as one chunk) in training order: full chunks of ``chunk_steps`` (none when it is 1),
+    then single steps, then a short last batch."""
+    num_chunks = full.shape[0] // chunk_steps if chunk_steps > 1 else 0
     work = [(full[i * chunk_steps:(i + 1) * chunk_steps], True) for i in range(num_chunks)]
     work += [(indices, False) for indices in full[num_chunks * chunk_steps:]]
     return work + ([] if rest is None else [(rest, False)])
@@ -422,7 +422,7 @@ def train(
             state = state.replace(key=key)
             position = _Position(epoch, shuffle_key=shuffle_key)
         full, rest = data_lib.epoch_indices(position.shuffle_key, example_count, batch_size, drop_last)
-        work = _epoch_work(full, rest, chunk_steps if chunk_fn is not None else None)
+        work = _epoch_work(full, rest, chunk_steps)
         num_steps = full.shape[0] + (rest is not None)
         totals, done = position.totals, position.steps_done
         bar = tqdm(total=num_steps, initial=done, desc=f"epoch {epoch}/{epochs}", disable=not reporting.progress,

@@ -168,10 +168,11 @@ def test_full_aae_step_discriminator_judges_codes_from_before_the_generator_upda
     @jax.jit
     def by_hand(codes):
         def loss(sub):
-            return phase.loss_fn({**after_gen.params, **sub}, after_gen.batch_stats,
-                                 {**aae_batch, "codes": codes}, key, s0.step)
+            output = phase.loss_fn({**after_gen.params, **sub}, after_gen.batch_stats,
+                                   {**aae_batch, "codes": codes}, key, s0.step)
+            return output.loss, output.batch_stats
         trainable = {"discriminator": after_gen.params["discriminator"]}
-        (value, (stats, _)), grads = jax.value_and_grad(loss, has_aux=True)(trainable)
+        (value, stats), grads = jax.value_and_grad(loss, has_aux=True)(trainable)
         updates, _ = phase.optimizer.update(grads, s0.opt_states["discriminator"], trainable)
         return value, stats["discriminator"], optax.apply_updates(trainable, updates)["discriminator"]
 

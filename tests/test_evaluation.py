@@ -189,12 +189,6 @@ def test_evaluate_of_a_real_autoencoder_is_eval_mode():
     assert not np.allclose(batched["latents"], result["latents"], atol=1e-3)
 
 
-def test_train_evaluate_is_evaluation_evaluate():
-    from aejax import train
-
-    assert train.evaluate is evaluation.evaluate
-
-
 def test_each_helper_traces_once_per_model_and_shape():
     traces = collections.Counter()
     model, dataset = _tiny_model(traces), random_dataset(5, num_classes=3)
