@@ -37,12 +37,6 @@ def parse(script, *argv):
     return config, preset
 
 
-def changed(config, reference):
-    """{leaf name: value} of the fields of ``config`` that differ from ``reference``."""
-    ours, theirs = flags.as_flat_dict(config), flags.as_flat_dict(reference)
-    return {k: v for k, v in ours.items() if theirs[k] != v}
-
-
 def one_line_error(script, argv, capsys, code=2):
     """Runs ``script`` through ``run_main``: it exits with ``code`` and one line on stderr, returned."""
     capsys.readouterr()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
 import aejax
-from aejax import cli
+from aejax import cli, flags
 
 
 def test_experiment_names_are_the_runnable_modules():
@@ -59,3 +61,19 @@ def test_run_help_names_the_experiment_and_its_presets(capsys):
         cli.main(["run", "s1", "--help"])
     out = capsys.readouterr().out
     assert "usage: aejax run s1_pca" in out and "--preset" in out and "--variance" in out
+
+
+@pytest.mark.parametrize("name", cli.experiment_names())
+def test_every_preset_sets_real_flags_to_other_values_than_their_defaults(name):
+    """A preset value equal to its default, or naming no flag, would be a silent no-op: each one changes the run."""
+    module = importlib.import_module(f"aejax.experiments.{name}")
+    defaults = flags.as_flat_dict(module.Config())
+    on_command_line = {leaf for leaf, (_, field, _) in flags.leaf_fields(module.Config()).items()
+                       if field.metadata.get("cli", True)}
+    for preset, values in module.PRESETS.items():
+        assert set(values) <= on_command_line, f"{name} --preset {preset}: {set(values) - on_command_line}"
+        parsed = flags.as_flat_dict(flags.parse(module.Config(), module.PRESETS, ["--preset", preset], module.__doc__,
+                                                None)[0])
+        for field, value in values.items():
+            assert parsed[field] == value != defaults[field], f"{name} --preset {preset}: {field}"
+

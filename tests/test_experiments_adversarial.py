@@ -12,7 +12,7 @@ import pytest
 from aejax import data
 from aejax.experiments import s8_aae, s9_disentangled, s10_semi_supervised
 
-from experiment_support import assert_recorded, changed, files, one_line_error, parse, quick_run
+from experiment_support import assert_recorded, files, one_line_error, parse, quick_run
 
 EIGHT_CLASSES = 8
 
@@ -58,9 +58,6 @@ def test_s8_aae_boxes_report_each_box_share_and_validation_codes(other_idx_dir, 
 def test_s8_aae_presets():
     lecture, preset = parse(s8_aae)
     assert preset == "lecture" and lecture == s8_aae.Config()
-    recommended, _ = parse(s8_aae, "--preset", "recommended")
-    assert changed(recommended, lecture) == {"discriminator_norm": "none", "discriminator_loss": "balanced",
-                                              "generator_optimizer": "shared", "validation": True}
     boxes, _ = parse(s8_aae, "--preset", "recommended_boxes", "--batch-size", "256")
     assert boxes.prior == "boxes" and boxes.model.label_conditioning and boxes.model.standardize_components
     assert boxes.train.batch_size == 256  # a flag overrides its preset's value
@@ -123,9 +120,6 @@ def test_s9_disentangled_presets():
     lecture, preset = parse(s9_disentangled)
     assert preset == "lecture" and lecture == s9_disentangled.Config()
     assert lecture.model.style_normalization == "none" and lecture.model.confusion_weight == 0.1
-    recommended, _ = parse(s9_disentangled, "--preset", "recommended")
-    assert changed(recommended, lecture) == {"style_normalization": "class", "kernel_dependence_weight": 10.0,
-                                              "batch_size": 512, "epochs": 4, "validation": True}
     assert parse(s9_disentangled, "--preset", "recommended", "--quick")[0].train.epochs == 1
 
 
@@ -204,18 +198,10 @@ def test_s10_semi_supervised_presets():
     lecture, preset = parse(s10_semi_supervised)
     assert preset == "lecture" and lecture == s10_semi_supervised.Config()
     assert lecture.labels == 100 and lecture.model.semi_supervised and lecture.model.augment_shift == 0
-    recommended, _ = parse(s10_semi_supervised, "--preset", "recommended")
-    assert changed(recommended, lecture) == {"lr_schedule": "cosine", "augment_shift": 2, "consistency_weight": 1.0,
-                                              "validation": True}
     clustering, _ = parse(s10_semi_supervised, "--preset", "clustering")
-    assert changed(clustering, lecture) == {"labels": 0, "categorical_temperature": 0.3, "validation": True}
     clustering_model = s10_semi_supervised.derive_model_config(clustering, 10, 60_000)
     assert not clustering_model.semi_supervised and clustering_model.num_classes == 16  # a head of --clusters outputs
     assert clustering.clusters == 16
-    recommended_clustering, _ = parse(s10_semi_supervised, "--preset", "recommended_clustering")
-    assert changed(recommended_clustering, clustering) == {"balance_weight": 1.0, "confidence_weight": 0.5,
-                                                           "invariance_weight": 1.0, "augment_shift": 2,
-                                                           "label_terms_rate": 1e-3}
     # a label count given with the clustering preset makes it semi-supervised again
     labelled = parse(s10_semi_supervised, "--preset", "clustering", "--labels", "1000")[0]
     assert s10_semi_supervised.derive_model_config(labelled, 10, 60_000).semi_supervised

@@ -75,10 +75,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # ones, cosine-decayed rates; under the validation protocol
     "recommended": {"lr_schedule": "cosine", "augment_shift": 2, "consistency_weight": 1.0, "validation": True},
     # relaxed one-hot prior samples keep the label discriminator from winning outright
-    "clustering": {"labels": 0, "clusters": 16, "categorical_temperature": 0.3, "validation": True},
+    "clustering": {"labels": 0, "categorical_temperature": 0.3, "validation": True},
     # chosen on validation: the label head's information terms (balance, confidence, shift
     # invariance) in a phase of their own at the autoencoder's rate
-    "recommended_clustering": {"labels": 0, "clusters": 16, "categorical_temperature": 0.3, "validation": True,
+    "recommended_clustering": {"labels": 0, "categorical_temperature": 0.3, "validation": True,
                                "balance_weight": 1.0, "confidence_weight": 0.5, "invariance_weight": 1.0,
                                "augment_shift": 2, "label_terms_rate": 1e-3},
 }
