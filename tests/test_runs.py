@@ -59,3 +59,16 @@ def test_usage_errors_turn_value_errors_into_usage_errors():
     with pytest.raises(KeyError):
         with runs.usage_errors():
             raise KeyError("not a value error")
+
+
+@pytest.mark.parametrize("given, expected", [
+    ((None, None), (runs.QUICK_TRAIN_EXAMPLES, runs.QUICK_TEST_EXAMPLES)),  # the caps where none is given
+    ((100, 10_000), (100, runs.QUICK_TEST_EXAMPLES)),  # a smaller limit stays, a larger one is capped
+])
+def test_quick_limits_are_computed_not_stored(given, expected):
+    options = runs.RunOptions(quick=True, train_limit=given[0], test_limit=given[1])
+    assert (options.train_limit, options.test_limit) == given  # the options keep what was given
+    capped = options.with_quick_limits()
+    assert (capped.train_limit, capped.test_limit) == expected
+    assert capped.with_quick_limits() == capped
+    assert runs.RunOptions(train_limit=7).with_quick_limits().train_limit == 7  # not quick: unchanged
