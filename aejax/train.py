@@ -24,13 +24,9 @@ from tqdm.auto import tqdm
 from aejax import checkpoint as checkpoint_lib
 from aejax import data as data_lib
 from aejax.compile_clock import counting_compile_time
-from aejax.inference import GatherFn, num_examples
-from aejax.model import Batch, BatchStats, LossFn, LossOutput, Metrics, Model, Params, Phase
-
-__all__ = ["Batch", "BatchStats", "Callbacks", "Checkpointing", "GatherFn", "History", "LossFn", "LossOutput",
-           "Metrics", "Model", "NonFiniteLossError", "Params", "Phase", "Reporting", "TrainState", "apply_phases",
-           "apply_phases_skipping_nonfinite", "check_dataset", "create_train_state", "data_parallel_mesh",
-           "make_train_chunk", "make_train_step", "take_batch", "train"]
+# the contract's names are re-exported: ``from aejax.train import Model, Phase, LossOutput`` works too
+from aejax.inference import GatherFn, num_examples  # noqa: F401
+from aejax.model import Batch, BatchStats, LossFn, LossOutput, Metrics, Model, Params, Phase  # noqa: F401
 
 BATCH_AXIS = "batch"  # the data-parallel mesh axis
 
