@@ -32,9 +32,12 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import lzma
+import math
 import os
 import pathlib
 import tempfile
+import tokenize
 import urllib.request
 import zipfile
 import zlib
@@ -77,7 +80,12 @@ DOWNLOAD_TIMEOUT_S = 5.0
 
 
 class DataError(RuntimeError):
-    """A data file is missing, truncated or corrupt, or no source is reachable."""
+    """A data file is missing, truncated or corrupt, or no source is reachable (a one-line message)."""
+
+
+def _one_line(error: BaseException) -> str:
+    """An exception's text on one line (a library's message may span several)."""
+    return " ".join(str(error).splitlines())
 
 
 def _images_28x28(images: np.ndarray) -> np.ndarray:
@@ -131,7 +139,7 @@ def _open_bytes(path: pathlib.Path) -> bytes:
     except FileNotFoundError:
         raise DataError(f"MNIST file not found: {path}") from None
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-        raise DataError(f"IDX file {path} is corrupt or truncated: {e}") from None
+        raise DataError(f"IDX file {path} is corrupt or truncated: {_one_line(e)}") from None
 
 
 def read_idx(path: str | os.PathLike, expected_magic: int, expected_count: int | None = None) -> np.ndarray:
@@ -212,6 +220,44 @@ def load_split_from_dir(folder: str | os.PathLike, split: str, num_classes: int 
     return Split(images, labels)
 
 
+_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first bytes (an empty one starts with its end record)
+_NPY_MAGIC = b"\x93NUMPY"
+# what opening a damaged archive or reading its members raises: zipfile (bad CRC, data cut short,
+# a name that is not UTF-8, an encrypted member's RuntimeError, an unknown zip version or compression
+# method), the decompressors, and numpy's .npy header parser (ValueError, or the tokenizer's errors)
+_ZIP_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, lzma.LZMAError,
+               NotImplementedError, RuntimeError, SyntaxError, tokenize.TokenError)
+_MAX_DEFLATE_RATIO = 1032  # deflate expands its input at most about 1032-fold
+
+
+def _member_capacity(info: zipfile.ZipInfo, archive_size: int) -> int:
+    """The most bytes an archive member can yield: its declared size, bounded by what the
+    archive's bytes can expand to (1:1 stored, 1032:1 compressed), as the declared size may be forged."""
+    ratio = 1 if info.compress_type == zipfile.ZIP_STORED else _MAX_DEFLATE_RATIO
+    return min(info.file_size, ratio * archive_size)
+
+
+def _read_npy_member(archive: zipfile.ZipFile, name: str, archive_size: int) -> np.ndarray:
+    """One .npy member of an archive as an array (never a pickle).
+
+    Its header's shape and dtype are checked against the member's size before numpy
+    allocates the array they claim; raises a one-line ValueError when they cannot fit.
+    """
+    info = archive.getinfo(name)
+    with archive.open(name) as member:
+        version = np.lib.format.read_magic(member)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(member)
+        claimed = math.prod(shape) * dtype.itemsize  # Python integers: no overflow
+        available = _member_capacity(info, archive_size) - member.tell()
+        if min(shape, default=0) < 0 or claimed > available:
+            raise ValueError(f"array header claims shape {shape} of {dtype} ({claimed} bytes) "
+                             f"but the member holds at most {max(available, 0)} bytes")
+        member.seek(0)
+        return np.lib.format.read_array(member, allow_pickle=False)
+
+
 def load_npz(path: str | os.PathLike) -> dict[str, Split]:
     """Loads {'train': Split, 'test': Split} from a Keras-layout ``.npz``.
 
@@ -220,24 +266,39 @@ def load_npz(path: str | os.PathLike) -> dict[str, Split]:
     """
     path = pathlib.Path(path)
     try:
-        archive = np.load(path, allow_pickle=False)
+        with path.open("rb") as f:
+            head = f.read(len(_NPY_MAGIC))
+        size = path.stat().st_size
     except FileNotFoundError:
         raise DataError(f"npz file not found: {path}") from None
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:  # ValueError: not a zip, numpy tried pickle
-        raise DataError(f"npz file {path} is corrupt or not an npz archive: {e}") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):  # a bare .npy under an .npz name
+    except OSError as e:
+        raise DataError(f"npz file {path} is corrupt or not an npz archive: {_one_line(e)}") from None
+    if head.startswith(_NPY_MAGIC):  # a bare .npy under an .npz name
         raise DataError(f"npz file {path} is not an npz archive (holds a single array)")
+    if not head.startswith(_ZIP_SIGNATURES):
+        raise DataError(f"npz file {path} is corrupt or not an npz archive: it does not start as a zip archive")
+    try:
+        archive = zipfile.ZipFile(path)
+    except _ZIP_ERRORS as e:
+        raise DataError(f"npz file {path} is corrupt or not an npz archive: {_one_line(e)}") from None
     with archive:
-        missing = [key for keys in NPZ_KEYS.values() for key in keys if key not in archive.files]
+        names = archive.namelist()
+        # numpy's naming: key "x_train" is the member "x_train.npy" (or a member named "x_train")
+        members = {key: key + ".npy" if key + ".npy" in names else key
+                   for keys in NPZ_KEYS.values() for key in keys}
+        missing = [key for key, name in members.items() if name not in names]
         if missing:
-            raise DataError(f"npz file {path} has no array {missing[0]!r} (holds {sorted(archive.files)}); "
+            held = sorted(name[:-4] if name.endswith(".npy") else name for name in names)
+            raise DataError(f"npz file {path} has no array {missing[0]!r} (holds {held}); "
                             f"expected x_train, y_train, x_test, y_test")
         splits = {}
         for split, (images_key, labels_key) in NPZ_KEYS.items():
             try:
-                splits[split] = Split.from_arrays(archive[images_key], archive[labels_key])
-            except (ValueError, OSError, zipfile.BadZipFile, zlib.error) as e:  # bad arrays or a damaged member
-                raise DataError(f"npz file {path}: {images_key}/{labels_key}: {e}") from None
+                images = _read_npy_member(archive, members[images_key], size)
+                labels = _read_npy_member(archive, members[labels_key], size)
+                splits[split] = Split.from_arrays(images, labels)
+            except _ZIP_ERRORS as e:  # bad arrays or a damaged member
+                raise DataError(f"npz file {path}: {images_key}/{labels_key}: {_one_line(e)}") from None
         return splits
 
 

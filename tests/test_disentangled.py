@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from aejax import data, disentangled, label_style, losses
+from aejax import data, disentangled, inference, label_style, losses
 from aejax import train as train_lib
 from aejax.model import split_moments
 from aejax.modules import apply_training, condition_on_labels
@@ -322,7 +322,7 @@ def test_class_normalized_style_reads_the_label_head_not_the_true_labels(class_n
 @pytest.mark.slow
 def test_recompute_batch_stats_averages_the_class_statistics(class_norm_setup):
     config, model, state, dataset = class_norm_setup
-    recomputed = train_lib.recompute_batch_stats(model.phases[0], state.params, state.batch_stats, dataset, 20,
+    recomputed = inference.recompute_batch_stats(model.phases[0], state.params, state.batch_stats, dataset, 20,
                                                  jax.random.key(0))
     encoder = disentangled.make_modules(config)[0]
     sums = np.zeros((NUM_CLASSES, STYLE_DIM))

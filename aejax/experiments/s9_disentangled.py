@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             transfer = min(config.transfer_images, len(labels))
             swapped = evaluation.label_swap(model, state.params, state.batch_stats, styles[:transfer], num_classes)
             # the same probes on the styles of the final weights: the encoder's running BatchNorm
-            # statistics lag its adversarial updates (see train.recompute_batch_stats)
+            # statistics lag its adversarial updates (see inference.recompute_batch_stats)
             precise_stats = runs.recomputed_batch_stats(model, state, train_set, config.train.batch_size, keys[2])
             # what a choice between recipes reads (validation), beside the test numbers
             scored = {"test": test_set, **({"validation": data.device_dataset(splits["validation"])}
