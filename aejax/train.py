@@ -302,10 +302,9 @@ class _Saver:
     """Saves checkpoints of a run and says, for an error message, which one is kept."""
 
     def __init__(self, checkpointing: Checkpointing | None, layout: dict[str, Any], started: float,
-                 earlier_seconds: float):
+                 earlier_seconds: float, last_saved: int | None):
         self.checkpointing, self.layout, self.started = checkpointing, layout, started
-        self.earlier_seconds = earlier_seconds
-        self.last_saved = None if checkpointing is None else checkpointing.manager.latest_step()
+        self.earlier_seconds, self.last_saved = earlier_seconds, last_saved  # last_saved: the latest checkpoint's step
 
     def due(self, global_step: int, end_of_epoch: bool) -> bool:
         if self.checkpointing is None:
@@ -394,18 +393,18 @@ def train(
     layout = {"num_examples": example_count, "batch_size": batch_size, "chunk_steps": chunk_steps, "drop_last": drop_last}
     started = time.perf_counter()
     history, position, finished, earlier_seconds = History([]), _Position(1), False, 0.0
-    saver = _Saver(checkpointing, layout, started, 0.0)
-    if saver.last_saved is not None:
+    last_saved = None if checkpointing is None else checkpointing.manager.latest_step()
+    if last_saved is not None:
         manager = checkpointing.manager
-        state, saved = manager.restore(state, saver.last_saved)
+        state, saved = manager.restore(state, last_saved)
         if saved["layout"] != layout:
             raise ValueError(f"the checkpoints in {manager.directory} come from a run with {saved['layout']}, "
                              f"not {layout}; resume with the same settings or use another folder")
         history, finished, earlier_seconds = History(list(saved["history"])), saved["finished"], saved["seconds"]
-        saver.earlier_seconds = earlier_seconds
         key = None if not saved["items_done"] else jax.random.wrap_key_data(
             jnp.asarray(saved["shuffle_key"], jnp.uint32), impl=jax.random.key_impl(state.key))
         position = _Position(saved["epoch"], saved["items_done"], saved["steps_done"], dict(saved["totals"]), key)
+    saver = _Saver(checkpointing, layout, started, earlier_seconds, last_saved)
     state, dataset = _place(mesh, state, PartitionSpec()), _place(mesh, dataset, PartitionSpec())
     global_step = int(state.step)
     compile_durations: list[float] = []
@@ -436,8 +435,7 @@ def train(
             bar.update(steps)
             if reporting.progress and (is_chunk or done % reporting.log_every == 0):
                 bar.set_postfix(loss=f"{_main_loss(totals) / done:.5f}")
-            if item + 1 < len(work) and checkpointing is not None and checkpointing.every is not None \
-                    and saver.due(global_step, end_of_epoch=False):
+            if item + 1 < len(work) and saver.due(global_step, end_of_epoch=False):
                 saver.save(global_step, state, _Position(epoch, item + 1, done, totals, position.shuffle_key), history)
         means = _epoch_means(totals, num_steps)
         bar.close()
