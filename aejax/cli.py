@@ -1,7 +1,8 @@
-"""The ``aejax`` command: ``aejax run NAME ...``, ``aejax reproduce ...``, ``aejax bench ...``.
+"""The ``aejax`` command: ``aejax run NAME ...``, ``aejax sweep ...``, ``aejax reproduce ...``, ``aejax bench ...``.
 
     aejax run s2_conv_ae --latent-dim 2 --out runs/s2_latent2
     aejax run s8_aae --preset recommended --out runs/s8_uniform
+    aejax sweep --spec sweeps/s8_aae__recommended.toml
     aejax reproduce --quick
     aejax bench --batch-sizes 64
     aejax list
@@ -19,7 +20,7 @@ import sys
 
 import aejax
 
-USAGE = "usage: aejax {run NAME | reproduce | bench | list | --version} [flags]  (aejax run NAME --help)"
+USAGE = "usage: aejax {run NAME | sweep | reproduce | bench | list | --version} [flags]  (aejax run NAME --help)"
 
 
 def experiment_names() -> list[str]:
@@ -72,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
 
         run_main(importlib.import_module(f"aejax.experiments.{name}").main, rest[1:])
         return 0
+    if command == "sweep":
+        from aejax import sweep
+
+        return sweep.main(rest)
     if command == "reproduce":
         from aejax.experiments import reproduce
 

@@ -258,8 +258,8 @@ def _read_npy_member(archive: zipfile.ZipFile, name: str, archive_size: int) -> 
         return np.lib.format.read_array(member, allow_pickle=False)
 
 
-def load_npz(path: str | os.PathLike) -> dict[str, Split]:
-    """Loads {'train': Split, 'test': Split} from a Keras-layout ``.npz``.
+def load_npz(path: str | os.PathLike, splits: Iterable[str] = tuple(NPZ_KEYS)) -> dict[str, Split]:
+    """Loads {'train': Split, 'test': Split} from a Keras-layout ``.npz`` (only the members of ``splits``).
 
     Keys ``x_train`` (N, 28, 28[, 1]) uint8, ``y_train`` (N,) integers, and the same
     for ``x_test``/``y_test``. Raises a one-line DataError naming the file and key.
@@ -284,34 +284,36 @@ def load_npz(path: str | os.PathLike) -> dict[str, Split]:
     with archive:
         names = archive.namelist()
         # numpy's naming: key "x_train" is the member "x_train.npy" (or a member named "x_train")
+        wanted = {split: NPZ_KEYS[split] for split in splits}
         members = {key: key + ".npy" if key + ".npy" in names else key
-                   for keys in NPZ_KEYS.values() for key in keys}
+                   for keys in wanted.values() for key in keys}
         missing = [key for key, name in members.items() if name not in names]
         if missing:
             held = sorted(name[:-4] if name.endswith(".npy") else name for name in names)
             raise DataError(f"npz file {path} has no array {missing[0]!r} (holds {held}); "
                             f"expected x_train, y_train, x_test, y_test")
-        splits = {}
-        for split, (images_key, labels_key) in NPZ_KEYS.items():
+        loaded = {}
+        for split, (images_key, labels_key) in wanted.items():
             try:
                 images = _read_npy_member(archive, members[images_key], size)
                 labels = _read_npy_member(archive, members[labels_key], size)
-                splits[split] = Split.from_arrays(images, labels)
+                loaded[split] = Split.from_arrays(images, labels)
             except _ZIP_ERRORS as e:  # bad arrays or a damaged member
                 raise DataError(f"npz file {path}: {images_key}/{labels_key}: {_one_line(e)}") from None
-        return splits
+        return loaded
 
 
-def load_dataset(path: str | os.PathLike) -> dict[str, Split]:
-    """Loads {'train': Split, 'test': Split} from a folder of the four IDX files or a ``.npz``.
+def load_dataset(path: str | os.PathLike, splits: Iterable[str] = tuple(SPLITS)) -> dict[str, Split]:
+    """Loads {'train': Split, 'test': Split} from a folder of the four IDX files or a ``.npz``;
+    ``splits``: only those (their files alone are read).
 
     Any counts and classes; images uint8 (N, 28, 28), labels uint8 (N,). No other
     source is tried: a missing or corrupt file is a DataError naming it.
     """
     path = pathlib.Path(path)
     if path.suffix == ".npz":
-        return load_npz(path)
-    return {split: load_split_from_dir(path, split) for split in SPLITS}
+        return load_npz(path, splits)
+    return {split: load_split_from_dir(path, split) for split in splits}
 
 
 VALIDATION_SHARE = 1 / 6  # MNIST: 10,000 of the 60,000 training images
@@ -437,8 +439,10 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None, allow_download: 
     )
 
 
-def load_mnist(data_dir: str | os.PathLike | None = None, allow_download: bool = True) -> dict[str, Split]:
-    """Loads {'train': Split, 'test': Split}: images uint8 (N, 28, 28), labels uint8 (N,).
+def load_mnist(data_dir: str | os.PathLike | None = None, allow_download: bool = True,
+               splits: Iterable[str] = tuple(SPLITS)) -> dict[str, Split]:
+    """Loads {'train': Split, 'test': Split}: images uint8 (N, 28, 28), labels uint8 (N,);
+    ``splits``: only those (a selection run reads no test file).
 
     MNIST unless ``data_dir`` or AEJAX_DATA_DIR names another data set (a folder of
     the four IDX files or a ``.npz``, see ``load_dataset``): any counts and classes.
@@ -447,10 +451,10 @@ def load_mnist(data_dir: str | os.PathLike | None = None, allow_download: bool =
     explicit = data_dir is not None or bool(os.environ.get(ENV_DATA_DIR))
     folder = resolve_data_dir(data_dir, allow_download)
     if folder is None:
-        return {split: _load_tfds(split) for split in SPLITS}
+        return {split: _load_tfds(split) for split in splits}
     if explicit:
-        return load_dataset(folder)
-    return {split: load_split_from_dir(folder, split, MNIST_NUM_CLASSES, MNIST_COUNTS[split]) for split in SPLITS}
+        return load_dataset(folder, splits)
+    return {split: load_split_from_dir(folder, split, MNIST_NUM_CLASSES, MNIST_COUNTS[split]) for split in splits}
 
 
 # ----------------------------------------------------------- array helpers

@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import pathlib
+import re
 import shutil
 import sys
 import time
@@ -111,6 +112,9 @@ class RunOptions:
     test_limit: int | None = flags.field(None, "use only the first N test images")
     progress: bool = flags.field(True, "show a progress bar")
     restart: bool = flags.field(False, "discard the partial results of an interrupted run of --out instead of resuming")
+    selection: bool = flags.field(False, "a selection run (a sweep's candidate; needs --validation): the test files "
+                                         "are never read, the validation split is scored in the test split's place "
+                                         "and metrics.json names every number by it")
 
     def __post_init__(self):
         for name in ("train_limit", "test_limit"):
@@ -161,14 +165,22 @@ def load_splits(options: RunOptions, validation: bool = False) -> dict[str, data
 
     ``validation``: also a ``"validation"`` split, ``data.validation_split``'s hold-out of the
     whole training set (then cut to the test limit), and ``"train"`` is the rest.
+    ``options.selection`` (needs ``validation``): the test files are not read; ``"test"`` is the
+    validation split, so that code scoring "the test split" scores the validation split.
     """
-    splits = data.load_mnist(options.data_dir)
-    result = {"train": splits["train"], "test": splits["test"]}
+    if options.selection and not validation:
+        raise UsageError("a selection run (--selection) needs the validation protocol (--validation)")
+    splits = data.load_mnist(options.data_dir, splits=("train",) if options.selection else tuple(data.SPLITS))
+    result = {"train": splits["train"], "test": splits.get("test")}
     if validation:
         result["train"], result["validation"] = data.validation_split(splits["train"])
     options = options.with_quick_limits()
     limits = {"train": options.train_limit, "validation": options.test_limit, "test": options.test_limit}
-    return {name: data.Split(*(a[: limits[name]] for a in split)) for name, split in result.items()}
+    result = {name: data.Split(*(a[: limits[name]] for a in split)) for name, split in result.items()
+              if split is not None}
+    if options.selection:
+        result["test"] = result["validation"]
+    return result
 
 
 # ------------------------------------------------------------------ the run folder
@@ -262,6 +274,8 @@ class Run:
         self.split_sizes: dict[str, int] = {}
         self._started = time.perf_counter()
         self._resumed_seconds = 0.0  # training time of the processes before a resume
+        if self.options.selection and not self.validation:
+            raise UsageError("a selection run (--selection) needs the validation protocol (--validation)")
 
     def settings(self, config: Any = None) -> dict[str, Any]:
         """Every field of ``config`` (default: the run's) and of the run options, JSON-ready, as
@@ -288,10 +302,12 @@ class Run:
         return bool(getattr(getattr(self.config, "train", None), "validation", False))
 
     def load_splits(self) -> dict[str, data.Split]:
-        """``load_splits`` for the run's options and protocol; their sizes go into metrics.json."""
+        """``load_splits`` for the run's options and protocol; their sizes go into metrics.json
+        (a selection run's ``"test"``, the validation split itself, is not named)."""
         with self.timer("data"):
             splits = load_splits(self.options, self.validation)
-        self.split_sizes = {name: int(len(split.labels)) for name, split in splits.items()}
+        self.split_sizes = {name: int(len(split.labels)) for name, split in splits.items()
+                            if not (self.options.selection and name == "test")}
         return splits
 
     def fit(self, model: train_lib.Model, train_set: dict[str, jax.Array], key: jax.Array, workdir: pathlib.Path,
@@ -337,6 +353,12 @@ class Run:
         """
         if self.options.quick:
             return classifier.load_or_train(None, splits, key, epochs=1)
+        if self.options.selection:  # no test file is read: the saved classifier, scored on the validation split
+            if classifier.saved_num_classes(folder.absolute()) is None:
+                raise UsageError(f"a selection run reads no test file, so it cannot train the evaluation classifier: "
+                                 f"train it first (aejax run classifier --out {folder}) or give --classifier")
+            params, _ = classifier.load_or_train(folder.absolute(), splits, key, num_classes=data.num_classes(splits))
+            return params, classifier.test_accuracy(params, splits["test"])
         classes = data.num_classes(splits)
         saved = classifier.saved_num_classes(folder.absolute())
         if saved is not None and saved != classes:
@@ -356,11 +378,16 @@ class Run:
         """
         # an interrupted process's training time counts (its checkpoint recorded it), as in "train"
         self.seconds["total"] = time.perf_counter() - self._started + self._resumed_seconds
+        selection = {"selection": True, "test_split": "not read"} if self.options.selection else {}
+        if self.options.selection:  # in place: what the experiment returns (and prints) is named alike
+            renamed = selection_names(metrics)
+            metrics.clear()
+            metrics.update(renamed)
         payload = {
             **metrics,
             "preset": self.preset,
             "protocol": {"validation": self.validation, "split_sizes": self.split_sizes,
-                         **metrics.get("protocol", {})},
+                         **metrics.get("protocol", {}), **selection},
             "settings": self.settings(config),
             "seconds": dict(self.seconds),
             "device": device_name(),
@@ -368,6 +395,27 @@ class Run:
         path = folder / "metrics.json"
         path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
         return path
+
+
+_TEST_WORD = re.compile(r"(?<![A-Za-z0-9])test(?![A-Za-z0-9])")
+
+
+def selection_names(metrics: Any) -> Any:
+    """``metrics`` with every key naming the test split renamed for the validation split
+    (``test_error`` -> ``validation_error``, ``label_leak.test_size`` -> ``validation_size``): what a
+    selection run scores "as the test split" is the validation split. A key whose new name is
+    taken keeps the existing value (both score the same images); ``protocol`` is left as it is."""
+    if isinstance(metrics, list):
+        return [selection_names(item) for item in metrics]
+    if not isinstance(metrics, dict):
+        return metrics
+    renamed: dict[str, Any] = {}
+    for key, value in metrics.items():
+        value = value if key == "protocol" else selection_names(value)
+        new = _TEST_WORD.sub("validation", key) if isinstance(key, str) else key
+        if new == key or new not in metrics:
+            renamed[new] = value
+    return renamed
 
 
 # Options naming where a run read and wrote: machine-specific, and they do not change the numbers.
