@@ -29,11 +29,12 @@ from typing import Any, Callable, Iterator, Literal
 import jax
 import numpy as np
 
-from aejax import checkpoint, classifier, data, flags, inference
+from aejax import checkpoint, classifier, data, flags, inference, tensorboard
 from aejax import train as train_lib
 
 QUICK_TRAIN_EXAMPLES = 2048
 QUICK_TEST_EXAMPLES = 512
+TENSORBOARD = "tensorboard"  # the folder of a run's TensorBoard event files (``--tensorboard``)
 TRAIN_STATE = "train_state"  # the folder of a run's training checkpoints (``checkpoint.TrainingCheckpoints``)
 LRSchedule = Literal["constant", "cosine"]
 
@@ -112,6 +113,12 @@ class RunOptions:
     test_limit: int | None = flags.field(None, "use only the first N test images")
     progress: bool = flags.field(True, "show a progress bar")
     restart: bool = flags.field(False, "discard the partial results of an interrupted run of --out instead of resuming")
+    tfds: str | None = flags.field(None, "read the tensorflow-datasets image set of this name (mnist, fashion_mnist, "
+                                         "cifar10, svhn_cropped, ...) instead of IDX files; needs aejax[tfds]")
+    tfds_data_dir: pathlib.Path | None = flags.field(None, "folder of the prepared tfds data sets (else $TFDS_DATA_DIR, "
+                                                           "else ~/tensorflow_datasets)")
+    tensorboard: bool = flags.field(False, "also write TensorBoard event files into <out>/tensorboard: every epoch's "
+                                           "numbers as they come, the final numbers and the figures at the end")
     selection: bool = flags.field(False, "a selection run (a sweep's candidate; needs --validation): the test files "
                                          "are never read, the validation split is scored in the test split's place "
                                          "and metrics.json names every number by it")
@@ -121,6 +128,10 @@ class RunOptions:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value}")
+        if self.tfds is not None and self.data_dir is not None:
+            raise ValueError("give --data-dir or --tfds, not both")
+        if self.tfds_data_dir is not None and self.tfds is None:
+            raise ValueError("--tfds-data-dir needs --tfds NAME")
 
     def with_quick_limits(self) -> RunOptions:
         """These options with the limits a ``quick`` (smoke) run uses: the given ones capped at
@@ -170,7 +181,13 @@ def load_splits(options: RunOptions, validation: bool = False) -> dict[str, data
     """
     if options.selection and not validation:
         raise UsageError("a selection run (--selection) needs the validation protocol (--validation)")
-    splits = data.load_mnist(options.data_dir, splits=("train",) if options.selection else tuple(data.SPLITS))
+    wanted = ("train",) if options.selection else tuple(data.SPLITS)
+    if options.tfds is not None:
+        from aejax import tfds_data  # optional: needs tensorflow-datasets
+
+        splits = tfds_data.load_tfds(options.tfds, data_dir=options.tfds_data_dir, splits=wanted)
+    else:
+        splits = data.load_mnist(options.data_dir, splits=wanted)
     result = {"train": splits["train"], "test": splits.get("test")}
     if validation:
         result["train"], result["validation"] = data.validation_split(splits["train"])
@@ -186,7 +203,7 @@ def load_splits(options: RunOptions, validation: bool = False) -> dict[str, data
 # ------------------------------------------------------------------ the run folder
 
 # Options that may change between an interrupted run and its resumption.
-RESUMABLE_SETTING_CHANGES = frozenset({"progress", "restart", "out", "data_dir"})
+RESUMABLE_SETTING_CHANGES = frozenset({"progress", "restart", "out", "data_dir", "tfds_data_dir", "tensorboard"})
 
 
 def _staging_folder(out: pathlib.Path) -> pathlib.Path:
@@ -274,6 +291,7 @@ class Run:
         self.split_sizes: dict[str, int] = {}
         self._started = time.perf_counter()
         self._resumed_seconds = 0.0  # training time of the processes before a resume
+        self._events: tensorboard.EventWriter | None = None  # ``--tensorboard``'s writer, once an epoch ends
         if self.options.selection and not self.validation:
             raise UsageError("a selection run (--selection) needs the validation protocol (--validation)")
 
@@ -323,6 +341,8 @@ class Run:
         training programs, ``seconds["compile"]`` (this process's).
         """
         settings: TrainConfig = self.config.train
+        if self.options.tensorboard:
+            on_epoch_end = self._with_events(workdir, on_epoch_end)
         state = train_lib.create_train_state(model, key)
         mesh = train_lib.data_parallel_mesh() if settings.data_parallel else None
         with checkpoint.TrainingCheckpoints(workdir / TRAIN_STATE) as checkpoints:
@@ -335,6 +355,18 @@ class Run:
         jax.block_until_ready(state.params)
         self.add_training_time(history)
         return state, history
+
+    def _with_events(self, workdir: pathlib.Path, on_epoch_end: Callable | None) -> Callable:
+        """``on_epoch_end`` that also writes the epoch's numbers (training means as ``train/...``, what
+        ``on_epoch_end`` measured under its own names) to ``workdir/tensorboard``."""
+        def epoch_end(epoch: int, state: train_lib.TrainState, means: dict[str, float]) -> dict[str, float] | None:
+            measured = on_epoch_end(epoch, state, means) if on_epoch_end is not None else None
+            if self._events is None:  # a resumed process rewrites from its first epoch on
+                self._events = tensorboard.EventWriter(workdir / TENSORBOARD, purge_step=epoch)
+            self._events.scalars(means, epoch, prefix="train/")
+            self._events.scalars(measured or {}, epoch)
+            return measured
+        return epoch_end
 
     def add_training_time(self, history: train_lib.History) -> None:
         """Adds a ``train.train`` call's time: compiling to ``seconds["compile"]``, the rest to ``seconds["train"]``."""
@@ -394,7 +426,29 @@ class Run:
         }
         path = folder / "metrics.json"
         path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
+        if self.options.tensorboard:
+            self._write_final_events(folder, metrics)
         return path
+
+    def _write_final_events(self, folder: pathlib.Path, metrics: dict[str, Any]) -> None:
+        """The run's final numbers (``final/...``, nested ones by their dotted path) and its figures, at
+        the step after the last epoch, into ``folder/tensorboard``."""
+        step = len(metrics.get("train_history", [])) or 1
+        writer = self._events or tensorboard.EventWriter(folder / TENSORBOARD)
+        with writer:
+            writer.scalars(_flat_numbers(metrics), step, prefix="final/")
+            tensorboard.write_figures(writer, folder, step)
+        self._events = None
+
+
+def _flat_numbers(tree: Any, prefix: str = "") -> dict[str, float]:
+    """The numbers of a nest of dicts by dotted path (lists, such as histories, left out)."""
+    if isinstance(tree, dict):
+        return {k: v for key, value in tree.items() if key not in ("protocol", "settings")
+                for k, v in _flat_numbers(value, f"{prefix}{key}.").items()}
+    if isinstance(tree, (int, float, np.integer, np.floating)) and not isinstance(tree, bool):
+        return {prefix[:-1]: float(tree)}
+    return {}
 
 
 _TEST_WORD = re.compile(r"(?<![A-Za-z0-9])test(?![A-Za-z0-9])")
@@ -419,7 +473,7 @@ def selection_names(metrics: Any) -> Any:
 
 
 # Options naming where a run read and wrote: machine-specific, and they do not change the numbers.
-MACHINE_SETTINGS = frozenset({"out", "data_dir"})
+MACHINE_SETTINGS = frozenset({"out", "data_dir", "tfds_data_dir"})
 
 
 def relative_path(path: pathlib.PurePath, run_folder: pathlib.Path) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -72,3 +73,36 @@ def test_quick_limits_are_computed_not_stored(given, expected):
     assert (capped.train_limit, capped.test_limit) == expected
     assert capped.with_quick_limits() == capped
     assert runs.RunOptions(train_limit=7).with_quick_limits().train_limit == 7  # not quick: unchanged
+
+
+def test_tfds_and_a_data_folder_exclude_each_other():
+    with pytest.raises(ValueError, match="not both"):
+        runs.RunOptions(data_dir=pathlib.Path("d"), tfds="mnist")
+    with pytest.raises(ValueError, match="needs --tfds"):
+        runs.RunOptions(tfds_data_dir=pathlib.Path("d"))
+
+
+@pytest.mark.slow
+def test_a_run_writes_its_epochs_numbers_and_figures_to_tensorboard(tiny_idx_dir, tmp_path):
+    from tensorboard.backend.event_processing import event_accumulator
+
+    from aejax.experiments import s2_conv_ae
+
+    out = tmp_path / "run"
+    s2_conv_ae.main(["--quick", "--no-progress", "--data-dir", str(tiny_idx_dir), "--out", str(out), "--epochs", "1",
+                     "--tensorboard", "--validation"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    events = event_accumulator.EventAccumulator(str(out / runs.TENSORBOARD), size_guidance={"images": 0})
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    # every training mean of the epoch, at step 1, as the history holds it (float32)
+    for name, value in metrics["train_history"][0].items():
+        (event,) = events.Scalars(f"train/{name}")
+        assert event.step == 1 and event.value == pytest.approx(value, rel=1e-6)
+    assert [e.value for e in events.Scalars("final/test_mse")] == [pytest.approx(metrics["test_mse"], rel=1e-6)]
+    assert not [tag for tag in scalars if tag.startswith(("final/settings", "final/protocol"))]
+    figures = sorted(p.stem for p in out.glob("*.png"))
+    assert figures and sorted(events.Tags()["images"]) == figures
+    image = events.Images(figures[0])[0]
+    from PIL import Image
+    assert (image.width, image.height) == Image.open(out / f"{figures[0]}.png").size
