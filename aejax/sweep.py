@@ -9,7 +9,9 @@ per seed as ``aejax run EXPERIMENT --preset P --validation --selection --seed S 
 validation protocol with the test files never read (``runs.RunOptions.selection``; such a run
 names every number by the validation split). Its score is ``--metric``, a dotted path into its
 metrics.json; ``--curve`` names the per-epoch curve recorded beside it. The winner is the
-candidate with the best mean score over the seeds.
+candidate with the best mean score over the seeds. ``--evaluation NAME=PATH`` (in place of
+``--metric``) scores each run once per way of evaluating it (e.g. BatchNorm's running or
+recomputed statistics), and the way is part of the candidate: a choice that costs no run.
 
 The selection record, ``docs/results/selections/<experiment>__<preset>.json`` (``--record``), is
 rewritten after every finished run, and a sweep started again reads it: a run it holds is not run
@@ -52,9 +54,11 @@ class SweepSpec:
 
     experiment: str
     preset: str
-    metric: str  # dotted path into a selection run's metrics.json, e.g. "validation_best_error"
+    metric: str | None  # dotted path into a selection run's metrics.json, e.g. "validation_best_error"
     lower_is_better: bool
     grid: Mapping[str, tuple[Any, ...]]  # field -> values tried (the candidates are their product)
+    # in place of ``metric``: a way of evaluating a run -> its metric's path; each run is scored every way
+    evaluations: Mapping[str, str] = dataclasses.field(default_factory=dict)
     fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # field -> value, for every candidate
     seeds: tuple[int, ...] = (42,)
     seed_flags: tuple[str, ...] = ("seed",)  # the fields each seed sets (a semi-supervised run: also label_seed)
@@ -68,10 +72,14 @@ class SweepSpec:
         return f"{self.experiment}__{self.preset}"
 
     def candidates(self) -> list[dict[str, Any]]:
-        """Every candidate's settings, fixed values first, in the grid's order (the last field varies fastest)."""
+        """Every run's settings, fixed values first, in the grid's order (the last field varies fastest)."""
         names = list(self.grid)
         return [{**self.fixed, **dict(zip(names, values))}
                 for values in itertools.product(*(self.grid[n] for n in names))]
+
+    def metrics(self) -> dict[str | None, str]:
+        """Way of evaluating -> metric path: ``evaluations``, or ``{None: metric}``."""
+        return dict(self.evaluations) if self.evaluations else {None: self.metric}
 
 
 def check_spec(spec: SweepSpec) -> None:
@@ -84,9 +92,12 @@ def check_spec(spec: SweepSpec) -> None:
     for name, values in spec.grid.items():
         if not values:
             raise ValueError(f"grid field {name} has no values")
-    if runs._TEST_WORD.search(spec.metric) or (spec.curve and runs._TEST_WORD.search(spec.curve)):
-        raise ValueError(f"metric {spec.metric!r} names the test split: a selection run reads no test file and names "
-                         f"its numbers by the validation split (e.g. validation_error for test_error)")
+    if (spec.metric is None) == (not spec.evaluations):
+        raise ValueError("a sweep needs a metric or evaluations (ways of evaluating, each with its metric), one of them")
+    for path in [*spec.metrics().values(), *([spec.curve] if spec.curve else [])]:
+        if runs._TEST_WORD.search(path):
+            raise ValueError(f"metric {path!r} names the test split: a selection run reads no test file and names "
+                             f"its numbers by the validation split (e.g. validation_error for test_error)")
     module = experiment_module(spec.experiment)
     if spec.preset not in module.PRESETS:
         raise ValueError(f"{spec.experiment} has no preset {spec.preset!r}; known: {', '.join(module.PRESETS)}")
@@ -172,14 +183,14 @@ def lookup(metrics: Any, path: str) -> Any:
     return value
 
 
-def score_of(spec: SweepSpec, metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """A finished run's score (and curve) as the record keeps it; ValueError unless the metric is a finite
-    number and the run a selection run."""
+def score_of(spec: SweepSpec, metrics: Mapping[str, Any], metric: str) -> dict[str, Any]:
+    """A finished run's score by ``metric`` (and its curve) as the record keeps it; ValueError unless the
+    metric is a number and the run a selection run."""
     if not metrics.get("protocol", {}).get("selection"):
         raise ValueError("the run is not a selection run (its metrics.json does not say protocol.selection)")
-    value = lookup(metrics, spec.metric)
+    value = lookup(metrics, metric)
     if not _is_number(value):
-        raise ValueError(f"metric {spec.metric!r} is not a number: {str(value)[:80]}")
+        raise ValueError(f"metric {metric!r} is not a number: {str(value)[:80]}")
     result: dict[str, Any] = {"score": float(value), "seconds": metrics.get("seconds", {}).get("total")}
     if spec.curve:
         curve = lookup(metrics, spec.curve)
@@ -237,6 +248,7 @@ def new_record(spec: SweepSpec, settings: list[dict[str, Any]], command: str) ->
     """An empty record for ``spec`` (no run in yet)."""
     return {
         "experiment": spec.experiment, "preset": spec.preset, "metric": spec.metric,
+        "evaluations": dict(spec.evaluations),
         "lower_is_better": spec.lower_is_better, "curve": spec.curve, "seeds": list(spec.seeds),
         "seed_flags": list(spec.seed_flags),
         "grid": {name: list(dict.fromkeys(s[name] for s in settings)) for name in spec.grid},  # typed values
@@ -244,7 +256,8 @@ def new_record(spec: SweepSpec, settings: list[dict[str, Any]], command: str) ->
         "run_flags": list(spec.run_flags), "note": spec.note,
         "protocol": "validation split held out of the training set; every run a selection run (no test file read)",
         "command": command,
-        "candidates": [{"settings": s, "runs": {}} for s in settings],
+        "candidates": [{"settings": s, "evaluation": way, "metric": metric, "runs": {}}
+                       for s in settings for way, metric in spec.metrics().items()],
         "complete": False, "winner": None,
     }
 
@@ -252,11 +265,12 @@ def new_record(spec: SweepSpec, settings: list[dict[str, Any]], command: str) ->
 def merge_previous(record: dict[str, Any], previous: Mapping[str, Any] | None) -> None:
     """Copies into ``record`` the runs ``previous`` (the record on disk) holds for the same candidates,
     metric and run flags: a sweep started again does not repeat them."""
-    if not previous or any(previous.get(k) != record[k] for k in ("metric", "curve", "run_flags", "preset")):
+    if not previous or any(previous.get(k) != record[k] for k in ("curve", "run_flags", "preset")):
         return
-    held = {settings_key(c["settings"]): c.get("runs", {}) for c in previous.get("candidates", [])}
+    held = {(settings_key(c["settings"]), c.get("metric", previous.get("metric"))): c.get("runs", {})
+            for c in previous.get("candidates", [])}
     for candidate in record["candidates"]:
-        runs_held = held.get(settings_key(candidate["settings"]), {})
+        runs_held = held.get((settings_key(candidate["settings"]), candidate["metric"]), {})
         candidate["runs"].update({seed: run for seed, run in runs_held.items() if seed in map(str, record["seeds"])})
 
 
@@ -274,7 +288,7 @@ def write_record(path: pathlib.Path, record: Mapping[str, Any]) -> None:
 def run_candidate(spec: SweepSpec, settings: Mapping[str, Any], seed: int, folder: pathlib.Path,
                   data_dir: pathlib.Path | None) -> dict[str, Any]:
     """One run (``python -m aejax.cli run ...`` in a process of its own, its output in ``<folder>.log``);
-    its score, or ``{"error": last line}``. A folder that already holds metrics.json is read, not rerun."""
+    its metrics.json, or ``{"error": last line}``. A folder that already holds metrics.json is read, not rerun."""
     metrics_file = folder / "metrics.json"
     if not metrics_file.is_file():
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -287,7 +301,7 @@ def run_candidate(spec: SweepSpec, settings: Mapping[str, Any], seed: int, folde
         if code != 0:
             lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
             return {"error": f"exit {code}: {lines[-1].strip()[:300] if lines else ''} (log: {log})"}
-    return score_of(spec, json.loads(metrics_file.read_text()))
+    return json.loads(metrics_file.read_text())
 
 
 def sweep(spec: SweepSpec, record_path: pathlib.Path, workdir: pathlib.Path, *, jobs: int = 1,
@@ -300,33 +314,40 @@ def sweep(spec: SweepSpec, record_path: pathlib.Path, workdir: pathlib.Path, *, 
     previous = json.loads(record_path.read_text()) if record_path.is_file() else None
     record = new_record(spec, settings, command)
     merge_previous(record, previous)
-    todo = [(i, seed) for i, c in enumerate(record["candidates"]) for seed in spec.seeds if str(seed) not in c["runs"]]
+    # a run serves every candidate of its settings (one per way of evaluating it)
+    todo = list(dict.fromkeys((settings_key(c["settings"]), seed) for c in record["candidates"]
+                              for seed in spec.seeds if str(seed) not in c["runs"]))
+    by_settings = {key: [c for c in record["candidates"] if settings_key(c["settings"]) == key] for key, _ in todo}
     record.update(summarize(spec, record["candidates"], record["grid"]))
     write_record(record_path, record)
     total, lock, failures, finished = len(todo), threading.Lock(), [], [0]
 
-    def one(index: int, seed: int) -> None:
-        candidate = record["candidates"][index]
-        folder = run_folder(workdir, spec, candidate["settings"], seed)
-        try:
-            result = run_candidate(spec, candidate["settings"], seed, folder, data_dir)
-        except ValueError as e:  # every run would miss it: stop the sweep
-            raise ValueError(f"candidate {index} seed {seed} ({folder}): {e}") from None
+    def one(key: str, seed: int) -> None:
+        candidates = by_settings[key]
+        settings = candidates[0]["settings"]
+        folder = run_folder(workdir, spec, settings, seed)
+        result = run_candidate(spec, settings, seed, folder, data_dir)
         with lock:
+            finished[0] += 1
             if "error" in result:
-                failures.append(f"candidate {index} seed {seed}: {result['error']}")
+                failures.append(f"{settings} seed {seed}: {result['error']}")
+                shown = [result["error"]]
             else:
-                candidate["runs"][str(seed)] = result
+                try:
+                    scores = [score_of(spec, result, c["metric"]) for c in candidates]
+                except ValueError as e:  # every run would miss it: stop the sweep
+                    raise ValueError(f"{settings} seed {seed} ({folder}): {e}") from None
+                shown = []
+                for candidate, score in zip(candidates, scores):
+                    candidate["runs"][str(seed)] = score
+                    shown.append(f"{candidate['metric']} = {score['score']:.6g}")
                 record.update(summarize(spec, record["candidates"], record["grid"]))
                 write_record(record_path, record)
-            finished[0] += 1
             if echo:
-                shown = result.get("error") or f"{spec.metric} = {result['score']:.6g}"
-                print(f"[{finished[0]}/{total}] candidate {index} {candidate['settings']} seed {seed}: {shown}",
-                      flush=True)
+                print(f"[{finished[0]}/{total}] {settings} seed {seed}: {'; '.join(shown)}", flush=True)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        for future in [pool.submit(one, i, seed) for i, seed in todo]:
+        for future in [pool.submit(one, key, seed) for key, seed in todo]:
             future.result()
     for line in failures:
         print(f"failed: {line}", file=sys.stderr)
@@ -352,13 +373,13 @@ def read_spec(path: pathlib.Path) -> SweepSpec:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ValueError(f"sweep spec {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    missing = sorted(k for k in ("experiment", "preset", "metric", "lower_is_better", "grid") if k not in raw)
+    missing = sorted(k for k in ("experiment", "preset", "lower_is_better", "grid") if k not in raw)
     if missing:
         raise ValueError(f"sweep spec {path}: missing {', '.join(missing)}")
     grid = raw["grid"]
     if not isinstance(grid, dict) or not all(isinstance(v, list) for v in grid.values()):
         raise ValueError(f"sweep spec {path}: grid must be a table of lists (field = [values])")
-    return SweepSpec(**{**raw, "grid": {k: tuple(v) for k, v in grid.items()},
+    return SweepSpec(**{"metric": None, **raw, "grid": {k: tuple(v) for k, v in grid.items()},
                         "seeds": tuple(raw.get("seeds", (42,))),
                         "seed_flags": tuple(raw.get("seed_flags", ("seed",))),
                         "run_flags": tuple(raw.get("run_flags", ()))})
@@ -392,6 +413,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_seeds, default=(42,), help="comma-separated seeds of every candidate (default 42)")
     p.add_argument("--seed-flags", default="seed", help="comma-separated fields each seed sets (default: seed)")
     p.add_argument("--metric", help="dotted path of the validation score in a run's metrics.json")
+    p.add_argument("--evaluation", type=_assignment, action="append", default=[], metavar="NAME=PATH",
+                   help="in place of --metric: a way of evaluating each run and its metric's path (repeatable); "
+                        "the way is part of the candidate")
     direction = p.add_mutually_exclusive_group()
     direction.add_argument("--lower-is-better", dest="lower_is_better", action="store_true", default=None)
     direction.add_argument("--higher-is-better", dest="lower_is_better", action="store_false")
@@ -412,11 +436,13 @@ def spec_from_args(args: argparse.Namespace, run_flags: Sequence[str]) -> SweepS
     """The spec the command line gives (``--spec``, or the flags); ValueError for a missing part."""
     if args.spec is not None:
         given = [name for name in ("experiment", "preset", "metric", "curve", "lower_is_better")
-                 if getattr(args, name) is not None] + (["grid"] if args.grid else []) + (["set"] if args.set else [])
+                 if getattr(args, name) is not None] + [name for name in ("grid", "set", "evaluation")
+                                                        if getattr(args, name)]
         if given or run_flags:
             raise ValueError(f"--spec holds the sweep; do not also give {', '.join(given) or 'flags after --'}")
         return read_spec(args.spec)
-    missing = [name for name in ("experiment", "preset", "metric") if getattr(args, name) is None]
+    missing = [name for name in ("experiment", "preset") if getattr(args, name) is None]
+    missing += ["--metric (or --evaluation)"] if args.metric is None and not args.evaluation else []
     missing += ["--lower-is-better or --higher-is-better"] if args.lower_is_better is None else []
     missing += ["--grid"] if not args.grid else []
     if missing:
@@ -427,6 +453,7 @@ def spec_from_args(args: argparse.Namespace, run_flags: Sequence[str]) -> SweepS
             raise ValueError(f"--grid {name} given twice")
         grid[name] = tuple(v.strip() for v in values.split(","))
     return SweepSpec(experiment=args.experiment, preset=args.preset, metric=args.metric,
+                     evaluations=dict(args.evaluation),
                      lower_is_better=args.lower_is_better, grid=grid, fixed=dict(args.set), seeds=args.seeds,
                      seed_flags=tuple(s.strip() for s in args.seed_flags.split(",") if s.strip()),
                      curve=args.curve, run_flags=tuple(run_flags), note=args.note)
@@ -476,8 +503,9 @@ def main(argv: list[str] | None = None) -> int:
     winner = record["winner"]
     if winner is None:
         print(f"record {record_path}: incomplete ({_done(record, spec)} of "
-              f"{len(record['candidates']) * len(spec.seeds)} runs)")
+              f"{len(record['candidates']) * len(spec.seeds)} scores in)")
         return 1
     best = record["candidates"][winner]
-    print(f"record {record_path}: winner {winner} {best['settings']}, {spec.metric} = {best['mean']:.6g}")
+    way = f" evaluated by {best['evaluation']}" if best["evaluation"] is not None else ""
+    print(f"record {record_path}: winner {winner} {best['settings']}{way}, {best['metric']} = {best['mean']:.6g}")
     return 0

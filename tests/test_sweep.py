@@ -51,6 +51,9 @@ def test_candidates_are_the_grid_product_with_fixed_values_and_the_last_field_fa
     ({"seeds": (1, 1)}, "seeds repeat"),
     ({"fixed": {"latent_dim": 4}}, "set twice"),
     ({"seed_flags": ("epochs",)}, "set twice"),
+    ({"metric": None}, "a metric or evaluations"),
+    ({"evaluations": {"running": "validation_mse"}}, "a metric or evaluations"),
+    ({"metric": None, "evaluations": {"running": "test_mse"}}, "names the test split"),
 ])
 def test_check_spec_refuses_what_cannot_run_in_one_line(changes, message):
     with pytest.raises(ValueError, match=message) as error:
@@ -88,7 +91,7 @@ def test_read_spec_reads_toml_and_names_what_is_wrong(tmp_path):
     with pytest.raises(ValueError, match="unknown key.*bogus"):
         sweep.read_spec(path)
     path.write_text('experiment = "s2_conv_ae"\n')
-    with pytest.raises(ValueError, match="missing grid, lower_is_better, metric, preset"):
+    with pytest.raises(ValueError, match="missing grid, lower_is_better, preset"):
         sweep.read_spec(path)
     path.write_text("experiment = [\n")
     with pytest.raises(ValueError, match="not valid TOML"):
@@ -130,11 +133,11 @@ def test_score_of_needs_a_selection_run_and_a_number():
     spec = _spec(curve="history.loss")
     metrics = {"protocol": {"selection": True}, "validation_mse": 0.25, "history": [{"loss": 3}, {"loss": 2}],
                "seconds": {"total": 9.0}}
-    assert sweep.score_of(spec, metrics) == {"score": 0.25, "seconds": 9.0, "curve": [3.0, 2.0]}
+    assert sweep.score_of(spec, metrics, "validation_mse") == {"score": 0.25, "seconds": 9.0, "curve": [3.0, 2.0]}
     with pytest.raises(ValueError, match="not a selection run"):
-        sweep.score_of(spec, {**metrics, "protocol": {"validation": True}})
+        sweep.score_of(spec, {**metrics, "protocol": {"validation": True}}, "validation_mse")
     with pytest.raises(ValueError, match="not a number"):
-        sweep.score_of(spec, {**metrics, "validation_mse": [0.1]})
+        sweep.score_of(spec, {**metrics, "validation_mse": [0.1]}, "validation_mse")
 
 
 def _candidates(means_by_seed: list[list[float]], seeds=(42, 43)) -> list[dict]:
@@ -241,3 +244,27 @@ def test_a_sweep_runs_its_candidates_without_the_test_set_and_resumes_from_its_r
     assert sweep.main(argv) == 0
     assert "candidate" not in capsys.readouterr().out
     assert json.loads(record_path.read_text())["candidates"] == record["candidates"]
+
+
+def test_each_run_is_scored_every_way_of_evaluating_it_and_the_way_is_part_of_the_candidate(tmp_path, monkeypatch):
+    spec = _spec(metric=None, evaluations={"running": "leak.running", "recomputed": "leak.recomputed"},
+                 grid={"latent_dim": (2, 8)}, seeds=(42, 43))
+    started = []
+
+    def fake_run(spec, settings, seed, folder, data_dir):
+        started.append((settings["latent_dim"], seed))
+        d = settings["latent_dim"]
+        return {"protocol": {"selection": True}, "leak": {"running": 0.5 - d / 100 + seed / 1000,
+                                                          "recomputed": 0.2 + d / 100}}
+
+    monkeypatch.setattr(sweep, "run_candidate", fake_run)
+    record = sweep.sweep(spec, tmp_path / "record.json", tmp_path, echo=False)
+    assert sorted(started) == [(2, 42), (2, 43), (8, 42), (8, 43)]  # one run per settings and seed
+    assert [(c["settings"]["latent_dim"], c["evaluation"]) for c in record["candidates"]] == [
+        (2, "running"), (2, "recomputed"), (8, "running"), (8, "recomputed")]
+    assert record["complete"] and record["winner"] == 1  # latent 2, recomputed: 0.22
+    assert record["candidates"][2]["runs"]["43"]["score"] == pytest.approx(0.5 - 0.08 + 0.043)
+    assert json.loads((tmp_path / "record.json").read_text())["winner"] == 1
+    started.clear()
+    sweep.sweep(spec, tmp_path / "record.json", tmp_path, echo=False)
+    assert started == []  # everything is in the record
