@@ -36,6 +36,8 @@ _MEDIAN_POINTS = 1000
 # Prior samples are a random n of this many times n draws (see _prior_draw).
 _POOL_FACTOR = 16
 DEFAULT_BANDWIDTH_SCALES = (0.5, 1.0, 2.0)
+MIN_EXPECTED_PER_CELL = 5  # the chi-square approximation's usual floor
+NULL_DRAWS = 20  # pairs of prior samples whose statistics make the null distribution
 
 PriorSampler = Callable[[jax.Array, int], Any]  # (key, n) -> (n, D)
 
@@ -212,8 +214,9 @@ def uniformity_test(codes: Any, low: Any, high: Any, bins: int = 10) -> dict[str
 
     * ``share_inside``: share of codes inside the box;
     * ``chi2``, ``p_value``: ``scipy.stats.chisquare`` of the inside codes' cell counts
-      against equal expected counts (None if no code is inside). The chi-square
-      approximation wants at least about 5 expected codes a cell;
+      against equal expected counts; None where a cell expects fewer than
+      ``MIN_EXPECTED_PER_CELL`` codes, below which the chi-square approximation fails;
+    * ``expected_per_cell``: inside codes / cells;
     * ``occupied_cells``: share of cells holding at least one code;
     * ``max_cell_ratio``: the fullest cell's count over the expected count a cell
       (inside codes / cells); 1 for perfectly even counts, 0 if no code is inside.
@@ -233,15 +236,16 @@ def uniformity_test(codes: Any, low: Any, high: Any, bins: int = 10) -> dict[str
                                   range=[[low[0], high[0]], [low[1], high[1]]])
     counts = counts.ravel()
     count_inside = int(inside.sum())
-    if count_inside == 0:
-        chi2, p_value, max_ratio = None, None, 0.0
-    else:
+    expected = count_inside / counts.size
+    chi2 = p_value = None
+    if expected >= MIN_EXPECTED_PER_CELL:
         result = stats.chisquare(counts)
         chi2, p_value = float(result.statistic), float(result.pvalue)
-        max_ratio = float(counts.max() / (count_inside / counts.size))
+    max_ratio = float(counts.max() / expected) if count_inside else 0.0
     return {
         "chi2": chi2,
         "p_value": p_value,
+        "expected_per_cell": expected,
         "share_inside": count_inside / codes.shape[0],
         "occupied_cells": float(np.mean(counts > 0)),
         "max_cell_ratio": max_ratio,
@@ -298,8 +302,15 @@ def _prior_draw(prior_sample: PriorSampler, key: jax.Array, n: int, dim: int) ->
     return pool[np.asarray(jax.random.permutation(subset_key, pool.shape[0])[:n])]
 
 
+def _null_summary(draws: Sequence[float], observed: float) -> dict[str, float | int]:
+    """Mean, sd (ddof 1; 0 for one draw) and Monte Carlo p-value of ``observed`` under the null ``draws``."""
+    values = np.asarray(draws, np.float64)
+    return {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if values.size > 1 else 0.0,
+            "p_value": float((1 + np.sum(values >= observed)) / (1 + values.size)), "draws": int(values.size)}
+
+
 def prior_match_statistics(codes: Any, prior_sample: PriorSampler, key: jax.Array, max_samples: int = 5000,
-                           box: tuple[Any, Any] | None = None) -> dict[str, Any]:
+                           box: tuple[Any, Any] | None = None, null_draws: int = NULL_DRAWS) -> dict[str, Any]:
     """MMD^2 and energy distance of codes (N, D) against a prior sample, beside their noise level.
 
     n = min(N, max_samples) codes (a subset drawn with ``key`` if N is larger) meet two
@@ -310,6 +321,10 @@ def prior_match_statistics(codes: Any, prior_sample: PriorSampler, key: jax.Arra
     * ``mmd2``, ``energy``: MMD^2 (``mmd_squared``) and energy distance of codes and A;
     * ``mmd2_noise``, ``energy_noise``: the same of A and B, one draw of what two prior
       samples of this size differ by (it scatters around 0, so read its size, not its sign);
+    * ``mmd2_null``, ``energy_null``: the null distribution, ``null_draws`` such pairs of
+      fresh prior samples (A and B among them): its ``mean`` and ``sd``, and ``p_value``, the
+      share of draws at least as large as the codes' statistic, (1 + k) / (1 + draws) (the
+      smallest it can be is 1 / (1 + draws));
     * ``samples``: n; ``bandwidths``: the MMD's, used for both pairs so that the two
       MMD^2 are on one scale: the median heuristic (``median_bandwidths``) on a third
       prior sample, so that the codes cannot change the kernel they are judged by (a
@@ -340,6 +355,16 @@ def prior_match_statistics(codes: Any, prior_sample: PriorSampler, key: jax.Arra
         "samples": n,
         "bandwidths": bandwidths,
     }
+    if isinstance(null_draws, bool) or not isinstance(null_draws, (int, np.integer)) or null_draws < 1:
+        raise ValueError(f"null_draws must be an integer >= 1, got {null_draws!r}")
+    null_mmd, null_energy = [result["mmd2_noise"]], [result["energy_noise"]]
+    for draw_key in jax.random.split(jax.random.fold_in(key, 1), int(null_draws) - 1):  # keys apart from the above
+        first_key, second_key = jax.random.split(draw_key)
+        first, second = _prior_draw(prior_sample, first_key, n, dim), _prior_draw(prior_sample, second_key, n, dim)
+        null_mmd.append(mmd_squared(first, second, bandwidths))
+        null_energy.append(energy_distance(first, second))
+    result["mmd2_null"] = _null_summary(null_mmd, result["mmd2"])
+    result["energy_null"] = _null_summary(null_energy, result["energy"])
     if box is not None:
         result["uniformity"] = uniformity_test(codes, *box)
     return result

@@ -213,6 +213,24 @@ def test_prior_match_statistics_uses_all_codes_up_to_max_samples():
     assert shuffled["mmd2_noise"] == result["mmd2_noise"]
 
 
+@pytest.mark.parametrize("scale, p_below", [(1.0, None), (0.3, 1 / 21)])
+def test_the_null_distribution_places_the_codes_statistic(scale, p_below):
+    prior = priors.uniform_box()
+    codes = scale * unstratified(prior, jax.random.key(30), 1000)
+    result = prior_match.prior_match_statistics(codes, prior, jax.random.key(31))
+    for name in ("mmd2", "energy"):
+        null = result[f"{name}_null"]
+        assert null["draws"] == prior_match.NULL_DRAWS and null["sd"] > 0
+        assert abs(null["mean"]) < 3 * null["sd"]  # two prior samples differ by noise around 0
+        if p_below is None:  # prior samples: their statistic within the null's spread, not in its far tail
+            assert abs(result[name] - null["mean"]) < 4 * null["sd"] and null["p_value"] > 0.05
+        else:  # collapsed codes: above every null draw, the smallest p-value 20 draws can give
+            assert null["p_value"] == pytest.approx(p_below) and result[name] > null["mean"] + 10 * null["sd"]
+    assert result["mmd2_null"]["mean"] != result["mmd2_noise"]  # the first draw is one of twenty
+    with pytest.raises(ValueError, match="null_draws"):
+        prior_match.prior_match_statistics(codes, prior, jax.random.key(31), null_draws=0)
+
+
 def test_prior_match_statistics_bad_input():
     prior = priors.uniform_box()
     codes = np.zeros((10, 2))
@@ -247,19 +265,24 @@ def test_uniformity_test_fails_squeezed_codes():
 
 
 def test_uniformity_test_by_hand():
-    # bins=2 on [0, 2]^2: one code in each cell (one on the far corner, edges included),
+    # bins=2 on [0, 2]^2: five codes in each cell (one on the far corner, edges included),
     # two outside and one NaN, which also counts as outside
-    codes = [[0.5, 0.5], [1.5, 0.5], [0.5, 1.5], [2.0, 2.0], [3.0, 1.0], [-0.1, 1.0], [np.nan, 1.0]]
+    cells = [[0.5, 0.5], [1.5, 0.5], [0.5, 1.5], [1.5, 1.5]]
+    codes = [*cells * 4, [0.5, 0.5], [1.5, 0.5], [0.5, 1.5], [2.0, 2.0], [3.0, 1.0], [-0.1, 1.0], [np.nan, 1.0]]
     result = prior_match.uniformity_test(codes, [0.0, 0.0], [2.0, 2.0], bins=2)
-    assert result == {"chi2": 0.0, "p_value": 1.0, "share_inside": 4 / 7, "occupied_cells": 1.0,
-                      "max_cell_ratio": 1.0}
-    # counts 3, 1, 0, 0 against 1 each: chi2 = (4 + 0 + 1 + 1) / 1 = 6, fullest 3 / 1
-    lopsided = prior_match.uniformity_test([[0.5, 0.5]] * 3 + [[1.5, 0.5]], 0.0, 2.0, bins=2)
-    assert lopsided["chi2"] == pytest.approx(6.0)
-    assert lopsided["occupied_cells"] == 0.5 and lopsided["max_cell_ratio"] == 3.0
+    assert result == {"chi2": 0.0, "p_value": 1.0, "expected_per_cell": 5.0, "share_inside": 20 / 23,
+                      "occupied_cells": 1.0, "max_cell_ratio": 1.0}
+    # counts 12, 4, 2, 2 against 5 each: chi2 = (49 + 1 + 9 + 9) / 5 = 13.6, fullest 12 / 5
+    lopsided = prior_match.uniformity_test([[0.5, 0.5]] * 12 + [[1.5, 0.5]] * 4 + [[0.5, 1.5]] * 2
+                                           + [[1.5, 1.5]] * 2, 0.0, 2.0, bins=2)
+    assert lopsided["chi2"] == pytest.approx(13.6) and lopsided["max_cell_ratio"] == pytest.approx(2.4)
+    # fewer than five codes expected a cell: the chi-square approximation does not hold, no test
+    few = prior_match.uniformity_test([[0.5, 0.5]] * 3 + [[1.5, 0.5]], 0.0, 2.0, bins=2)
+    assert few["chi2"] is None and few["p_value"] is None and few["expected_per_cell"] == 1.0
+    assert few["occupied_cells"] == 0.5 and few["max_cell_ratio"] == 3.0
     nothing_inside = prior_match.uniformity_test([[5.0, 5.0]], 0.0, 2.0, bins=2)
-    assert nothing_inside == {"chi2": None, "p_value": None, "share_inside": 0.0, "occupied_cells": 0.0,
-                              "max_cell_ratio": 0.0}
+    assert nothing_inside == {"chi2": None, "p_value": None, "expected_per_cell": 0.0, "share_inside": 0.0,
+                              "occupied_cells": 0.0, "max_cell_ratio": 0.0}
 
 
 def test_uniformity_test_bad_input():
