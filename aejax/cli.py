@@ -80,7 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     if command == "reproduce":
         from aejax.experiments import reproduce
 
-        return 1 if reproduce.main(rest).get("failed") else 0
+        from aejax.runs import UsageError
+
+        try:
+            return 1 if reproduce.main(rest).get("failed") else 0
+        except (UsageError, ValueError) as e:  # a bad value or a corrupt record: one line
+            print(f"error: {e}", file=sys.stderr)
+            return 2 if isinstance(e, UsageError) else 1
     if command == "bench":
         from aejax.benchmarks import train_speed
 

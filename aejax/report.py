@@ -16,7 +16,7 @@ import pathlib
 import statistics
 from typing import Any, Sequence
 
-from aejax.report_entries import Entry
+from aejax.report_entries import Entry, Source
 
 TITLE = "aejax reproduces the autoencoder lecture"
 SPLIT_PARTS = ("data", "compile", "train", "classifier", "evaluation", "figures")  # metrics.json's ``seconds``
@@ -118,11 +118,68 @@ class EntryReport:
     protocol: str
     error: str | None = None
     time_split: str | None = None  # ``wall_time_split`` of the entry's runs
+    selections: tuple[SelectionTable, ...] = ()  # the tables of the records its settings come from
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectionTable:
+    """A selection record as the report shows it: one row per candidate, the winner marked."""
+
+    name: str  # ``<experiment>__<preset>``
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    notes: tuple[str, ...]  # status, the winner, where it sits on the grid, the command
+
+
+def sources_text(sources: Sequence[Source]) -> str:
+    """An entry's sources in a line: "kind: what; ..."."""
+    return "; ".join(f"{source.kind}: {source.what}" for source in sources)
+
+
+def selection_table(name: str, record: dict[str, Any] | None) -> SelectionTable:
+    """The table of the selection record ``name`` (None: not yet swept): the grid's varying fields,
+    the way of evaluating where there are several, the metric's mean +- sd over seeds."""
+    if record is None:
+        return SelectionTable(name, (), (), (f"no selection record yet (docs/results/selections/{name}.json): "
+                                             f"run `aejax sweep --spec sweeps/{name}.toml`",))
+    varying = [field for field, values in record["grid"].items() if len(values) > 1]
+    ways = bool(record.get("evaluations"))
+    columns = (*varying, *(["evaluation"] if ways else []), "validation score: mean +- sd (seeds)", "")
+    rows = []
+    for index, candidate in enumerate(record["candidates"]):
+        runs = candidate.get("runs", {})
+        scores = [runs[str(seed)]["score"] for seed in record["seeds"] if str(seed) in runs]
+        score = summarize(scores, ".4g") if scores else "not run"
+        if scores and len(scores) < len(record["seeds"]):
+            score += f" ({len(scores)} of {len(record['seeds'])} seeds)"
+        rows.append((*(str(candidate["settings"][field]) for field in varying),
+                     *([str(candidate.get("evaluation"))] if ways else []), score,
+                     "winner" if index == record.get("winner") else ""))
+    metric = ("; ".join(f"{way}: `{path}`" for way, path in record["evaluations"].items()) if ways
+              else f"`{record['metric']}`")
+    direction = "lower" if record["lower_is_better"] else "higher"
+    fixed = ", ".join(f"{k} {v}" for k, v in {**record.get("fixed", {}),
+                                               **{f: vs[0] for f, vs in record["grid"].items() if len(vs) == 1}}.items())
+    done = sum(len(c.get("runs", {})) for c in record["candidates"])
+    notes = [f"preset `{record['preset']}`" + (f" with {fixed}" if fixed else "") + f"; score {metric}, {direction} "
+             f"is better, on the validation split (selection runs: no test file read)",
+             "complete" if record.get("complete") else f"incomplete: {done} of "
+             f"{len(record['candidates']) * len(record['seeds'])} scores in, no winner yet"]
+    edges = record.get("winner_at_grid_edge") or []
+    if edges:
+        notes.append(f"the winner takes the grid's edge in {', '.join(edges)}: the best may lie beyond the grid")
+    if "epochs" in edges and record.get("winner_curve_best_at_last_epoch") is not False:
+        notes.append("the epoch count is the grid's cap, the CPU budget's, not validation's")
+    notes.append(f"`{record['command']}`")
+    return SelectionTable(name, columns, tuple(rows), tuple(notes))
 
 
 def entry_report(entry: Entry, status: str, command: str, metrics: list[dict[str, Any]],
-                 figures: list[str], error: str | None = None) -> EntryReport:
-    """An entry's report from its complete runs' metrics.json (in seed order; may be empty)."""
+                 figures: list[str], error: str | None = None,
+                 records: dict[str, dict[str, Any] | None] | None = None) -> EntryReport:
+    """An entry's report from its complete runs' metrics.json (in seed order; may be empty) and the
+    selection records its settings come from (name -> record, None where there is none)."""
+    records = records or {}
     # a run that recorded no total gives its training time, and the report says so
     walls = [(m.get("seconds") or {}).get("total") for m in metrics]
     wall_label = "wall time (all runs)"
@@ -134,7 +191,8 @@ def entry_report(entry: Entry, status: str, command: str, metrics: list[dict[str
     return EntryReport(entry, status, command, numbers, figures,
                        sum(walls) if walls and None not in walls else None, wall_label,
                        metrics[0].get("device") if metrics else None, protocol_text(metrics[0]) if metrics else "",
-                       error, wall_time_split([m.get("seconds") for m in metrics]))
+                       error, wall_time_split([m.get("seconds") for m in metrics]),
+                       tuple(selection_table(name, records.get(name)) for name in entry.selections))
 
 
 def header(*, mode: str, command: str, device: str, reports: list[EntryReport]) -> dict[str, str]:
@@ -146,10 +204,38 @@ def header(*, mode: str, command: str, device: str, reports: list[EntryReport]) 
         "written": datetime.datetime.now().isoformat(timespec="seconds"),
         "total time": f"{sum(r.wall_seconds or 0 for r in reports):.0f} s (each run's wall time from its "
                       f"metrics.json, its training time where it recorded no total)",
-        "protocol": "choices (epochs, schedules, recipes, cluster labels, probe settings) on a validation split held "
-                    "out of the training set, or the lecture's fixed settings; the test set read once per run",
+        "protocol": "every setting comes from a selection record (a sweep scored on a validation split held out of "
+                    "the training set, no test file read; its table is under the entries it serves), from training "
+                    "images (cluster labels, probes), from the lecture's fixed settings, or from the CPU budget "
+                    "(epoch counts no validation curve chose); each entry names its sources; the test set is read "
+                    "once per run",
+        "selections": _selections_status(reports),
         "complete": f"{sum(r.status == 'done' for r in reports)} of {len(reports)} entries",
     }
+
+
+def _selections_status(reports: list[EntryReport]) -> str:
+    tables = {table.name: table for r in reports for table in r.selections}
+    complete = sum(table.notes[1:2] == ("complete",) for table in tables.values())
+    return f"{complete} of {len(tables)} selection records complete"
+
+
+def _selection_markdown(table: SelectionTable) -> list[str]:
+    lines = [f"*Selection record* `{table.name}`: " + "; ".join(table.notes), ""]
+    if table.rows:
+        lines += ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+        lines += ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in table.rows] + [""]
+    return lines
+
+
+def _selection_html(table: SelectionTable) -> str:
+    esc = html.escape
+    notes = f"<p><i>Selection record</i> <code>{esc(table.name)}</code>: {esc('; '.join(table.notes))}</p>"
+    if not table.rows:
+        return notes
+    head = "".join(f"<th>{esc(c)}</th>" for c in table.columns)
+    body = "".join("<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in table.rows)
+    return f"{notes}<table><tr>{head}</tr>{body}</table>"
 
 
 def _cell(text: str) -> str:
@@ -181,11 +267,14 @@ def render_markdown(reports: list[EntryReport], head: dict[str, str]) -> str:
         lines += [f"*Protocol:* {r.protocol}.", ""] if r.protocol else []
         lines += [f"*Note:* {r.entry.note}", ""] if r.entry.note else []
         lines += [f"*Chooses:* {r.entry.chooses.what}.", ""] if r.entry.chooses else []
+        lines += [f"*Settings from:* {sources_text(r.entry.sources)}.", ""]
         if r.status != "done":
             lines += [f"**{r.status}**" + (f": {r.error}" if r.error else ""), ""]
         if r.numbers:
             lines += ["| measured | value |", "|---|---|"]
             lines += [f"| {_cell(label)} | {_cell(value)} |" for label, value in _rows(r)] + [""]
+        for table in r.selections:
+            lines += _selection_markdown(table)
         lines += [f"![{r.entry.name}: {pathlib.Path(f).stem}]({f})" for f in r.figures]
     return "\n".join(lines) + "\n"
 
@@ -210,11 +299,13 @@ def render_html(reports: list[EntryReport], head: dict[str, str], out: pathlib.P
         parts += [f"<p><i>Protocol:</i> {esc(r.protocol)}.</p>"] if r.protocol else []
         parts += [f"<p><i>Note:</i> {esc(r.entry.note)}</p>"] if r.entry.note else []
         parts += [f"<p><i>Chooses:</i> {esc(r.entry.chooses.what)}.</p>"] if r.entry.chooses else []
+        parts.append(f"<p><i>Settings from:</i> {esc(sources_text(r.entry.sources))}.</p>")
         if r.status != "done":
             parts.append(f"<p class='failed'><b>{esc(r.status)}</b>{': ' + esc(r.error) if r.error else ''}</p>")
         if r.numbers:
             parts.append("<table>" + "".join(f"<tr><td>{esc(a)}</td><td>{esc(b)}</td></tr>" for a, b in _rows(r))
                          + "</table>")
+        parts += [_selection_html(table) for table in r.selections]
         for figure in r.figures:
             if figure.endswith(".png"):
                 encoded = base64.b64encode((out / figure).read_bytes()).decode()

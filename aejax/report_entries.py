@@ -23,6 +23,23 @@ class Headline(NamedTuple):
     spec: str
 
 
+class Source(NamedTuple):
+    """Where an entry's settings came from: ``kind`` and what it settled.
+
+    ``selection``: a sweep's selection record (``what`` names it, ``<experiment>__<preset>``,
+    a file of ``docs/results/selections``; the report shows its table); ``lecture``: the
+    lecture's (or paper's) fixed setting; ``training images``: fitted on training images
+    (cluster labels, probes, a validation split held out of them); ``budget``: the CPU budget's
+    (an epoch count no validation curve chose).
+    """
+
+    kind: Literal["selection", "lecture", "training images", "budget"]
+    what: str
+
+
+LECTURE = (Source("lecture", "every setting"),)
+
+
 class Choice(NamedTuple):
     """What an entry's numbers choose (e.g. a preset's recipe) and the split they come from."""
 
@@ -52,10 +69,18 @@ class Entry:
     label_seeds: bool = False
     note: str = ""
     chooses: Choice | None = None  # entries that choose run under --validation
+    sources: tuple[Source, ...] = LECTURE  # where its settings came from
 
     def __post_init__(self):
         if not self.headline or not self.seeds:
             raise ValueError(f"entry {self.name}: needs a headline row and a seed")
+        if not self.sources:
+            raise ValueError(f"entry {self.name}: needs the source of its settings")
+
+    @property
+    def selections(self) -> tuple[str, ...]:
+        """The selection records its settings come from (``docs/results/selections/<name>.json``)."""
+        return tuple(source.what for source in self.sources if source.kind == "selection")
 
     @property
     def argv(self) -> tuple[str, ...]:
@@ -153,14 +178,24 @@ def _s10(name: str, preset: str, claim: str, headline: tuple[Headline, ...], fla
                  flags=(*flags, *s10_protocol(epochs)), seeds=SEEDS, note=s10_note(epochs), **more)
 
 
+def _s10_sources(preset: str, epochs: int) -> tuple[Source, ...]:
+    """A section-10 preset's sources: the paper's phases and the budget's epochs, or its selection record;
+    clusters are labelled from training images."""
+    chosen = ((Source("lecture", "the paper's phases and rates"), Source("budget", f"{epochs} epochs"))
+              if preset == "lecture" else (Source("selection", f"s10_semi_supervised__{preset}"),))
+    labelled = (Source("training images", "each cluster's label"),) if "clustering" in preset else ()
+    return chosen + labelled
+
+
 def _ssl(name: str, preset: str, labels: int, claim: str) -> Entry:
     return _s10(name, preset, claim, (*TEST_ERROR, *S10_STYLE), ("--labels", str(labels)), figures=S10_FIGURES,
-                label_seeds=True, uses_classifier=True)
+                label_seeds=True, uses_classifier=True, sources=_s10_sources(preset, S10_EPOCHS))
 
 
 def _clusters(name: str, preset: str, claim: str, headline: tuple[Headline, ...], flags: tuple[str, ...] = (),
               epochs: int = S10_EPOCHS) -> Entry:
-    return _s10(name, preset, claim, headline, flags, epochs, figures=CLUSTER_FIGURES)
+    return _s10(name, preset, claim, headline, flags, epochs, figures=CLUSTER_FIGURES,
+                sources=_s10_sources(preset, epochs))
 
 
 ENTRIES: tuple[Entry, ...] = (
@@ -230,14 +265,14 @@ ENTRIES: tuple[Entry, ...] = (
           claim="(Beyond the lecture.) beta = 1, the plain ELBO, with the KL weight warmed up over the first epoch.",
           headline=(*VALIDATION_ELBO, *RECON, *ELBO_SAME_IMAGES,
                     *_rows(("active latent dimensions", "active_dims", "d"))),
-          figures=("reconstructions.png", "interpolation.png")),
+          figures=("reconstructions.png", "interpolation.png"), sources=(Source("selection", "s5_vae__recommended"),)),
     Entry(name="s5_vae_binarized", module="s5_vae", section=S5, preset="binarized",
           claim="(Not in the lecture.) The latent-24 VAE at beta = 1 on binarized MNIST, the literature's benchmark: "
                 "the IWAE paper (Burda et al. 2016) about 85-87 nats, pythae's VAE 89.8 nats.",
           headline=_rows(("IWAE NLL, binarized MNIST (nats)", "iwae_nll_nats", ".2f"),
                          ("negative ELBO on the same images (nats)", "iwae_negative_elbo_same_images_nats", ".2f"),
                          ("importance samples k", "iwae_samples", "d"), ("test images", "iwae_images", "d")),
-          figures=("reconstructions.png",),
+          figures=("reconstructions.png",), sources=(Source("selection", "s5_vae__binarized"),),
           note="Dynamic binarization of the training images, one fixed seeded binarization of the test set; "
                "the literature trains for hundreds to thousands of epochs, this run for the preset's."),
     Entry(name="s6_toy_conditional", module="s6_toy_conditional", section=S6,
@@ -247,10 +282,13 @@ ENTRIES: tuple[Entry, ...] = (
     Entry(name="s6_toy_conditional_validation", module="s6_toy_conditional", section=S6, preset="recommended",
           claim="The same under the validation protocol: the plateau schedule and stop rule watch a validation split "
                 "held out of the training points; the test points are scored once.",
-          headline=TOY, figures=("toy_reconstructions.png",)),
+          headline=TOY, figures=("toy_reconstructions.png",),
+          sources=(Source("lecture", "the networks, rates and schedule"),
+                   Source("training images", "the plateau schedule and stop rule watch a fifth of the training "
+                                             "points"))),
     Entry(name="classifier", module="classifier", section=S7,
           claim="(aejax's evaluation CNN, not in the lecture: it scores generated digits in sections 7 and 9.)",
-          headline=_rows(("test accuracy", "test_accuracy", ".2%"))),
+          headline=_rows(("test accuracy", "test_accuracy", ".2%")), sources=(Source("budget", "5 epochs"),)),
     Entry(name="s7_cvae", module="s7_cvae", section=S7,
           claim="Codes of all digits form one blob; a grid decoded with label 4 (or 9) draws only 4s (9s); "
                 "a 2's posterior samples decoded with label 5 are 5s in the 2's style.",
@@ -273,19 +311,21 @@ ENTRIES: tuple[Entry, ...] = (
           claim="The same with aejax's corrected discriminator (no BatchNorm, balanced loss, the generator term in the "
                 "autoencoder's Adam): the codes' scale is matched too.",
           headline=(*PRIOR_MATCH, *UNIFORMITY, *RECON, *VALIDATION_PRIOR_MATCH),
-          figures=("latent_final.png", "latent_epochs.gif", "grid.png"), seeds=SEEDS),
+          figures=("latent_final.png", "latent_epochs.gif", "grid.png"), seeds=SEEDS,
+          sources=(Source("selection", "s8_aae__recommended"),)),
     Entry(name="s8_aae_boxes", module="s8_aae", section=S8, preset="lecture_boxes",
           claim="Ten uniform boxes as the prior: the codes gather in the boxes.",
           headline=(*PRIOR_MATCH, *BOX_SHARES, *RECON), figures=("prior_samples.png", "latent_final.png")),
     Entry(name="s8_aae_boxes_corrected", module="s8_aae", section=S8, preset="recommended_boxes",
           claim="Ten boxes with the corrected discriminator, label-conditioned: digit k in box k "
                 "(rates cosine-decayed over the run).",
-          headline=(*PRIOR_MATCH, *BOX_SHARES, *RECON), figures=("latent_final.png",), seeds=SEEDS),
+          headline=(*PRIOR_MATCH, *BOX_SHARES, *RECON), figures=("latent_final.png",), seeds=SEEDS,
+          sources=(Source("selection", "s8_aae__recommended_boxes"),)),
     Entry(name="s8_aae_boxes_unlabelled", module="s8_aae", section=S8, preset="unlabelled_boxes",
           claim="Ten boxes without labels: the same conditioned game, each batch's codes sent to the boxes in equal "
                 "shares by least standardised distance instead of by their digit.",
           headline=(*PRIOR_MATCH, *BOX_SHARES, *RECON, *VALIDATION_PRIOR_MATCH[:3], *VALIDATION_BOX_SHARES),
-          figures=("latent_final.png",), seeds=SEEDS),
+          figures=("latent_final.png",), seeds=SEEDS, sources=(Source("selection", "s8_aae__unlabelled_boxes"),)),
     Entry(name="s9_choice_lecture", module="s9_disentangled", section=S9, preset="lecture", flags=("--validation",),
           claim="Choosing the recipe on validation styles: the lecture's description (a label adversary on z alone).",
           headline=S9_VALIDATION, figures=("style_transfer.png",), uses_classifier=True,
@@ -311,6 +351,8 @@ ENTRIES: tuple[Entry, ...] = (
               ("style transfer classified as the target label", "style_transfer_accuracy.overall", ".1%")),
               *S9_VALIDATION),
           figures=("style_transfer.png", "style_by_label.png"), uses_classifier=True, seeds=SEEDS,
+          sources=(Source("selection", "s9_disentangled__recommended"),
+                   Source("training images", "the probes, fitted on training styles")),
           note="The validation numbers that chose the recipe read the styles with the encoder's BatchNorm statistics "
                "recomputed over the training images after training (its running statistics lag the adversarial "
                "updates); the rows marked 'encoder statistics recomputed' are that same evaluation on the test set."),

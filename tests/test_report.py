@@ -99,3 +99,63 @@ def test_write_pages_replaces_each_page_whole(tmp_path):
     report.write_pages(tmp_path, {"REPORT.md": "new\n", "REPORT.html": "<p>\n"})
     assert (tmp_path / "REPORT.md").read_text() == "new\n" and (tmp_path / "REPORT.html").read_text() == "<p>\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["REPORT.html", "REPORT.md"]  # no temporary left
+
+
+def _record(**changes) -> dict:
+    record = {"experiment": "s8_aae", "preset": "recommended", "metric": "validation_mse", "evaluations": {},
+              "lower_is_better": True, "seeds": [42, 43], "grid": {"epochs": [10, 20], "lr": [0.1]},
+              "fixed": {"discriminator_norm": "none"}, "command": "aejax sweep --spec sweeps/s8_aae__recommended.toml",
+              "candidates": [{"settings": {"epochs": 10, "lr": 0.1}, "evaluation": None,
+                              "runs": {"42": {"score": 0.2}, "43": {"score": 0.4}}},
+                             {"settings": {"epochs": 20, "lr": 0.1}, "evaluation": None,
+                              "runs": {"42": {"score": 0.1}, "43": {"score": 0.1}}}],
+              "complete": True, "winner": 1, "winner_at_grid_edge": ["epochs"],
+              "winner_curve_best_at_last_epoch": True}
+    record.update(changes)
+    return record
+
+
+def test_a_selection_table_shows_each_candidate_and_marks_the_winner():
+    table = report.selection_table("s8_aae__recommended", _record())
+    assert table.columns == ("epochs", "validation score: mean +- sd (seeds)", "")  # lr has one value: not a column
+    assert table.rows == (("10", "0.3 +- 0.1414 (2 seeds: 0.2, 0.4)", ""), ("20", "0.1 +- 0 (2 seeds: 0.1, 0.1)",
+                                                                          "winner"))
+    assert "with discriminator_norm none, lr 0.1" in table.notes[0] and "lower is better" in table.notes[0]
+    assert table.notes[1] == "complete"
+    assert any("budget's, not validation's" in note for note in table.notes)
+    assert table.notes[-1] == "`aejax sweep --spec sweeps/s8_aae__recommended.toml`"
+
+
+def test_an_incomplete_record_names_no_winner_and_says_how_far_it_got():
+    record = _record(complete=False, winner=None, winner_at_grid_edge=[])
+    del record["candidates"][1]["runs"]["43"]
+    del record["candidates"][0]["runs"]["42"], record["candidates"][0]["runs"]["43"]
+    table = report.selection_table("s8_aae__recommended", record)
+    assert table.rows == (("10", "not run", ""), ("20", "0.1 (1 of 2 seeds)", ""))
+    assert table.notes[1] == "incomplete: 1 of 4 scores in, no winner yet"
+    missing = report.selection_table("s5_vae__binarized", None)
+    assert missing.rows == () and "aejax sweep --spec sweeps/s5_vae__binarized.toml" in missing.notes[0]
+
+
+def test_a_record_with_ways_of_evaluating_shows_the_way_of_each_candidate():
+    record = _record(metric=None, evaluations={"running": "a.b", "recomputed": "c.d"})
+    record["candidates"][0]["evaluation"], record["candidates"][1]["evaluation"] = "running", "recomputed"
+    table = report.selection_table("x", record)
+    assert table.columns[1] == "evaluation" and [row[1] for row in table.rows] == ["running", "recomputed"]
+    assert "running: `a.b`; recomputed: `c.d`" in table.notes[0]
+
+
+def test_entries_render_their_sources_and_selection_tables(tmp_path):
+    from aejax.report_entries import Source
+    entry = Entry(name="s0_demo", module="s8_aae", section="0. Demo", claim="c",
+                  headline=(Headline("x", "x", ".2f"),),
+                  sources=(Source("selection", "s8_aae__recommended"), Source("budget", "10 epochs")))
+    result = report.entry_report(entry, "done", "aejax run s8_aae", [{"x": 1.0}], [],
+                                 records={"s8_aae__recommended": _record()})
+    head = report.header(mode="m", command="c", device="d", reports=[result])
+    assert head["selections"] == "1 of 1 selection records complete"
+    markdown = report.render_markdown([result], head)
+    assert "*Settings from:* selection: s8_aae__recommended; budget: 10 epochs." in markdown
+    assert "| 20 | 0.1 +- 0 (2 seeds: 0.1, 0.1) | winner |" in markdown
+    page = report.render_html([result], head, tmp_path)
+    assert "<td>winner</td>" in page and "Settings from:</i> selection: s8_aae__recommended" in page

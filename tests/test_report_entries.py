@@ -77,3 +77,28 @@ def test_argv_puts_the_preset_before_the_other_flags():
     assert BY_NAME["s1_pca"].argv == ()
     with pytest.raises(ValueError, match="headline"):
         Entry(name="x", module="s1_pca", section="1. x", claim="c", headline=())
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.name)
+def test_every_preset_beyond_the_lecture_takes_its_settings_from_a_selection_record_with_a_spec(entry):
+    """An entry of a preset that sets more than the protocol names the record that chose it, and that record's spec exists
+    (``sweeps/<experiment>__<preset>.toml``) and sweeps that preset."""
+    import pathlib
+    import tomllib
+
+    import importlib
+
+    presets = importlib.import_module(f"aejax.experiments.{entry.module}").PRESETS
+    # the protocol's own switches (the validation split; section 6's schedule watching it) choose nothing
+    beyond_protocol = set(presets[entry.preset or "lecture"]) - {"validation", "plateau_split"}
+    if beyond_protocol and not (entry.preset or "lecture").startswith("lecture"):
+        assert entry.selections, entry.name
+    for name in entry.selections:
+        spec = tomllib.loads((pathlib.Path(__file__).parent.parent / "sweeps" / f"{name}.toml").read_text())
+        assert f"{spec['experiment']}__{spec['preset']}" == name
+        assert spec["experiment"] == entry.module
+
+
+def test_an_entry_needs_a_source():
+    with pytest.raises(ValueError, match="source of its settings"):
+        Entry(name="x", module="s1_pca", section="1. x", claim="c", headline=(Headline("a", "a", ".2f"),), sources=())

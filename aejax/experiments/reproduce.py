@@ -56,6 +56,8 @@ class Options:
     train_limit: int | None = flags.field(None, "first N training images only", convert=flags.positive_int)
     test_limit: int | None = flags.field(None, "first N test images only", convert=flags.positive_int)
     progress: bool = flags.field(True, "progress bars (--no-progress: none)")
+    selections: pathlib.Path = flags.field(pathlib.Path("docs/results/selections"),
+                                           "folder of the selection records the report shows (aejax sweep)")
     jobs: int = flags.field(1, "runs at once, each in a process of its own writing <out>/logs/<run>.log (on a "
                                "machine with room for several); 1: one after another, in this process",
                             convert=flags.positive_int)
@@ -165,6 +167,8 @@ def is_complete(out: pathlib.Path, unit: Unit) -> bool:
     module = importlib.import_module(f"aejax.experiments.{unit.entry.module}")
     defaults = _json_ready(runs.recorded_settings(module.Config(), out / unit.folder))
     for name, value in expected_settings(unit, out).items():
+        if name == "classifier" and not unit.entry.uses_classifier:  # a folder it never read
+            continue
         if recorded.get(name, defaults.get(name)) != value:
             return False
     return all(report.lookup(metrics, row.key) is not None for row in unit.entry.headline)
@@ -257,6 +261,17 @@ def run_all(options: Options) -> dict[str, Any]:
     return manifest
 
 
+def read_selection(folder: pathlib.Path, name: str) -> dict[str, Any] | None:
+    """The selection record ``<folder>/<name>.json``; None if there is none (a corrupt one: ValueError)."""
+    path = folder / f"{name}.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"selection record {path} is not valid JSON: {e}") from None
+
+
 def collect(out: pathlib.Path, manifest: dict[str, Any], options: Options) -> list[report.EntryReport]:
     """One report per entry, from its complete runs' metrics.json and the manifest's failures."""
     reports = []
@@ -270,7 +285,9 @@ def collect(out: pathlib.Path, manifest: dict[str, Any], options: Options) -> li
                   else f"partial ({len(done)} of {len(entry_units)} runs)" if done else "not run")
         command = report.shown_command(entry.module, entry_units[0].argv, [u.seed for u in entry_units])
         figures = [f"{done[0].folder}/{f}" for f in entry.figures if done and (out / done[0].folder / f).is_file()]
-        reports.append(report.entry_report(entry, status, command, metrics, figures, errors[0] if errors else None))
+        records = {name: read_selection(options.selections, name) for name in entry.selections}
+        reports.append(report.entry_report(entry, status, command, metrics, figures, errors[0] if errors else None,
+                                           records))
     return reports
 
 
@@ -299,6 +316,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             seeds = f"  (seeds {', '.join(map(str, e.seeds))})" if len(e.seeds) > 1 else ""
             print(f"{e.name:30s} {e.section}: aejax run {e.module} {' '.join(e.argv)}{seeds}")
         return {}
+    if options.report_only and not options.out.is_dir():
+        raise runs.UsageError(f"--report-only: {options.out} is not a folder of runs")
     manifest = _read_manifest(options.out) if options.report_only else run_all(options)
     path = write_report(options.out, manifest, options, command_line)
     failed = [name for name, entry in manifest.items()
