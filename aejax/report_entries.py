@@ -275,17 +275,20 @@ ENTRIES: tuple[Entry, ...] = (
           figures=("reconstructions.png",), sources=(Source("selection", "s5_vae__binarized"),),
           note="Dynamic binarization of the training images, one fixed seeded binarization of the test set; "
                "the literature trains for hundreds to thousands of epochs, this run for the preset's."),
-    Entry(name="s6_toy_conditional", module="s6_toy_conditional", section=S6,
-          claim="The plain AE maps points where there is nothing; conditioned on the label it follows both shapes.",
-          headline=TOY, figures=("toy_reconstructions.png",),
-          note="Faithful to the lecture: its plateau schedule and stop rule watch the test MSE."),
     Entry(name="s6_toy_conditional_validation", module="s6_toy_conditional", section=S6, preset="recommended",
-          claim="The same under the validation protocol: the plateau schedule and stop rule watch a validation split "
-                "held out of the training points; the test points are scored once.",
-          headline=TOY, figures=("toy_reconstructions.png",),
+          claim="The plain AE maps points where there is nothing; conditioned on the label it follows both shapes. "
+                "Under the validation protocol: the plateau schedule and stop rule watch a validation split held out "
+                "of the training points; the test points are scored once.",
+          headline=TOY, figures=("toy_reconstructions.png",), seeds=SEEDS,
           sources=(Source("lecture", "the networks, rates and schedule"),
                    Source("training images", "the plateau schedule and stop rule watch a fifth of the training "
                                              "points"))),
+    Entry(name="s6_toy_conditional", module="s6_toy_conditional", section=S6,
+          claim="The same as the lecture runs it, for comparison with the lecture's own numbers.",
+          headline=TOY, figures=("toy_reconstructions.png",),
+          note="Faithful to the lecture: its plateau schedule and stop rule watch the test MSE, so the test set "
+               "chooses when each model stops and its numbers are not a held-out result; cite the validation entry "
+               "above."),
     Entry(name="classifier", module="classifier", section=S7,
           claim="(aejax's evaluation CNN, not in the lecture: it scores generated digits in sections 7 and 9.)",
           headline=_rows(("test accuracy", "test_accuracy", ".2%")), sources=(Source("budget", "5 epochs"),)),
