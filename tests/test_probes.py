@@ -78,7 +78,9 @@ def test_informative_codes_score_high_and_permuted_labels_stay_at_chance(kind):
     test_codes, test_labels = _informative(rng, 1000)
     result = probes.label_probe(train_codes, train_labels, test_codes, test_labels, kind=kind)
     assert result.accuracy > 0.95
-    assert abs(result.permuted_accuracy - 1 / CLASSES) < 0.1
+    # the codes form one cluster per class: a probe fitted on permuted labels gives each cluster
+    # about one label, so its accuracy moves in steps of a cluster's share, most for the MLP
+    assert abs(result.permuted_accuracy - 1 / CLASSES) < (0.15 if kind == "mlp" else 0.1)
     assert (result.train_size, result.test_size, result.kind) == (2000, 1000, kind)
 
 
@@ -167,3 +169,30 @@ def _valid() -> dict:
 def test_bad_inputs_raise(change, match):
     with pytest.raises(ValueError, match=match):
         probes.label_probe(**{**_valid(), **change})
+
+
+def test_the_mlp_probe_reads_a_label_no_linear_probe_can():
+    """The label is the code's distance from the origin (rings): invisible to a linear read-out."""
+    rng = np.random.default_rng(7)
+
+    def rings(n):
+        codes = rng.normal(size=(n, 2))
+        radius = np.linalg.norm(codes, axis=1)
+        return codes, np.digitize(radius, np.quantile(radius, [0.25, 0.5, 0.75]))
+
+    train_codes, train_labels = rings(3000)
+    test_codes, test_labels = rings(1000)
+    logistic = probes.label_probe(train_codes, train_labels, test_codes, test_labels, kind="logistic")
+    mlp = probes.label_probe(train_codes, train_labels, test_codes, test_labels, kind="mlp")
+    assert logistic.accuracy < 0.4 and mlp.accuracy > 0.8
+    assert abs(mlp.permuted_accuracy - 0.25) < 0.1
+
+
+def test_label_probes_takes_the_kinds_asked_for():
+    rng = np.random.default_rng(8)
+    train_codes, train_labels = _informative(rng, 400)
+    test_codes, test_labels = _informative(rng, 200)
+    report = probes.label_probes(train_codes, train_labels, test_codes, test_labels, kinds=("mlp", "knn"))
+    assert list(report) == ["mlp", "knn"] and report["mlp"]["accuracy"] > 0.9
+    with pytest.raises(ValueError, match="kinds must be"):
+        probes.label_probes(train_codes, train_labels, test_codes, test_labels, kinds=("svm",))
