@@ -3,7 +3,7 @@
 One training step runs the lecture's three updates in its order, inside one compiled
 step (``train.apply_phases``):
 
-1. ``autoencoder`` (encoder + decoder): mean-over-pixels BCE of the reconstruction;
+1. ``autoencoder`` (encoder + decoder): mean-over-values BCE of the reconstruction;
 2. ``generator`` (encoder only): ``generator_weight * BCE(D(z), 1)``, the codes of the
    updated encoder judged by the discriminator;
 3. ``discriminator``: BCE with the same codes (those of step 2, before the generator
@@ -71,7 +71,8 @@ import numpy as np
 import optax
 
 from aejax import flags, losses
-from aejax.modules import Decoder, Discriminator, Encoder, apply_inference, apply_training
+from aejax.modules import (IMAGE_SHAPE, IMAGE_SHAPE_HELP, Decoder, Discriminator, Encoder, ImageShape, apply_inference,
+                           apply_training, check_image_shape)
 from aejax.priors import Prior, Sampler
 from aejax.model import (Batch, BatchStats, EncoderDecoder, EncoderDecoderFunctions, LossOutput, Metrics, Model, Params,
                          Phase, encoder_decoder_functions, module_variables)
@@ -127,8 +128,10 @@ class AAEConfig:
     # the adversarial game's jitter shrinks at the end instead of being frozen at full rate
     decay_steps: int = flags.field(0, "> 0: every rate follows a cosine decay to 1% over this many steps "
                                  "(the run's length); 0: constant rates", cli=False)
+    image_shape: ImageShape = flags.field(IMAGE_SHAPE, IMAGE_SHAPE_HELP, cli=False)
 
     def __post_init__(self):
+        object.__setattr__(self, "image_shape", check_image_shape(self.image_shape))  # a list becomes a tuple
         if self.latent_dim <= 0 or self.prior_samples_per_code <= 0:
             raise ValueError(f"latent_dim and prior_samples_per_code must be positive, got "
                              f"{self.latent_dim} and {self.prior_samples_per_code}")
@@ -205,7 +208,8 @@ class AAEModules(typing.NamedTuple):
 
 
 def make_modules(config: AAEConfig) -> AAEModules:
-    return AAEModules(Encoder(config.latent_dim), Decoder(latent_dim=config.latent_dim),
+    return AAEModules(Encoder(config.latent_dim, image_shape=config.image_shape),
+                      Decoder(latent_dim=config.latent_dim, image_shape=config.image_shape),
                       Discriminator(batch_norm=config.discriminator_norm != "none"))
 
 
@@ -352,7 +356,7 @@ def generator_term(parts: AAEParts, params: Params, batch_stats: BatchStats, cod
 
 def autoencoder_loss(parts: AAEParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
                      step: jax.Array) -> LossOutput:
-    """Mean-over-pixels BCE of the reconstructions of batch["image"] (B, 28, 28, 1), in train mode.
+    """Mean-over-values BCE of the reconstructions of batch["image"] (B, H, W, C), in train mode.
 
     With ``generator_optimizer="shared"`` the generator term is added, and the codes (B,
     latent_dim) are carried to the discriminator phase.
@@ -374,7 +378,7 @@ def autoencoder_loss(parts: AAEParts, params: Params, batch_stats: BatchStats, b
 
 def generator_loss(parts: AAEParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
                    step: jax.Array) -> LossOutput:
-    """``generator_term`` of the train-mode codes of batch["image"] (B, 28, 28, 1); the codes
+    """``generator_term`` of the train-mode codes of batch["image"] (B, H, W, C); the codes
     (B, latent_dim) are carried to the discriminator phase."""
     del step
     codes, encoder_stats = apply_training(parts.modules.encoder, module_variables(params, batch_stats, "encoder"),

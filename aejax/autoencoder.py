@@ -21,7 +21,8 @@ from aejax.conv_kernels import (CONV_IMPL_HELP, CONV_TRANSPOSE_IMPL_HELP, ConvIm
                                 resolve_conv_impl, resolve_conv_transpose_impl)
 from aejax.model import (Batch, BatchStats, EncoderDecoder, LossOutput, Model, Params, Phase, encoder_decoder_functions,
                          module_variables)
-from aejax.modules import Decoder, Encoder, apply_training
+from aejax.modules import (IMAGE_SHAPE, IMAGE_SHAPE_HELP, Decoder, Encoder, ImageShape, apply_training,
+                           check_image_shape)
 from aejax.optimizers import torch_adam
 
 Sparsity = Literal["none", "l1", "kl_per_object", "kl_per_unit"]
@@ -42,8 +43,10 @@ class AEConfig:
     sparsity_target: float = flags.field(0.1, "target activation p of the KL sparsity penalties, in (0, 1)")
     conv_impl: ConvImpl = flags.field("auto", CONV_IMPL_HELP)
     conv_transpose_impl: ConvTransposeImpl = flags.field("auto", CONV_TRANSPOSE_IMPL_HELP)
+    image_shape: ImageShape = flags.field(IMAGE_SHAPE, IMAGE_SHAPE_HELP, cli=False)
 
     def __post_init__(self):
+        object.__setattr__(self, "image_shape", check_image_shape(self.image_shape))  # a list becomes a tuple
         if self.latent_dim <= 0:
             raise ValueError(f"latent_dim must be positive, got {self.latent_dim}")
         if not (self.learning_rate > 0 and self.weight_decay >= 0 and self.input_noise_std >= 0):  # NaN fails too
@@ -73,15 +76,15 @@ def sparsity_penalty(config: AEConfig, latents: jax.Array) -> jax.Array:
 
 
 def make_modules(config: AEConfig) -> EncoderDecoder:
-    """The lecture's conv encoder (``latent_dim`` codes) and decoder."""
-    return EncoderDecoder(Encoder(config.latent_dim, conv_impl=config.conv_impl),
+    """The lecture's conv encoder (``latent_dim`` codes) and decoder, for images of ``image_shape``."""
+    return EncoderDecoder(Encoder(config.latent_dim, conv_impl=config.conv_impl, image_shape=config.image_shape),
                           Decoder(conv_impl=config.conv_impl, conv_transpose_impl=config.conv_transpose_impl,
-                                  latent_dim=config.latent_dim))
+                                  latent_dim=config.latent_dim, image_shape=config.image_shape))
 
 
 def autoencoder_loss(config: AEConfig, modules: EncoderDecoder, params: Params, batch_stats: BatchStats,
                      batch: Batch, key: jax.Array, step: jax.Array) -> LossOutput:
-    """Mean-over-pixels BCE on logits (+ beta * sparsity) of batch["image"] (B, 28, 28, 1) in [0, 1].
+    """Mean-over-values BCE on logits (+ beta * sparsity) of batch["image"] (B, H, W, C) in [0, 1].
 
     With ``input_noise_std`` the encoder reads the images plus noise drawn from ``key``
     and the targets stay clean (the denoising AE). Metrics: bce, and sparsity (the

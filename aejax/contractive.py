@@ -31,7 +31,7 @@ from aejax.model import (Batch, BatchStats, EncoderDecoder, LossOutput, Model, P
 from aejax.modules import BatchNorm, apply_training
 from aejax.optimizers import torch_adam
 
-EncodeFn = Callable[[jax.Array], jax.Array]  # images (B, 28, 28, 1) -> codes (B, D), each code from its own image
+EncodeFn = Callable[[jax.Array], jax.Array]  # images (B, H, W, C) -> codes (B, D), each code from its own image
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +92,7 @@ def contractive_penalty(encode: EncodeFn, inputs: jax.Array, key: jax.Array | No
 
 def batch_statistics(encoder: nn.Module, variables: Mapping[str, Any], images: jax.Array,
                      ) -> tuple[jax.Array, BatchStats, BatchStats]:
-    """The encoder in train mode on images (B, 28, 28, 1), and the statistics it normalised by.
+    """The encoder in train mode on images (B, H, W, C), and the statistics it normalised by.
 
     Returns (codes (B, D), the updated running statistics (as ``apply_training``), the
     batch's own statistics: each BatchNorm's mean and biased variance over the batch, in
@@ -117,7 +117,7 @@ def batch_statistics(encoder: nn.Module, variables: Mapping[str, Any], images: j
 
 
 def encode_with_statistics(encoder: nn.Module, params: Params, statistics: BatchStats) -> EncodeFn:
-    """images (B, 28, 28, 1) -> codes (B, D), every BatchNorm normalising by the given ``statistics``.
+    """images (B, H, W, C) -> codes (B, D), every BatchNorm normalising by the given ``statistics``.
 
     Eval mode with the batch's statistics (``batch_statistics``) in place of the running
     ones reproduces the train-mode codes of that batch, but each code now depends on its
@@ -132,7 +132,7 @@ def contractive_loss(config: ContractiveConfig, modules: EncoderDecoder, params:
                      batch: Batch, key: jax.Array, step: jax.Array) -> LossOutput:
     """``autoencoder.autoencoder_loss`` + lambda * ``contractive_penalty`` of the train-mode encoder.
 
-    batch["image"] (B, 28, 28, 1) in [0, 1]; with ``input_noise_std`` the encoder reads
+    batch["image"] (B, H, W, C) in [0, 1]; with ``input_noise_std`` the encoder reads
     (and the penalty is taken at) the noisy images, the targets stay clean. The penalty's Jacobian is taken with the
     batch's BatchNorm statistics held fixed (``encode_with_statistics``): in train mode a
     sample's code also moves with the other images through the statistics, an effect of

@@ -1,17 +1,18 @@
-"""Data sets of 28x28 greyscale images in IDX format (MNIST's layout): locating,
-validating and loading them, plus on-device helpers.
+"""Data sets of uint8 images in IDX format (MNIST's layout): locating, validating and
+loading them, plus on-device helpers.
 
-Any such data set loads: the counts come from the IDX headers and the number of
-classes from the labels (``num_classes``). A folder holds the four files under
-MNIST's names (``train-images-idx3-ubyte[.gz]`` ...; ``write_idx`` writes them);
-a Keras-layout ``.npz`` (``x_train, y_train, x_test, y_test``) loads too (``load_npz``).
+Any such data set loads: the counts come from the IDX headers, the image shape from
+the images (``image_shape``) and the number of classes from the labels
+(``num_classes``). A folder holds the four files under MNIST's names
+(``train-images-idx3-ubyte[.gz]`` ...; ``write_idx`` writes them); a Keras-layout
+``.npz`` (``x_train, y_train, x_test, y_test``) loads too (``load_npz``).
 
-Images must be 28x28: the encoder/decoder layer sizes are fixed by the lecture's
-28x28 architecture (the encoder's four stride-2 convolutions take 28 to 2, and its
-Dense layer reads the 2x2x512 result; the decoder grows 1 -> 32 and a 7x7
-convolution crops to 28). Other shapes would need those layer sizes derived from
-the image shape (and channels beyond one), or the images resized or padded to
-28x28 greyscale before they are written.
+Images are uint8 of any size: greyscale (N, H, W), kept so, or colour (N, H, W, C)
+with C > 1 channels, kept with their channel axis; (N, H, W, 1) is squeezed to
+(N, H, W). IDX files hold greyscale images as 3-D arrays (magic 2051) and colour ones
+as 4-D arrays (magic 2052). On the device every image becomes float (H, W, C) in
+[0, 1] (``to_float_nhwc``), and the networks take their layer sizes from that shape
+(``aejax.modules``); the lecture's are MNIST's 28x28x1.
 
 Where the files come from (``load_mnist``), first match wins:
   1. an explicit ``data_dir`` argument (e.g. the ``--data-dir`` flag);
@@ -21,8 +22,8 @@ Where the files come from (``load_mnist``), first match wins:
   5. tensorflow-datasets' ``data_source`` for MNIST when it is installed (optional backend).
 An explicit folder (1 or 2) is never silently replaced by another source: a missing
 or corrupt file there is an error naming that file. Its files are checked
-structurally (magic number, header count against the file's length, 28x28 images,
-as many labels as images), not against MNIST's counts. The cache is MNIST's own
+structurally (magic number, header count against the file's length, no empty image
+side, as many labels as images), not against MNIST's counts. The cache is MNIST's own
 folder: downloads into it are verified by checksum, and files read from it must
 have MNIST's counts (60,000 / 10,000) and 10 classes.
 """
@@ -51,9 +52,11 @@ import numpy as np
 ENV_DATA_DIR = "AEJAX_DATA_DIR"
 ENV_CACHE_DIR = "AEJAX_CACHE_DIR"
 
-IMAGES_MAGIC = 2051  # uint8, 3 dimensions
+IMAGES_MAGIC = 2051  # uint8, 3 dimensions: greyscale images (N, H, W)
+COLOUR_IMAGES_MAGIC = 2052  # uint8, 4 dimensions: images with channels (N, H, W, C)
 LABELS_MAGIC = 2049  # uint8, 1 dimension
-IMAGE_SIDE = 28
+IDX_UINT8 = 0x0800  # an IDX magic number: 0x08 (uint8) in byte 2, the number of dimensions in byte 3
+IMAGE_SIDE = 28  # MNIST's
 
 # split -> (images file, labels file), MNIST's names without ".gz"
 SPLITS = {
@@ -88,13 +91,15 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).splitlines())
 
 
-def _images_28x28(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, 28, 28), or (N, 28, 28, 1) squeezed; else a one-line ValueError."""
+def _images(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W), or (N, H, W, C) with C > 1; (N, H, W, 1) squeezed to (N, H, W). Else a one-line ValueError."""
     images = np.asarray(images)
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
-    if images.ndim != 3 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
-        raise ValueError(f"images must be 28x28: shape (N, 28, 28) or (N, 28, 28, 1), got {images.shape}")
+    if images.ndim not in (3, 4):
+        raise ValueError(f"images must be (N, H, W) greyscale or (N, H, W, C) with channels, got shape {images.shape}")
+    if min(images.shape[1:]) < 1:
+        raise ValueError(f"images must have at least one pixel and channel, got shape {images.shape}")
     if images.dtype != np.uint8:
         raise ValueError(f"images must be uint8 (0..255), got {images.dtype}")
     return images
@@ -111,21 +116,32 @@ def _uint8_labels(labels: np.ndarray, count: int) -> np.ndarray:
 
 
 class Split(NamedTuple):
-    """One split of a data set: images uint8 (N, 28, 28), labels uint8 (N,)."""
+    """One split of a data set: images uint8 (N, H, W) greyscale or (N, H, W, C) with C > 1
+    channels, labels uint8 (N,)."""
 
-    images: np.ndarray  # (N, 28, 28) uint8
+    images: np.ndarray  # (N, H, W) or (N, H, W, C) uint8
     labels: np.ndarray  # (N,) uint8
 
     @classmethod
     def from_arrays(cls, images: np.ndarray, labels: np.ndarray) -> Split:
         """A validated Split from NumPy arrays.
 
-        ``images``: uint8 (N, 28, 28) or (N, 28, 28, 1) (squeezed to (N, 28, 28)).
+        ``images``: uint8 (N, H, W), or (N, H, W, C) (squeezed to (N, H, W) when C = 1).
         ``labels``: integers (N,) in [0, 255], stored as uint8 (as in IDX files).
         Raises a one-line ValueError naming what is wrong.
         """
-        images = _images_28x28(images)
+        images = _images(images)
         return cls(images, _uint8_labels(labels, images.shape[0]))
+
+
+def image_shape(images_or_split: Split | np.ndarray | jax.Array) -> tuple[int, int, int]:
+    """(H, W, C) of a split's images or of an image batch (N, H, W) (C = 1) or (N, H, W, C):
+    (28, 28, 1) for MNIST. Raises a one-line ValueError for another rank."""
+    images = images_or_split.images if isinstance(images_or_split, Split) else images_or_split
+    shape = tuple(int(n) for n in np.shape(images))
+    if len(shape) not in (3, 4):
+        raise ValueError(f"images must be (N, H, W) or (N, H, W, C), got shape {shape}")
+    return (*shape[1:3], shape[3] if len(shape) == 4 else 1)
 
 
 # --------------------------------------------------------------------------- IDX
@@ -142,28 +158,38 @@ def _open_bytes(path: pathlib.Path) -> bytes:
         raise DataError(f"IDX file {path} is corrupt or truncated: {_one_line(e)}") from None
 
 
+def _image_magic(magic: int) -> bool:
+    return magic in (IMAGES_MAGIC, COLOUR_IMAGES_MAGIC)
+
+
 def read_idx(path: str | os.PathLike, expected_magic: int, expected_count: int | None = None) -> np.ndarray:
     """Reads one IDX file (gzip or plain) into a uint8 array.
 
-    Returns (N, 28, 28) for images (magic 2051) or (N,) for labels (magic 2049), N
-    taken from the header (or required to be ``expected_count`` when given).
-    Raises DataError naming the file on a wrong magic number, count, image size,
-    or a length that disagrees with the header.
+    ``expected_magic``: ``LABELS_MAGIC`` (2049) for labels (N,); ``IMAGES_MAGIC`` (2051)
+    for images, which reads greyscale (N, H, W) (magic 2051) and colour (N, H, W, C)
+    files (magic 2052) alike. N is taken from the header (or required to be
+    ``expected_count`` when given). Raises DataError naming the file on a wrong magic
+    number, count, an empty image side, or a length that disagrees with the header.
     """
     path = pathlib.Path(path)
     raw = _open_bytes(path)
-    ndim = 3 if expected_magic == IMAGES_MAGIC else 1
+    if len(raw) < 4:
+        raise DataError(f"IDX file {path} is truncated: {len(raw)} bytes, too few for a header")
+    magic = int(np.frombuffer(raw, dtype=">u4", count=1)[0])
+    images = _image_magic(expected_magic)
+    if magic != expected_magic and not (images and _image_magic(magic)):
+        wanted = f"{IMAGES_MAGIC} or {COLOUR_IMAGES_MAGIC}" if images else f"{expected_magic}"
+        raise DataError(f"IDX file {path} has magic number {magic}, expected {wanted}")
+    ndim = magic - IDX_UINT8
     header = 4 * (1 + ndim)
     if len(raw) < header:
         raise DataError(f"IDX file {path} is truncated: {len(raw)} bytes, header needs {header}")
-    magic, *dims = np.frombuffer(raw, dtype=">u4", count=1 + ndim).tolist()
-    if magic != expected_magic:
-        raise DataError(f"IDX file {path} has magic number {magic}, expected {expected_magic}")
-    if ndim == 3 and dims[1:] != [IMAGE_SIDE, IMAGE_SIDE]:
-        raise DataError(f"IDX file {path} holds {dims[1]}x{dims[2]} images; images must be 28x28")
+    dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).tolist()
+    if ndim > 1 and min(dims[1:]) == 0:
+        raise DataError(f"IDX file {path} holds images of shape {tuple(dims[1:])}; every side must be at least 1")
     if expected_count is not None and dims[0] != expected_count:
         raise DataError(f"IDX file {path} holds {dims[0]} items, expected {expected_count}")
-    size = int(np.prod(dims))
+    size = math.prod(dims)  # Python integers: no overflow
     if len(raw) - header != size:
         raise DataError(f"IDX file {path} is truncated or padded: {len(raw) - header} data bytes, expected {size}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
@@ -172,17 +198,18 @@ def read_idx(path: str | os.PathLike, expected_magic: int, expected_count: int |
 def write_idx(path: str | os.PathLike, array: np.ndarray) -> pathlib.Path:
     """Writes a uint8 IDX file that ``read_idx`` reads back; gzip-compressed when ``path`` ends in ".gz".
 
-    ``array``: images (N, H, W) (magic 2051) or labels (N,) (magic 2049), integers in
-    [0, 255] (stored as uint8). aejax reads only 28x28 images; write other sizes
-    only for other tools. Returns ``path``.
+    ``array``: labels (N,) (magic 2049), greyscale images (N, H, W) (magic 2051) or
+    images with channels (N, H, W, C) (magic 2052), integers in [0, 255] (stored as
+    uint8). Returns ``path``.
     """
     path = pathlib.Path(path)
     array = np.asarray(array)
-    if array.ndim not in (1, 3):
-        raise ValueError(f"write_idx: array must be labels (N,) or images (N, H, W), got shape {array.shape}")
+    if array.ndim not in (1, 3, 4):
+        raise ValueError(f"write_idx: array must be labels (N,) or images (N, H, W) or (N, H, W, C), "
+                         f"got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.integer) or (array.size and (array.min() < 0 or array.max() > 255)):
         raise ValueError(f"write_idx: array must hold integers in [0, 255], got {array.dtype}")
-    magic = IMAGES_MAGIC if array.ndim == 3 else LABELS_MAGIC
+    magic = IDX_UINT8 + array.ndim
     payload = np.asarray([magic, *array.shape], ">u4").tobytes() + np.ascontiguousarray(array, np.uint8).tobytes()
     if path.suffix == ".gz":
         payload = gzip.compress(payload, compresslevel=6)
@@ -201,9 +228,10 @@ def load_split_from_dir(folder: str | os.PathLike, split: str, num_classes: int 
                         expected_count: int | None = None) -> Split:
     """Loads and validates one split ('train' or 'test') from a folder of IDX files.
 
-    Returns images uint8 (N, 28, 28) and labels uint8 (N,), N from the headers; the
-    two files must agree on N, and N must be ``expected_count`` when that is given.
-    With ``num_classes``, labels must lie in [0, num_classes).
+    Returns images uint8 (N, H, W) or (N, H, W, C) (``Split``'s layout: C = 1 squeezed)
+    and labels uint8 (N,), N from the headers; the two files must agree on N, and N
+    must be ``expected_count`` when that is given. With ``num_classes``, labels must
+    lie in [0, num_classes).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
@@ -217,7 +245,7 @@ def load_split_from_dir(folder: str | os.PathLike, split: str, num_classes: int 
         raise DataError(f"IDX file {labels_path} holds {len(labels)} labels but {images_path} holds {len(images)} images")
     if num_classes is not None and labels.max(initial=0) >= num_classes:
         raise DataError(f"labels in {labels_path} exceed {num_classes - 1} (max {labels.max()})")
-    return Split(images, labels)
+    return Split(images[..., 0] if images.ndim == 4 and images.shape[-1] == 1 else images, labels)
 
 
 _ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first bytes (an empty one starts with its end record)
@@ -261,8 +289,9 @@ def _read_npy_member(archive: zipfile.ZipFile, name: str, archive_size: int) -> 
 def load_npz(path: str | os.PathLike, splits: Iterable[str] = tuple(NPZ_KEYS)) -> dict[str, Split]:
     """Loads {'train': Split, 'test': Split} from a Keras-layout ``.npz`` (only the members of ``splits``).
 
-    Keys ``x_train`` (N, 28, 28[, 1]) uint8, ``y_train`` (N,) integers, and the same
-    for ``x_test``/``y_test``. Raises a one-line DataError naming the file and key.
+    Keys ``x_train`` uint8 (N, H, W) or (N, H, W, C), ``y_train`` (N,) integers, and the
+    same for ``x_test``/``y_test`` (``Split.from_arrays``). Raises a one-line DataError
+    naming the file and key.
     """
     path = pathlib.Path(path)
     try:
@@ -307,8 +336,8 @@ def load_dataset(path: str | os.PathLike, splits: Iterable[str] = tuple(SPLITS))
     """Loads {'train': Split, 'test': Split} from a folder of the four IDX files or a ``.npz``;
     ``splits``: only those (their files alone are read).
 
-    Any counts and classes; images uint8 (N, 28, 28), labels uint8 (N,). No other
-    source is tried: a missing or corrupt file is a DataError naming it.
+    Any counts, classes and image shapes; images uint8 (N, H, W) or (N, H, W, C), labels
+    uint8 (N,). No other source is tried: a missing or corrupt file is a DataError naming it.
     """
     path = pathlib.Path(path)
     if path.suffix == ".npz":
@@ -441,11 +470,12 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None, allow_download: 
 
 def load_mnist(data_dir: str | os.PathLike | None = None, allow_download: bool = True,
                splits: Iterable[str] = tuple(SPLITS)) -> dict[str, Split]:
-    """Loads {'train': Split, 'test': Split}: images uint8 (N, 28, 28), labels uint8 (N,);
+    """Loads {'train': Split, 'test': Split}: images uint8 (N, H, W) or (N, H, W, C), labels uint8 (N,);
     ``splits``: only those (a selection run reads no test file).
 
-    MNIST unless ``data_dir`` or AEJAX_DATA_DIR names another data set (a folder of
-    the four IDX files or a ``.npz``, see ``load_dataset``): any counts and classes.
+    MNIST (28x28 greyscale) unless ``data_dir`` or AEJAX_DATA_DIR names another data set
+    (a folder of the four IDX files or a ``.npz``, see ``load_dataset``): any counts,
+    classes and image shapes.
     The cache folder is MNIST's own, so there MNIST's counts and 10 classes are verified.
     """
     explicit = data_dir is not None or bool(os.environ.get(ENV_DATA_DIR))
@@ -460,11 +490,13 @@ def load_mnist(data_dir: str | os.PathLike | None = None, allow_download: bool =
 # ----------------------------------------------------------- array helpers
 
 def to_float_nhwc(images: np.ndarray | jax.Array) -> jax.Array:
-    """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1] (as torchvision's ToTensor)."""
+    """uint8 (N, H, W) -> float32 (N, H, W, 1), or uint8 (N, H, W, C) -> float32 (N, H, W, C),
+    in [0, 1] (as torchvision's ToTensor)."""
     images = jnp.asarray(images)
-    if images.dtype != jnp.uint8 or images.ndim != 3:
-        raise ValueError(f"images must be uint8 of shape (N, H, W), got {images.dtype} {images.shape}")
-    return (images.astype(jnp.float32) / 255.0)[..., None]
+    if images.dtype != jnp.uint8 or images.ndim not in (3, 4):
+        raise ValueError(f"images must be uint8 of shape (N, H, W) or (N, H, W, C), got {images.dtype} {images.shape}")
+    scaled = images.astype(jnp.float32) / 255.0
+    return scaled[..., None] if images.ndim == 3 else scaled
 
 
 def add_gaussian_noise(key: jax.Array, images: jax.Array, std: float) -> jax.Array:
@@ -513,11 +545,11 @@ def shuffled_batches(key: jax.Array, num_examples: int, batch_size: int, drop_la
 
 
 def check_split(images: np.ndarray, labels: np.ndarray, num_classes: int | None = None) -> None:
-    """Raises a one-line ValueError unless images are uint8 (N, 28, 28) and labels integers (N,),
-    non-negative, and below ``num_classes`` when it is given."""
+    """Raises a one-line ValueError unless images are uint8 (N, H, W) or (N, H, W, C) with no empty
+    side, and labels integers (N,), non-negative, and below ``num_classes`` when it is given."""
     images, labels = np.asarray(images), np.asarray(labels)
-    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
-        raise ValueError(f"images must be uint8 of shape (N, 28, 28), got {images.dtype} {images.shape}")
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or min(images.shape[1:]) < 1:
+        raise ValueError(f"images must be uint8 of shape (N, H, W) or (N, H, W, C), got {images.dtype} {images.shape}")
     if labels.shape != images.shape[:1] or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be integers of shape ({images.shape[0]},), got {labels.dtype} {labels.shape}")
     if not labels.size:
@@ -529,7 +561,7 @@ def check_split(images: np.ndarray, labels: np.ndarray, num_classes: int | None 
 
 
 def device_dataset(split: Split, limit: int | None = None, num_classes: int | None = None) -> dict[str, jax.Array]:
-    """A split as device arrays: {"image": uint8 (N, 28, 28), "label": int32 (N,)}.
+    """A split as device arrays: {"image": uint8 (N, H, W) or (N, H, W, C), "label": int32 (N,)}.
 
     Kept as uint8 (47 MB for MNIST's training set) and scaled inside the compiled step.
     ``limit`` keeps the first ``limit`` examples (quick runs, tests). Labels may be
@@ -541,13 +573,15 @@ def device_dataset(split: Split, limit: int | None = None, num_classes: int | No
 
 
 def gather_batch(dataset: dict[str, jax.Array], indices: jax.Array) -> dict[str, jax.Array]:
-    """Gathers a batch by index: {"image": float32 (B, 28, 28, 1), "label": int32 (B,)}.
+    """Gathers a batch by index: {"image": float32 (B, H, W, C), "label": int32 (B,)}.
 
-    uint8 images are scaled to [0, 1]; float images (e.g. already noisy) pass as they are.
+    ``dataset["image"]``: (N, H, W) (C = 1) or (N, H, W, C); uint8 images are scaled to
+    [0, 1], float images (e.g. already noisy) pass as they are.
     """
     images = dataset["image"][indices]
-    if images.shape[1:] not in ((28, 28), (28, 28, 1)):
-        raise ValueError(f"dataset['image'] must be (N, 28, 28) uint8 or (N, 28, 28[, 1]) float, got "
+    if dataset["image"].ndim not in (3, 4) or not (images.dtype == jnp.uint8
+                                                  or jnp.issubdtype(images.dtype, jnp.floating)):
+        raise ValueError(f"dataset['image'] must be uint8 or float of shape (N, H, W) or (N, H, W, C), got "
                          f"{images.dtype} {dataset['image'].shape}")
     if images.dtype == jnp.uint8:
         images = to_float_nhwc(images)

@@ -5,7 +5,7 @@ label logits and a style code z; the decoder (the conditional one) reads
 ``concat(z, softmax(label logits))``. A small MLP, the label adversary, tries to predict
 the label from z alone; the encoder is penalised when it succeeds. One step:
 
-1. ``autoencoder`` (encoder + decoder): mean-over-pixels BCE + ``label_weight`` * cross-
+1. ``autoencoder`` (encoder + decoder): mean-over-values BCE + ``label_weight`` * cross-
    entropy of the label logits with the true label;
 2. ``confusion`` (encoder only): ``confusion_weight`` * cross-entropy between the uniform
    distribution and the adversary's prediction from z, smallest when the adversary is
@@ -29,7 +29,8 @@ import optax
 from aejax import flags, losses
 from aejax.label_style import (ClassStandardize, class_mean_share, label_dependence, label_style_functions,
                                split_label_style, standardize, uniform_cross_entropy)
-from aejax.modules import MLP, Decoder, Encoder, apply_inference, apply_training, init_encoder_decoder
+from aejax.modules import (IMAGE_SHAPE, IMAGE_SHAPE_HELP, MLP, Decoder, Encoder, ImageShape, apply_inference,
+                           apply_training, check_image_shape, init_encoder_decoder)
 from aejax.optimizers import torch_adam
 from aejax.model import Batch, BatchStats, LossOutput, Model, Params, Phase, module_variables, reparametrize, split_moments
 
@@ -62,8 +63,10 @@ class DisentangledConfig:
     style_normalization: StyleNormalization = flags.field(
         "none", "'class': the style standardised per class (true labels in training, the label head's in eval); "
                 "'none': the lecture's style")
+    image_shape: ImageShape = flags.field(IMAGE_SHAPE, IMAGE_SHAPE_HELP, cli=False)
 
     def __post_init__(self):
+        object.__setattr__(self, "image_shape", check_image_shape(self.image_shape))  # a list becomes a tuple
         if self.latent_dim <= 0 or self.num_classes <= 1:
             raise ValueError(f"need latent_dim > 0 and num_classes > 1, got {self.latent_dim} and {self.num_classes}")
         if min(self.learning_rate, self.adversary_learning_rate) <= 0 or min(
@@ -86,8 +89,9 @@ class DisentangledModules(NamedTuple):
 
 def make_modules(config: DisentangledConfig) -> DisentangledModules:
     style_outputs = config.latent_dim * (2 if config.style_kl_weight else 1)
-    return DisentangledModules(Encoder(config.num_classes + style_outputs),
-                               Decoder(num_classes=config.num_classes, latent_dim=config.latent_dim),
+    return DisentangledModules(Encoder(config.num_classes + style_outputs, image_shape=config.image_shape),
+                               Decoder(num_classes=config.num_classes, latent_dim=config.latent_dim,
+                                       image_shape=config.image_shape),
                                MLP((*config.adversary_hidden, config.num_classes)))
 
 
@@ -142,7 +146,7 @@ def encoder_outputs(parts: DisentangledParts, params: Params, batch_stats: Batch
 
 def autoencoder_loss(parts: DisentangledParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
                      step: jax.Array) -> LossOutput:
-    """BCE of the reconstructions of batch["image"] (B, 28, 28, 1) + ``label_weight`` * the label
+    """BCE of the reconstructions of batch["image"] (B, H, W, C) + ``label_weight`` * the label
     head's cross-entropy with batch["label"] (B,) (+ ``style_kl_weight`` * the style's KL).
    """
     del step
@@ -166,7 +170,7 @@ def autoencoder_loss(parts: DisentangledParts, params: Params, batch_stats: Batc
 def confusion_loss(parts: DisentangledParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
                    step: jax.Array) -> LossOutput:
     """``confusion_weight`` * the uniform cross-entropy of the adversary's prediction from the
-    standardised style of batch["image"] (B, 28, 28, 1), plus the class-mean and kernel-dependence
+    standardised style of batch["image"] (B, H, W, C), plus the class-mean and kernel-dependence
     terms when weighted. The style (B, latent_dim) is carried to the adversary's phase.
    """
     del key, step
@@ -198,7 +202,7 @@ def adversary_loss(parts: DisentangledParts, params: Params, batch_stats: BatchS
 
 def encode_class_standardized(parts: DisentangledParts, params: Params, batch_stats: BatchStats, images: jax.Array,
                               labels: jax.Array | None = None, train: bool = False) -> jax.Array:
-    """The class-standardised style (B, latent_dim) of images (B, 28, 28, 1), with the label head's
+    """The class-standardised style (B, latent_dim) of images (B, H, W, C), with the label head's
     classes (one encoder pass): ``labels`` are ignored, so the style stays a function of the image alone."""
     del labels
     encoder = parts.modules.encoder

@@ -54,7 +54,7 @@ def interpolate(z_start: np.ndarray, z_end: np.ndarray, steps: int) -> np.ndarra
 def reconstruction_metrics(result: Mapping[str, np.ndarray], prefix: str = "test") -> dict[str, float]:
     """Mean BCE and MSE of an ``evaluate`` result's reconstructions against its inputs.
 
-    ``result["reconstructions"]`` and ``result["inputs"]`` (N, 28, 28, 1) in [0, 1];
+    ``result["reconstructions"]`` and ``result["inputs"]`` (N, H, W, C) in [0, 1];
     the reconstructions are clipped to [1e-7, 1 - 1e-7] for the BCE's logarithms.
     Returns {f"{prefix}_bce", f"{prefix}_mse"}.
     """
@@ -66,15 +66,15 @@ def reconstruction_metrics(result: Mapping[str, np.ndarray], prefix: str = "test
 
 def noisy_test_set(split: data_lib.Split, key: jax.Array, std: float = LECTURE_NOISE_STD,
                    ) -> tuple[np.ndarray, dict[str, jax.Array]]:
-    """Clean images (N, 28, 28, 1) in [0, 1] and an ``evaluate``-ready set of their noisy copies:
-    {"image": clean + std * N(0, 1) (N, 28, 28, 1) float32, unclipped, "label": (N,) int32}."""
+    """Clean images (N, H, W, C) in [0, 1] and an ``evaluate``-ready set of their noisy copies:
+    {"image": clean + std * N(0, 1) (N, H, W, C) float32, unclipped, "label": (N,) int32}."""
     clean = data_lib.to_float_nhwc(split.images)
     noisy = data_lib.add_gaussian_noise(key, clean, std)
     return np.asarray(clean), {"image": noisy, "label": jnp.asarray(split.labels, jnp.int32)}
 
 
 def lecture_example(split: data_lib.Split, label: int, index: int = 0) -> np.ndarray:
-    """The ``index``-th image (28, 28, 1) of ``label`` in the split's first batch, where the lecture
+    """The ``index``-th image (H, W, C) of ``label`` in the split's first batch, where the lecture
     picks its figure digits; else in the whole split."""
     first = np.asarray(split.labels[:LECTURE_FIRST_BATCH])
     within = LECTURE_FIRST_BATCH if np.count_nonzero(first == label) > index else len(split.labels)
@@ -82,10 +82,10 @@ def lecture_example(split: data_lib.Split, label: int, index: int = 0) -> np.nda
 
 
 def vector_arithmetic(model: Model, params: Params, batch_stats: BatchStats, inputs: np.ndarray) -> np.ndarray:
-    """inputs (3, 28, 28, 1) = [a, b, c] -> [a, b, c, decode(encode(a) + encode(b) - encode(c))] (4, 28, 28, 1)."""
+    """inputs (3, H, W, C) = [a, b, c] -> [a, b, c, decode(encode(a) + encode(b) - encode(c))] (4, H, W, C)."""
     inputs = np.asarray(inputs)
-    if inputs.shape != (3, 28, 28, 1):
-        raise ValueError(f"vector arithmetic takes three images (3, 28, 28, 1), got {inputs.shape}")
+    if inputs.ndim != 4 or inputs.shape[0] != 3:
+        raise ValueError(f"vector arithmetic takes three images (3, H, W, C), got {inputs.shape}")
     codes = _encode(model, params, batch_stats, jnp.asarray(inputs))
     result = _decode_images(model, params, batch_stats, (codes[0] + codes[1] - codes[2])[None], None)
     return np.concatenate([inputs, np.asarray(result)])
@@ -93,7 +93,7 @@ def vector_arithmetic(model: Model, params: Params, batch_stats: BatchStats, inp
 
 def first_of_class(split: data_lib.Split, label: int, index: int = 0,
                    within: int = LECTURE_FIRST_BATCH) -> np.ndarray:
-    """The ``index``-th image (28, 28, 1) in [0, 1] labelled ``label`` among the split's first ``within``
+    """The ``index``-th image (H, W, C) in [0, 1] labelled ``label`` among the split's first ``within``
     (64: the lecture's first test batch)."""
     found = np.flatnonzero(np.asarray(split.labels[:within]) == label)
     if len(found) <= index:
@@ -126,8 +126,8 @@ def evaluate(
     matters and must be given: the lecture's is 64). In eval mode ``None`` takes
     ``inference.inference_batch_size()``.
 
-    Returns numpy arrays: inputs (N, 28, 28, 1), latents (N, D), reconstructions
-    (N, 28, 28, 1) = sigmoid(logits) in [0, 1], labels (N,).
+    Returns numpy arrays: inputs (N, H, W, C), latents (N, D), reconstructions
+    (N, H, W, C) = sigmoid(logits) in [0, 1], labels (N,).
     """
     if batch_size is None:
         if batch_statistics:
@@ -171,7 +171,7 @@ def _decode_images(model: Model, params: Params, batch_stats: BatchStats, latent
 def _decode_in_batches(model: Model, params: Params, batch_stats: BatchStats, latents: jax.Array,
                        labels: jax.Array | None, batch_size: int | None = None) -> np.ndarray:
     """sigmoid(decode(latents (N, D), labels (N,) or None)), eval mode, ``batch_size`` at a time
-    (None: ``inference.inference_batch_size()``; a short last batch padded, so one compilation): (N, 28, 28, 1)."""
+    (None: ``inference.inference_batch_size()``; a short last batch padded, so one compilation): (N, H, W, C)."""
     latents = jnp.asarray(latents)
     labels = None if labels is None else jnp.asarray(labels)
     if labels is not None and labels.shape[:1] != latents.shape[:1]:
@@ -186,7 +186,7 @@ def _decode_in_batches(model: Model, params: Params, batch_stats: BatchStats, la
 
 def decode_with_labels(model: Model, params: Params, batch_stats: BatchStats, latents: jax.Array,
                        labels: jax.Array, batch_size: int | None = None) -> np.ndarray:
-    """A conditional decoder's images for latents (N, D) and integer labels (N,): (N, 28, 28, 1) in [0, 1].
+    """A conditional decoder's images for latents (N, D) and integer labels (N,): (N, H, W, C) in [0, 1].
 
     Eval mode, ``batch_size`` latents per compiled call (None: ``inference.inference_batch_size()``).
     """
@@ -195,7 +195,7 @@ def decode_with_labels(model: Model, params: Params, batch_stats: BatchStats, la
 
 def decode_on_grid(model: Model, params: Params, batch_stats: BatchStats, low: tuple[float, float],
                    high: tuple[float, float], steps: int, label: int | None = None) -> np.ndarray:
-    """Images (steps, steps, 28, 28, 1) in [0, 1] decoded on a regular grid of the box [low, high] (2-D latents).
+    """Images (steps, steps, H, W, C) in [0, 1] decoded on a regular grid of the box [low, high] (2-D latents).
 
     Row i holds z[0] = linspace(low[0], high[0], steps)[i], column j z[1] =
     linspace(low[1], high[1], steps)[j] (the lecture's ``cartesian_prod`` order).
@@ -204,24 +204,25 @@ def decode_on_grid(model: Model, params: Params, batch_stats: BatchStats, low: t
     axes = [jnp.linspace(lo, hi, steps) for lo, hi in zip(low, high)]
     grid = jnp.stack(jnp.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 2)
     labels = None if label is None else jnp.full((grid.shape[0],), label, jnp.int32)
-    return _decode_in_batches(model, params, batch_stats, grid, labels).reshape(steps, steps, 28, 28, 1)
+    images = _decode_in_batches(model, params, batch_stats, grid, labels)
+    return images.reshape(steps, steps, *images.shape[1:])
 
 
 def label_swap(model: Model, params: Params, batch_stats: BatchStats, styles: np.ndarray,
                num_classes: int) -> np.ndarray:
-    """Each style (N, D) decoded with every label 0 .. num_classes - 1: images (N, num_classes, 28, 28, 1).
+    """Each style (N, D) decoded with every label 0 .. num_classes - 1: images (N, num_classes, H, W, C).
 
     Entry [n, c] is style n decoded with label c (a conditional decoder, eval mode).
     """
     styles = jnp.asarray(styles)
     labels = jnp.tile(jnp.arange(num_classes, dtype=jnp.int32), styles.shape[0])
     decoded = _decode_in_batches(model, params, batch_stats, jnp.repeat(styles, num_classes, axis=0), labels)
-    return decoded.reshape(styles.shape[0], num_classes, 28, 28, 1)
+    return decoded.reshape(styles.shape[0], num_classes, *decoded.shape[1:])
 
 
 def interpolation_frames(model: Model, params: Params, batch_stats: BatchStats, start: np.ndarray,
                          end: np.ndarray, steps: int) -> np.ndarray:
-    """The decoded straight line between the codes of two images (28, 28, 1): (steps, 28, 28, 1) in [0, 1].
+    """The decoded straight line between the codes of two images (H, W, C): (steps, H, W, C) in [0, 1].
 
     Frame 0 decodes ``start``'s code, frame ``steps - 1`` ``end``'s; eval mode, unconditional.
     """

@@ -123,7 +123,7 @@ class ClassStandardize(nn.Module):
 
 def encoder_output(encoder: Encoder, num_classes: int, params: Params, batch_stats: BatchStats, images: jax.Array,
                    train: bool = False) -> tuple[jax.Array, jax.Array]:
-    """Label logits (B, num_classes) and style (B, D) of images (B, 28, 28, 1), without updating statistics."""
+    """Label logits (B, num_classes) and style (B, D) of images (B, H, W, C), without updating statistics."""
     out = apply_inference(encoder, module_variables(params, batch_stats, "encoder"), images, train)
     return split_label_style(out, num_classes)
 

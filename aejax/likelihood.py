@@ -1,7 +1,8 @@
 """How good a VAE is, in nats per image: negative ELBO and the IWAE bound on -log p(x).
 
-Pixels are Bernoulli with the decoder's logits, targets the images given (the
-lecture's BCE, summed over the 784 pixels instead of averaged). On the lecture's [0, 1]
+Each of an image's H * W * C values (MNIST's 784 pixels) is Bernoulli with the
+decoder's logits, targets the images given (the lecture's BCE, summed over the values
+instead of averaged; colour channels as grey levels). On the lecture's [0, 1]
 grey values this is a cross-entropy, not a log-probability: it includes the targets'
 own binary entropy (about 45.5 nats per MNIST test image), so only numbers on binarized
 images (``aejax.binarized``) compare with the literature's. Encoders and decoders run
@@ -33,7 +34,7 @@ def _require_posterior(model: Model) -> None:
 
 def reconstruction_log_likelihood(model: Model, params: Params, batch_stats: BatchStats, z: jax.Array,
                                   images: jax.Array, labels: jax.Array | None) -> jax.Array:
-    """log p(x | z) = -sum over pixels of BCE(logits, x): z (B, D), images (B, 28, 28, 1) -> (B,)."""
+    """log p(x | z) = -sum over values of BCE(logits, x): z (B, D), images (B, H, W, C) -> (B,)."""
     logits = model.decode(params, batch_stats, z, labels)
     return -jnp.sum(losses.binary_cross_entropy_with_logits(logits, images), axis=(1, 2, 3))
 

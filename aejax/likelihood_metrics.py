@@ -48,7 +48,7 @@ def likelihood_targets(dataset: Mapping[str, jax.Array]) -> str:
 def summarize(model: Model, params: Params, batch_stats: BatchStats, test_set: Mapping[str, jax.Array],
               key: jax.Array, num_samples: int | None = None, num_images: int | None = None, *,
               quick: bool = False) -> dict[str, Any]:
-    """Test negative ELBO over all of ``test_set`` ({"image" (N, 28, 28, 1), "label" (N,)}) and the
+    """Test negative ELBO over all of ``test_set`` ({"image" (N, H, W, C), "label" (N,)}) and the
     IWAE NLL with ``num_samples`` importance samples over its first ``num_images``, nats per image.
 
     ``None`` takes ``default_sizes(quick)``'s value. A CVAE's densities are conditional

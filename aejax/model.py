@@ -22,7 +22,7 @@ from aejax.modules import apply_inference, init_encoder_decoder
 
 Params = Mapping[str, Any]  # {module name: flax params}
 BatchStats = Mapping[str, Any]  # {module name: flax batch_stats}
-Batch = Mapping[str, jax.Array]  # what a gather function returns, e.g. {"image": (B, 28, 28, 1), "label": (B,)}
+Batch = Mapping[str, jax.Array]  # what a gather function returns, e.g. {"image": (B, H, W, C), "label": (B,)}
 Metrics = dict[str, jax.Array]
 
 
@@ -72,8 +72,8 @@ class Model(NamedTuple):
     """What a variant gives the generic loop.
 
     init(key) -> (params, batch_stats);
-    encode(params, batch_stats, images (B,28,28,1), labels (B,), train=False) -> latents (B, D);
-    decode(params, batch_stats, latents (B, D), labels (B,), train=False) -> logits (B,28,28,1);
+    encode(params, batch_stats, images (B, H, W, C), labels (B,), train=False) -> latents (B, D);
+    decode(params, batch_stats, latents (B, D), labels (B,), train=False) -> logits (B, H, W, C);
     posterior (stochastic encoders only): the same arguments as encode -> (mu, log_var),
     each (B, D), of the Gaussian q(z | x); ``encode`` then returns mu.
     classify (models with a label head): (params, batch_stats, images, train=False) -> label logits (B, C).
@@ -108,8 +108,8 @@ class EncoderDecoderFunctions(NamedTuple):
 
 
 def encoder_decoder_functions(modules: EncoderDecoder, latent_dim: int) -> EncoderDecoderFunctions:
-    """init(key) of both networks for 28x28 images and (B, latent_dim) codes; eval-mode
-    encode (images (B, 28, 28, 1) -> codes) and decode (codes -> logits (B, 28, 28, 1)).
+    """init(key) of both networks for images of the encoder's ``image_shape`` and (B, latent_dim) codes; eval-mode
+    encode (images (B, H, W, C) -> codes) and decode (codes -> logits (B, H, W, C)).
 
     The decoder reads ``labels`` (B,) when it is conditional (``num_classes`` > 0); the
     encoder never does.

@@ -2,14 +2,36 @@
 
 Layouts are NHWC. Parameter counts equal the PyTorch originals (see tests). How the
 convolutions run (``conv_impl``, ``conv_transpose_impl``) is ``aejax.conv_kernels``'s.
+
 BatchNorm follows PyTorch exactly: momentum 0.1 on the new statistic (flax's 0.9 on
 the old), eps 1e-5, normalisation by the biased batch variance, and the running
 variance updated with the unbiased one (flax's own BatchNorm uses the biased one).
+
+Image shapes. The lecture's networks read 28x28 greyscale images, ``IMAGE_SHAPE``
+(28, 28, 1); any (H, W, C) runs through the same layers, sized from the shape
+(``image_shape`` of ``Encoder``, ``Decoder`` and ``Classifier``):
+
+- the encoder's four Conv(3x3, stride 2, padding 1) take each side s to ceil(s / 2),
+  so H x W becomes ceil(H / 16) x ceil(W / 16) (28 -> 14 -> 7 -> 4 -> 2), and its Dense
+  layer reads that grid's 512 channels flattened (2 x 2 x 512 = 2048 for 28x28);
+- the decoder's Dense layer gives a start grid of ceil(H / 32) x ceil(W / 32) x 512
+  (1 x 1 for 28x28), which its five ConvTranspose(3x3, stride 2) blocks grow 32-fold
+  to G_H x G_W; its Conv(7x7) pads each axis by P = H + 6 - G (a side of G gives
+  G + P - 6 = H), split (P // 2, P - P // 2), where 0 <= P <= 6 (28: G = 32, P = 2, the
+  lecture's padding 1), and otherwise pads nothing and crops the centre H x W out of
+  its G - 6 (the larger half of an odd crop at the end);
+- the decoder's last convolution has C output channels (one logit per channel value);
+- the evaluation classifier's two 2x2 max-pools take H x W to floor(floor(H / 2) / 2)
+  x floor(floor(W / 2) / 2) (7 x 7 for 28x28), so it needs images of at least 4x4.
+
+For 28x28x1 these are the lecture's layers exactly; every image size of at least 1x1
+(4x4 for the classifier) and every channel count C >= 1 has its layers.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import math
+from typing import NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -63,11 +85,17 @@ def _torch_uniform(fan_in: int):
     return init
 
 
-def _conv(features: int, kernel: int, stride: int, padding: int, in_features: int,
+Padding = tuple[tuple[int, int], tuple[int, int]]  # ((top, bottom), (left, right))
+
+
+def _conv(features: int, kernel: int, stride: int, padding: int | Padding, in_features: int,
           impl: ConvImpl = "lax") -> nn.Conv:
+    """A PyTorch-initialised square convolution; ``padding`` the same on every side, or per side."""
     fan_in = in_features * kernel * kernel
+    if isinstance(padding, int):
+        padding = ((padding, padding),) * 2
     return nn.Conv(
-        features, (kernel, kernel), strides=(stride, stride), padding=((padding, padding),) * 2,
+        features, (kernel, kernel), strides=(stride, stride), padding=padding,
         kernel_init=_torch_uniform(fan_in), bias_init=_torch_uniform(fan_in),
         conv_general_dilated=flax_conv_fn(impl),
     )
@@ -99,14 +127,69 @@ def _dense(features: int, in_features: int) -> nn.Dense:
     return nn.Dense(features, kernel_init=_torch_uniform(in_features), bias_init=_torch_uniform(in_features))
 
 
-IMAGE_SHAPE = (28, 28, 1)
+ImageShape = tuple[int, int, int]  # (H, W, C) of one image
+IMAGE_SHAPE: ImageShape = (28, 28, 1)  # the lecture's MNIST digits
+ENCODER_STRIDES = 4  # the encoder's stride-2 convolutions: H -> ceil(H / 16)
+OUTPUT_KERNEL = 7  # the decoder's last convolution: 7x7, stride 1
+IMAGE_SHAPE_HELP = "shape (H, W, C) of the images, from the data; the network's layer sizes follow it"
 
 
-def check_images(x: jax.Array, name: str = "images") -> None:
-    """Raises a one-line ValueError unless ``x`` is a float batch (B, 28, 28, 1)."""
-    if x.ndim != 4 or tuple(x.shape[1:]) != IMAGE_SHAPE or not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"{name} must be float of shape (B, 28, 28, 1) in [0, 1], got {x.dtype} {tuple(x.shape)}"
-                         + (" (add the channel axis: x[..., None])" if tuple(x.shape[1:]) == (28, 28) else "")
+def check_image_shape(image_shape: Sequence[int]) -> ImageShape:
+    """``image_shape`` as a tuple (H, W, C) of positive integers; else a one-line ValueError."""
+    shape = tuple(image_shape) if isinstance(image_shape, (tuple, list)) else None
+    if (shape is None or len(shape) != 3
+            or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n > 0 for n in shape)):
+        raise ValueError(f"image_shape must be (H, W, C) of positive integers, got {image_shape!r}")
+    return tuple(int(n) for n in shape)
+
+
+def num_values(image_shape: Sequence[int]) -> int:
+    """H * W * C: the values of one image (784 for 28x28 greyscale), over which the BCE is a mean."""
+    return math.prod(check_image_shape(image_shape))
+
+
+def encoder_grid(image_shape: Sequence[int]) -> tuple[int, int]:
+    """The encoder's grid after its stride-2 convolutions: (ceil(H / 16), ceil(W / 16)); (2, 2) for 28x28."""
+    height, width, _ = check_image_shape(image_shape)
+    factor = 2 ** ENCODER_STRIDES
+    return -(-height // factor), -(-width // factor)
+
+
+class DecoderLayout(NamedTuple):
+    """How the decoder reaches H x W (see the module docstring): the start grid (h0, w0) its
+    Dense layer fills, the 7x7 convolution's padding ((top, bottom), (left, right)) and the
+    crop ((top, bottom), (left, right)) of its output."""
+
+    start: tuple[int, int]
+    padding: Padding
+    crop: Padding
+
+
+def decoder_layout(image_shape: Sequence[int], upsampling_blocks: int = 5) -> DecoderLayout:
+    """The decoder's layout for images of ``image_shape`` after ``upsampling_blocks`` stride-2
+    transposed convolutions: for 28x28, start (1, 1), padding ((1, 1), (1, 1)), no crop."""
+    height, width, _ = check_image_shape(image_shape)
+    factor = 2 ** upsampling_blocks
+    start, padding, crop = [], [], []
+    for side in (height, width):
+        cells = -(-side // factor)
+        grown = cells * factor
+        total = side + OUTPUT_KERNEL - 1 - grown  # the padding that makes the 7x7 output exactly ``side``
+        pad, cut = max(total, 0), max(-total, 0)
+        start.append(cells)
+        padding.append((pad // 2, pad - pad // 2))
+        crop.append((cut // 2, cut - cut // 2))
+    return DecoderLayout(tuple(start), tuple(padding), tuple(crop))
+
+
+def check_images(x: jax.Array, name: str = "images", image_shape: Sequence[int] = IMAGE_SHAPE) -> None:
+    """Raises a one-line ValueError unless ``x`` is a float batch (B, H, W, C) of ``image_shape``."""
+    height, width, channels = image_shape
+    if x.ndim != 4 or tuple(x.shape[1:]) != tuple(image_shape) or not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"{name} must be float of shape (B, {height}, {width}, {channels}) in [0, 1], got "
+                         f"{x.dtype} {tuple(x.shape)}"
+                         + (" (add the channel axis: x[..., None])"
+                            if channels == 1 and tuple(x.shape[1:]) == (height, width) else "")
                          + (" (scale uint8 images: data.to_float_nhwc)" if x.dtype == jnp.uint8 else ""))
 
 
@@ -118,19 +201,21 @@ def check_latents(z: jax.Array, latent_dim: int | None, name: str = "latents") -
 
 
 class Encoder(nn.Module):
-    """(B, 28, 28, 1) -> (B, latent_dim).
+    """(B, H, W, C) of ``image_shape`` -> (B, latent_dim); the lecture's (B, 28, 28, 1) by default.
 
     Four Conv(3x3, s2, p1) -> BN -> LeakyReLU blocks (32, 64, 128, 256 filters:
-    28 -> 14 -> 7 -> 4 -> 2), Conv(1x1, 512) -> BN -> LeakyReLU, flatten, Dense.
+    28 -> 14 -> 7 -> 4 -> 2; any side s -> ceil(s / 2) each), Conv(1x1, 512) -> BN ->
+    LeakyReLU, flatten (ceil(H / 16) x ceil(W / 16) x 512 values), Dense.
     """
 
     latent_dim: int
     hidden: Sequence[int] = (32, 64, 128, 256)
     conv_impl: ConvImpl = "auto"  # the same function by any impl, see conv_kernels.conv2d
+    image_shape: ImageShape = IMAGE_SHAPE
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        check_images(x)
+        check_images(x, image_shape=check_image_shape(self.image_shape))
         in_features = x.shape[-1]
         for features in self.hidden:
             x = _conv(features, 3, 2, 1, in_features, self.conv_impl)(x)
@@ -144,11 +229,14 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """(B, latent_dim) -> logits (B, 28, 28, 1); ``sigmoid`` of them is the image.
+    """(B, latent_dim) -> logits (B, H, W, C) of ``image_shape``; ``sigmoid`` of them is the image.
 
-    Dense(512), reshape 1x1x512, five ConvTranspose(3x3, s2, p1, op1) -> BN -> LeakyReLU
-    blocks (256, 128, 64, 32, 32: 1 -> 2 -> 4 -> 8 -> 16 -> 32), Conv(7x7, p1) to one
-    channel (32 -> 28). The lecture's final Sigmoid is left to the loss (on logits).
+    The lecture's, for (28, 28, 1): Dense(512), reshape 1x1x512, five ConvTranspose(3x3,
+    s2, p1, op1) -> BN -> LeakyReLU blocks (256, 128, 64, 32, 32: 1 -> 2 -> 4 -> 8 -> 16
+    -> 32), Conv(7x7, p1) to one channel (32 -> 28). Other shapes: Dense(h0 * w0 * 512)
+    reshaped to the start grid (h0, w0, 512), the 7x7 convolution's padding and a crop
+    from ``decoder_layout``, C output channels (see the module docstring). The lecture's
+    final Sigmoid is left to the loss (on logits).
     With ``num_classes`` > 0 it is the lecture's conditional decoder (CDecoder): the
     Dense layer reads ``concat(z, one_hot(labels))``, (B, latent_dim + num_classes).
     """
@@ -158,16 +246,22 @@ class Decoder(nn.Module):
     conv_impl: ConvImpl = "auto"  # how the convolutions run, see conv_kernels.conv2d
     num_classes: int = 0  # > 0: conditional on integer labels (B,)
     latent_dim: int | None = None  # checked against the latents' width when given
+    image_shape: ImageShape = IMAGE_SHAPE
 
     @nn.compact
     def __call__(self, z: jax.Array, train: bool, labels: jax.Array | None = None) -> jax.Array:
         check_latents(z, self.latent_dim)
+        height, width, channels = check_image_shape(self.image_shape)
+        (rows, cols), padding, ((top, bottom), (left, right)) = decoder_layout(self.image_shape, len(self.hidden))
         z = condition_on_labels(z, labels, self.num_classes)
-        x = _dense(512, z.shape[-1])(z).reshape(z.shape[0], 1, 1, 512)
+        x = _dense(rows * cols * 512, z.shape[-1])(z).reshape(z.shape[0], rows, cols, 512)
         for features in self.hidden:
             x = ConvTranspose2x(features, self.conv_transpose_impl, self.conv_impl)(x)
             x = nn.leaky_relu(BatchNorm()(x, train), LEAKY_SLOPE)
-        return _conv(1, 7, 1, 1, x.shape[-1], self.conv_impl)(x)
+        x = _conv(channels, OUTPUT_KERNEL, 1, padding, x.shape[-1], self.conv_impl)(x)
+        if top or bottom or left or right:  # grown more than 6 beyond the image: its centre
+            x = x[:, top:top + height, left:left + width, :]
+        return x
 
 
 def condition_on_labels(x: jax.Array, labels: jax.Array | None, num_classes: int) -> jax.Array:
@@ -248,22 +342,31 @@ class Discriminator(nn.Module):
         return _dense(1, x.shape[-1])(x)
 
 
+CLASSIFIER_MIN_SIDE = 4  # the classifier's two 2x2 max-pools need 4 pixels a side
+
+
 class Classifier(nn.Module):
-    """A small MNIST CNN used only to score generated digits: (B, 28, 28, 1) -> logits (B, 10).
+    """A small CNN used only to score generated images: (B, H, W, C) of ``image_shape`` -> logits
+    (B, num_classes); MNIST's (B, 28, 28, 1) -> (B, 10) by default.
 
     Conv(3x3, 32) -> ReLU -> maxpool -> Conv(3x3, 64) -> ReLU -> maxpool -> Dense(128) ->
-    ReLU -> Dense(10). No BatchNorm, so it has no batch statistics and scores each image
-    independently of its batch.
+    ReLU -> Dense(num_classes). No BatchNorm, so it has no batch statistics and scores each image
+    independently of its batch. Images need at least 4x4 pixels.
     """
 
     num_classes: int = 10
     # the same function by any impl; "auto" (patches on a CPU) keeps XLA:CPU's slow convolution
     # gradients out of the scanned training chunks
     conv_impl: ConvImpl = "auto"
+    image_shape: ImageShape = IMAGE_SHAPE
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        check_images(x)
+        height, width, _ = check_image_shape(self.image_shape)
+        if min(height, width) < CLASSIFIER_MIN_SIDE:
+            raise ValueError(f"the classifier needs images of at least {CLASSIFIER_MIN_SIDE}x{CLASSIFIER_MIN_SIDE} "
+                             f"pixels, got {height}x{width}")
+        check_images(x, image_shape=self.image_shape)
         in_features = x.shape[-1]
         for features in (32, 64):
             x = nn.relu(_conv(features, 3, 1, 1, in_features, self.conv_impl)(x))
@@ -294,10 +397,11 @@ def apply_inference(module: nn.Module, variables: dict, x: jax.Array, train: boo
 
 def init_encoder_decoder(key: jax.Array, encoder: nn.Module, decoder: nn.Module, latent_dim: int,
                          ) -> tuple[dict, dict]:
-    """Initial ({"encoder", "decoder"} params, same for batch_stats) for 28x28 images and (B, latent_dim) codes."""
+    """Initial ({"encoder", "decoder"} params, same for batch_stats) for images of the encoder's
+    ``image_shape`` and (B, latent_dim) codes."""
     enc_key, dec_key = jax.random.split(key)
     labels = {"labels": jnp.zeros((1,), jnp.int32)} if getattr(decoder, "num_classes", 0) else {}
-    enc_vars = encoder.init(enc_key, jnp.zeros((1, 28, 28, 1)), False)
+    enc_vars = encoder.init(enc_key, jnp.zeros((1, *encoder.image_shape)), False)
     dec_vars = decoder.init(dec_key, jnp.zeros((1, latent_dim)), False, **labels)
     return ({"encoder": enc_vars["params"], "decoder": dec_vars["params"]},
             {"encoder": enc_vars["batch_stats"], "decoder": dec_vars["batch_stats"]})

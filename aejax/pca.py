@@ -1,6 +1,6 @@
 """PCA as the simplest (linear) autoencoder, with scikit-learn, and its trained twin.
 
-Images are flattened to (N, 784) floats in [0, 1].
+Images (N, H, W[, C]) are flattened to (N, H * W * C) floats in [0, 1]: (N, 784) for MNIST.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from sklearn.decomposition import PCA
 
 
 def flatten(images: np.ndarray) -> np.ndarray:
-    """(N, 28, 28[, 1]) -> (N, 784) float32."""
+    """(N, H, W[, C]) -> (N, H * W * C) float32: (N, 784) for MNIST."""
     images = np.asarray(images, dtype=np.float32)
     return images.reshape(images.shape[0], -1)
 
@@ -24,7 +24,7 @@ def fit_pca(train_images: np.ndarray, n_components: float | int = 0.90, seed: in
 
 
 def recode(pca: PCA, images: np.ndarray) -> np.ndarray:
-    """Encode then decode: images of shape (N, 28, 28[, 1]) back in the same shape."""
+    """Encode then decode: images of shape (N, H, W[, C]) back in the same shape."""
     images = np.asarray(images)
     return pca.inverse_transform(pca.transform(flatten(images))).reshape(images.shape).astype(np.float32)
 

@@ -1,7 +1,12 @@
-"""The lecture's figures; every function saves a PNG (Agg backend) and returns its path."""
+"""The lecture's figures; every function saves a PNG (Agg backend) and returns its path.
+
+Images are greyscale (H, W) or (H, W, 1), shown in grey, or colour (H, W, 3), shown in
+colour (other channel counts are shown as the mean of their channels, in grey).
+"""
 
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 
@@ -17,9 +22,36 @@ PathLike = str | os.PathLike
 
 
 def _as_images(images: np.ndarray) -> np.ndarray:
-    """(N, 28, 28), (N, 28, 28, 1) or (N, 784) -> (N, 28, 28) float."""
+    """Images as the figures draw them: (N, H, W) float in grey, or (N, H, W, 3) in colour.
+
+    Takes (N, H, W), (N, H, W, C) or flattened square greyscale (N, side * side), e.g. (N, 784).
+    """
     images = np.asarray(images, dtype=np.float32)
-    return images.reshape(images.shape[0], 28, 28)
+    if images.ndim == 2:
+        side = math.isqrt(images.shape[1])
+        if side * side != images.shape[1]:
+            raise ValueError(f"flat images must be square greyscale (N, side * side), got shape {images.shape}")
+        return images.reshape(images.shape[0], side, side)
+    if images.ndim == 4:
+        if images.shape[-1] == 3:
+            return images
+        return images[..., 0] if images.shape[-1] == 1 else images.mean(axis=-1)
+    if images.ndim != 3:
+        raise ValueError(f"images must be (N, H, W), (N, H, W, C) or (N, side * side), got shape {images.shape}")
+    return images
+
+
+def _in_colour(images: np.ndarray) -> np.ndarray:
+    """``_as_images``' greyscale (N, H, W) as (N, H, W, 3); colour as it is."""
+    return images if images.ndim == 4 else np.repeat(images[..., None], 3, axis=-1)
+
+
+def _show(ax: plt.Axes, image: np.ndarray) -> None:
+    """One image in [0, 1] (or a canvas of them): (H, W) in grey, (H, W, 3) in colour (clipped to [0, 1])."""
+    if image.ndim == 3:
+        ax.imshow(np.clip(image, 0, 1))
+    else:
+        ax.imshow(image, cmap="Greys_r", clim=(0, 1))
 
 
 def _save(fig: plt.Figure, path: PathLike) -> pathlib.Path:
@@ -31,19 +63,26 @@ def _save(fig: plt.Figure, path: PathLike) -> pathlib.Path:
 
 
 def plot_digits(*rows: np.ndarray, path: PathLike, titles: list[str] | None = None, invert_colors: bool = True) -> pathlib.Path:
-    """The lecture's ``plot_digits``: each argument a row of digits, clim 0..1.
+    """The lecture's ``plot_digits``: each argument a row of images, clim 0..1.
 
-    rows: arrays of images ((N, 28, 28), (N, 28, 28, 1) or (N, 784)); the shortest sets N.
+    rows: arrays of images of one size ((N, H, W), (N, H, W, C) or (N, side * side)); the
+    shortest sets N. A row in colour shows every row in colour; ``invert_colors`` (dark
+    ink on white) applies to greyscale figures only.
     """
     rows = [_as_images(r) for r in rows]
+    if len({r.shape[1:3] for r in rows}) > 1:
+        raise ValueError(f"rows must hold images of one size, got {sorted({r.shape[1:3] for r in rows})}")
+    if any(r.ndim == 4 for r in rows):
+        rows = [_in_colour(r) for r in rows]
     n = min(r.shape[0] for r in rows)
+    height = rows[0].shape[1]
     canvas = np.concatenate([np.concatenate(list(r[:n]), axis=1) for r in rows], axis=0)
-    if invert_colors:
+    if invert_colors and canvas.ndim == 2:
         canvas = 1 - canvas
     fig, ax = plt.subplots(figsize=(2 * n, 2 * len(rows)))
-    ax.imshow(canvas, cmap="Greys_r", clim=(0, 1))
+    _show(ax, canvas)
     ax.set_xticks([])
-    ax.set_yticks(np.arange(len(rows)) * 28 + 14, labels=titles or [""] * len(rows), fontsize=16)
+    ax.set_yticks(np.arange(len(rows)) * height + height // 2, labels=titles or [""] * len(rows), fontsize=16)
     return _save(fig, path)
 
 
@@ -120,11 +159,11 @@ def plot_sparsity_costs(path: PathLike, target: float = 0.1) -> pathlib.Path:
 
 
 def plot_image_row(images: np.ndarray, path: PathLike, title: str | None = None) -> pathlib.Path:
-    """One row of digits, each in its own axes (the interpolation figure), clim 0..1."""
+    """One row of images, each in its own axes (the interpolation figure), clim 0..1."""
     images = _as_images(images)
     fig, axes = plt.subplots(1, len(images), figsize=(16, 2.5))
     for ax, image in zip(np.atleast_1d(axes), images):
-        ax.imshow(image, cmap="Greys_r", clim=(0, 1))
+        _show(ax, image)
         ax.axis("off")
     if title:
         fig.suptitle(title)
@@ -132,9 +171,10 @@ def plot_image_row(images: np.ndarray, path: PathLike, title: str | None = None)
 
 
 def save_gif(images: np.ndarray, path: PathLike, upscale: int = 4, frame_ms: int = 40) -> pathlib.Path:
-    """An animated, looping GIF of images in [0, 1] ((N, 28, 28) or (N, 28, 28, 1)), upscaled.
+    """An animated, looping GIF of images in [0, 1] ((N, H, W) or (N, H, W, C)), upscaled.
 
-    Greyscale frames at 4x (112 px): a 200-frame interpolation stays a few hundred KB.
+    Frames at 4x (112 px for MNIST), greyscale or colour: a 200-frame interpolation stays a
+    few hundred KB.
     """
     images = _as_images(images)
     path = pathlib.Path(path)
@@ -161,16 +201,20 @@ def save_frames_gif(frames: list[PathLike], path: PathLike, frame_ms: int = 700,
 
 def plot_image_grid(images: np.ndarray, path: PathLike, title: str | None = None,
                     row_labels: list[str] | None = None, col_labels: list[str] | None = None) -> pathlib.Path:
-    """A (rows, cols) grid of digits as one tiled image, clim 0..1: images (R, C, 28, 28[, 1])."""
+    """A (rows, cols) grid of images as one tiled image, clim 0..1: images (R, C, H, W) or (R, C, H, W, ch)."""
     images = np.asarray(images, np.float32)
+    if images.ndim not in (4, 5):
+        raise ValueError(f"images must be (R, C, H, W) or (R, C, H, W, channels), got shape {images.shape}")
     rows, cols = images.shape[:2]
-    tiles = images.reshape(rows, cols, 28, 28)
-    canvas = tiles.transpose(0, 2, 1, 3).reshape(rows * 28, cols * 28)
+    tiles = _as_images(images.reshape(rows * cols, *images.shape[2:]))
+    height, width = tiles.shape[1:3]
+    tiles = tiles.reshape(rows, cols, *tiles.shape[1:])
+    canvas = np.swapaxes(tiles, 1, 2).reshape(rows * height, cols * width, *tiles.shape[4:])
     # at most 10 inches a side: a 50x50 grid is a figure to look at, not a lossless archive
     fig, ax = plt.subplots(figsize=(min(10, max(4, cols * 0.6)), min(10, max(4, rows * 0.6))))
-    ax.imshow(canvas, cmap="Greys_r", clim=(0, 1))
-    ax.set_xticks(np.arange(cols) * 28 + 14 if col_labels else [], labels=col_labels or [])
-    ax.set_yticks(np.arange(rows) * 28 + 14 if row_labels else [], labels=row_labels or [])
+    _show(ax, canvas)
+    ax.set_xticks(np.arange(cols) * width + width // 2 if col_labels else [], labels=col_labels or [])
+    ax.set_yticks(np.arange(rows) * height + height // 2 if row_labels else [], labels=row_labels or [])
     if title:
         ax.set_title(title)
     return _save(fig, path)

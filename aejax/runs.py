@@ -34,6 +34,7 @@ from aejax import train as train_lib
 
 QUICK_TRAIN_EXAMPLES = 2048
 QUICK_TEST_EXAMPLES = 512
+CUT_SEED = 1  # the sample a limited run keeps (``stratified_cut``): the same for every run and seed
 TENSORBOARD = "tensorboard"  # the folder of a run's TensorBoard event files (``--tensorboard``)
 TRAIN_STATE = "train_state"  # the folder of a run's training checkpoints (``checkpoint.TrainingCheckpoints``)
 LRSchedule = Literal["constant", "cosine"]
@@ -170,12 +171,22 @@ def check_writable(out: pathlib.Path) -> None:
         raise UsageError(f"output folder {out} is not writable")
 
 
+def stratified_cut(split: data.Split, limit: int | None, seed: int = CUT_SEED) -> data.Split:
+    """``limit`` images of ``split``: a seeded, class-stratified sample kept in the split's order (each
+    class its share, largest remainders rounding: ``data.validation_split``'s draw), so that a set stored
+    class by class keeps its classes; the whole split when ``limit`` is None or not below its size."""
+    if limit is None or limit >= len(split.labels):
+        return split
+    return data.validation_split(split, size=limit, seed=seed)[1]
+
+
 def load_splits(options: RunOptions, validation: bool = False) -> dict[str, data.Split]:
     """The data set of ``options.data_dir`` (see ``data.load_mnist``), cut to the run's limits
     (``RunOptions.with_quick_limits``).
 
     ``validation``: also a ``"validation"`` split, ``data.validation_split``'s hold-out of the
-    whole training set (then cut to the test limit), and ``"train"`` is the rest.
+    whole training set (then cut to the test limit), and ``"train"`` is the rest. A limit keeps a
+    class-stratified sample (``stratified_cut``), not the first images.
     ``options.selection`` (needs ``validation``): the test files are not read; ``"test"`` is the
     validation split, so that code scoring "the test split" scores the validation split.
     """
@@ -193,8 +204,7 @@ def load_splits(options: RunOptions, validation: bool = False) -> dict[str, data
         result["train"], result["validation"] = data.validation_split(splits["train"])
     options = options.with_quick_limits()
     limits = {"train": options.train_limit, "validation": options.test_limit, "test": options.test_limit}
-    result = {name: data.Split(*(a[: limits[name]] for a in split)) for name, split in result.items()
-              if split is not None}
+    result = {name: stratified_cut(split, limits[name]) for name, split in result.items() if split is not None}
     if options.selection:
         result["test"] = result["validation"]
     return result
@@ -244,7 +254,9 @@ def staged_output(out: pathlib.Path, settings: dict[str, Any] | None = None, res
         lock.close()
         raise UsageError(f"another run is writing {out} (its partial results are in {staging})") from None
     try:
-        settings = None if settings is None else {k: v for k, v in settings.items() if k not in RESUMABLE_SETTING_CHANGES}
+        # as JSON gives them back (tuples as lists), so that they compare with the saved ones
+        settings = None if settings is None else json.loads(json.dumps(
+            {k: v for k, v in settings.items() if k not in RESUMABLE_SETTING_CHANGES}, sort_keys=True, default=str))
         settings_file = staging / "run_settings.json"
         resumable = _holds_checkpoint(staging) and settings_file.is_file()
         if resumable and not restart and settings is not None:
@@ -326,7 +338,15 @@ class Run:
             splits = load_splits(self.options, self.validation)
         self.split_sizes = {name: int(len(split.labels)) for name, split in splits.items()
                             if not (self.options.selection and name == "test")}
+        if self.limited:
+            sizes = ", ".join(f"{size:,} {name}" for name, size in self.split_sizes.items())
+            print(f"limited run: a class-stratified sample of each split (seed {CUT_SEED}): {sizes} images")
         return splits
+
+    @property
+    def limited(self) -> bool:
+        """Whether the run keeps a sample of its splits (``--train-limit``, ``--test-limit``, ``--quick``)."""
+        return self.options.train_limit is not None or self.options.test_limit is not None
 
     def fit(self, model: train_lib.Model, train_set: dict[str, jax.Array], key: jax.Array, workdir: pathlib.Path,
             *, gather: inference.GatherFn = data.gather_batch,
@@ -391,11 +411,15 @@ class Run:
                                  f"train it first (aejax run classifier --out {folder}) or give --classifier")
             params, _ = classifier.load_or_train(folder.absolute(), splits, key, num_classes=data.num_classes(splits))
             return params, classifier.test_accuracy(params, splits["test"])
-        classes = data.num_classes(splits)
+        classes, shape = data.num_classes(splits), data.image_shape(splits["train"])
         saved = classifier.saved_num_classes(folder.absolute())
         if saved is not None and saved != classes:
             raise UsageError(f"the classifier in {folder.absolute()} was trained on {saved} classes, the data has "
                              f"{classes}; give another --classifier folder")
+        saved_shape = classifier.saved_image_shape(folder.absolute())
+        if saved_shape is not None and tuple(saved_shape) != tuple(shape):
+            raise UsageError(f"the classifier in {folder.absolute()} was trained on {'x'.join(map(str, saved_shape))} "
+                             f"images, the data's are {'x'.join(map(str, shape))}; give another --classifier folder")
         # one classifier for every run: trained on the whole training set, whatever the run's limits or protocol
         partial = self.validation or self.options.train_limit is not None or self.options.test_limit is not None
         whole = load_splits(dataclasses.replace(self.options, train_limit=None, test_limit=None)) if partial else splits
@@ -419,6 +443,7 @@ class Run:
             **metrics,
             "preset": self.preset,
             "protocol": {"validation": self.validation, "split_sizes": self.split_sizes,
+                         **({"cut": f"class-stratified sample, seed {CUT_SEED}"} if self.limited else {}),
                          **metrics.get("protocol", {}), **selection},
             "settings": self.settings(config),
             "seconds": dict(self.seconds),

@@ -6,7 +6,7 @@ label logits and a style code z; the conditional decoder reads
 tells the softmax labels from one-hot samples of a uniform categorical, the other the
 styles from N(0, I) samples. One step, in the paper's order:
 
-1. ``autoencoder`` (encoder + decoder): mean-over-pixels BCE on the unlabelled batch;
+1. ``autoencoder`` (encoder + decoder): mean-over-values BCE on the unlabelled batch;
 2. ``discriminators`` (both): BCE, encoder outputs labelled 0, prior samples 1;
 3. ``generator`` (encoder): ``generator_weight`` * BCE of both discriminators' verdicts
    on the encoder outputs against 1;
@@ -57,7 +57,8 @@ import optax
 from aejax import data as data_lib
 from aejax import flags, losses
 from aejax.label_style import label_style_functions, split_label_style
-from aejax.modules import Decoder, Discriminator, Encoder, apply_training, init_encoder_decoder
+from aejax.modules import (IMAGE_SHAPE, IMAGE_SHAPE_HELP, Decoder, Discriminator, Encoder, ImageShape, apply_training,
+                           check_image_shape, init_encoder_decoder)
 from aejax.optimizers import torch_adam
 from aejax.priors import Prior, categorical, standard_normal
 from aejax.inference import inference_batch_size, map_over_split
@@ -105,8 +106,10 @@ class SemiSupervisedConfig:
     label_terms_rate: float = flags.field(0.0, "> 0: the label head's terms (balance, confidence, invariance) get a "
                                           "phase of their own after the generator's, with their own Adam at this "
                                           "rate; 0: they join the generator phase at adversarial_learning_rate")
+    image_shape: ImageShape = flags.field(IMAGE_SHAPE, IMAGE_SHAPE_HELP, cli=False)
 
     def __post_init__(self):
+        object.__setattr__(self, "image_shape", check_image_shape(self.image_shape))  # a list becomes a tuple
         if self.latent_dim <= 0 or self.num_classes <= 1:
             raise ValueError(f"need latent_dim > 0 and num_classes > 1, got {self.latent_dim} and {self.num_classes}")
         if min(self.learning_rate, self.adversarial_learning_rate) <= 0:
@@ -128,6 +131,12 @@ class SemiSupervisedConfig:
             raise ValueError(f"categorical_temperature must be >= 0, got {self.categorical_temperature}")
         if self.consistency_weight > 0 and not self.semi_supervised:
             raise ValueError("consistency_weight needs semi_supervised=True (it trains the label head with the labels' phase)")
+
+
+def max_augment_shift(image_shape: ImageShape) -> int:
+    """The largest shift (pixels) that keeps an image's centre on its canvas: (min(H, W) - 1) // 2, 13 for 28x28."""
+    height, width, _ = check_image_shape(image_shape)
+    return (min(height, width) - 1) // 2
 
 
 def labels_per_class(total: int, num_classes: int) -> int:
@@ -190,8 +199,9 @@ class SemiSupervisedModules(NamedTuple):
 
 
 def make_modules(config: SemiSupervisedConfig) -> SemiSupervisedModules:
-    return SemiSupervisedModules(Encoder(config.num_classes + config.latent_dim),
-                                 Decoder(num_classes=config.num_classes, latent_dim=config.latent_dim),
+    return SemiSupervisedModules(Encoder(config.num_classes + config.latent_dim, image_shape=config.image_shape),
+                                 Decoder(num_classes=config.num_classes, latent_dim=config.latent_dim,
+                                         image_shape=config.image_shape),
                                  Discriminator(config.discriminator_hidden, batch_norm=False),
                                  Discriminator(config.discriminator_hidden, batch_norm=False))
 
@@ -245,7 +255,7 @@ def verdicts(parts: SemiSupervisedParts, params: Params, label_probs: jax.Array,
 
 def autoencoder_loss(parts: SemiSupervisedParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
                      step: jax.Array) -> LossOutput:
-    """Mean-over-pixels BCE of the reconstructions of batch["image"] (B, 28, 28, 1), the decoder
+    """Mean-over-values BCE of the reconstructions of batch["image"] (B, H, W, C), the decoder
     reading the style and the label head's softmax (or its straight-through one-hot, ``decoder_label``).
    """
     del key, step
@@ -263,7 +273,7 @@ def autoencoder_loss(parts: SemiSupervisedParts, params: Params, batch_stats: Ba
 
 def discriminators_loss(parts: SemiSupervisedParts, params: Params, batch_stats: BatchStats, batch: Batch,
                         key: jax.Array, step: jax.Array) -> LossOutput:
-    """Sum of both discriminators' balanced BCEs: the encoder's outputs for batch["image"] (B, 28, 28, 1)
+    """Sum of both discriminators' balanced BCEs: the encoder's outputs for batch["image"] (B, H, W, C)
     labelled 0, B prior samples each (drawn with ``key``) labelled 1."""
     del step
     label_logits, style, encoder_stats = encoder_outputs(parts, params, batch_stats, batch["image"])
@@ -316,7 +326,7 @@ def _encode_with_shifted_copies(parts: SemiSupervisedParts, params: Params, batc
 def generator_loss(parts: SemiSupervisedParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
                    step: jax.Array) -> LossOutput:
     """``generator_weight`` * the sum of both discriminators' BCEs against 1 on the encoder's outputs
-    for batch["image"] (B, 28, 28, 1), plus the label head's optional terms (``_label_head_terms``)
+    for batch["image"] (B, H, W, C), plus the label head's optional terms (``_label_head_terms``)
     unless they have a phase of their own (``label_terms_rate`` > 0).
    """
     del step
@@ -336,7 +346,7 @@ def generator_loss(parts: SemiSupervisedParts, params: Params, batch_stats: Batc
 
 def label_head_loss(parts: SemiSupervisedParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
                     step: jax.Array) -> LossOutput:
-    """The label head's terms (``_label_head_terms``) on batch["image"] (B, 28, 28, 1) alone: the
+    """The label head's terms (``_label_head_terms``) on batch["image"] (B, H, W, C) alone: the
     phase they get with ``label_terms_rate`` > 0, so that they train the encoder at a rate of
     their own rather than the adversaries'."""
     del step
@@ -348,7 +358,7 @@ def label_head_loss(parts: SemiSupervisedParts, params: Params, batch_stats: Bat
 
 def supervised_loss(parts: SemiSupervisedParts, params: Params, batch_stats: BatchStats, batch: Batch, key: jax.Array,
                     step: jax.Array) -> LossOutput:
-    """``supervised_weight`` * cross-entropy of the label head on batch["labelled_image"] (B, 28, 28, 1)
+    """``supervised_weight`` * cross-entropy of the label head on batch["labelled_image"] (B, H, W, C)
     (shifted by up to ``augment_shift`` pixels) with batch["labelled_label"] (B,), plus the
     pseudo-label term on batch["image"] when ``consistency_weight`` > 0."""
     del step

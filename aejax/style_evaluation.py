@@ -21,12 +21,12 @@ from aejax.model import BatchStats, Model, Params
 def transfer_accuracy(classifier_params: Params, swapped: np.ndarray) -> dict[str, Any]:
     """Share of decoded images classified as the category they were decoded with.
 
-    swapped (N, C, 28, 28, 1): N styles, each decoded with categories 0 .. C - 1 in order
+    swapped (N, K, H, W, C): N styles, each decoded with categories 0 .. K - 1 in order
     (``evaluation.label_swap``). Returns ``classifier.accuracy_by_label``: overall and per
     category asked for.
     """
     if swapped.ndim != 5:
-        raise ValueError(f"swapped must be (N, categories, H, W, 1), got shape {swapped.shape}")
+        raise ValueError(f"swapped must be (N, categories, H, W, C), got shape {swapped.shape}")
     count, classes = swapped.shape[:2]
     wanted = np.tile(np.arange(classes), count)
     predicted = classifier.predict(classifier_params, swapped.reshape(-1, *swapped.shape[2:]))

@@ -8,9 +8,12 @@ from an explicit key. The loss is the lecture's
 With ``binarize`` every training batch is dynamically binarized (``aejax.binarized``),
 the data set of the likelihood literature.
 
-Because the BCE is a mean over 784 pixels, ``kld_weight`` is ``beta / 784`` in the
-usual per-image ELBO units: the lecture's 0.005 is beta = 3.92, and beta = 1 (the
-plain ELBO) is ``kld_weight = 1 / 784``. ``beta_to_kld_weight`` converts.
+Because the BCE is a mean over an image's H * W * C values (784 pixels of MNIST),
+``kld_weight`` is ``beta / (H * W * C)`` in the usual per-image ELBO units: on MNIST
+the lecture's 0.005 is beta = 3.92, and beta = 1 (the plain ELBO) is
+``kld_weight = 1 / 784``. ``beta_to_kld_weight`` converts. Each channel value is a
+Bernoulli variable with p in [0, 1], colour channels as grey levels; binarization
+(``binarize``) needs greyscale images.
 """
 
 from __future__ import annotations
@@ -25,15 +28,15 @@ import optax
 from aejax import binarized, flags, losses
 from aejax.model import (Batch, BatchStats, EncoderDecoder, LossOutput, Model, Params, Phase, encoder_decoder_functions,
                          module_variables, reparametrize, split_moments)
-from aejax.modules import Decoder, Encoder, apply_inference, apply_training
+from aejax.modules import (IMAGE_SHAPE, IMAGE_SHAPE_HELP, Decoder, Encoder, ImageShape, apply_inference,
+                           apply_training, check_image_shape, num_values)
 from aejax.optimizers import torch_adam
 
-NUM_PIXELS = 28 * 28
 
-
-def beta_to_kld_weight(beta: float) -> float:
-    """The KL weight in the lecture's mean-over-pixels loss that equals beta per image."""
-    return beta / NUM_PIXELS
+def beta_to_kld_weight(beta: float, image_shape: ImageShape = IMAGE_SHAPE) -> float:
+    """The KL weight in the lecture's mean-over-values loss that equals beta per image of
+    ``image_shape``: beta / (H * W * C), beta / 784 for MNIST."""
+    return beta / num_values(image_shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +47,7 @@ class VAEConfig:
     learning_rate: float = flags.field(1e-4, "Adam learning rate (> 0; the CVAE of section 7: 1e-2)")
     weight_decay: float = flags.field(0.0, "PyTorch-style coupled L2 weight decay of Adam (>= 0)")
     kld_weight: float = flags.field(0.005, "weight of the mean KL term next to the mean-over-pixels BCE "
-                                           "(>= 0; beta / 784; the KL-only run: 0.1)")
+                                           "(>= 0; beta / (H * W * C), beta / 784 on MNIST; the KL-only run: 0.1)")
     reconstruction_weight: float = flags.field(1.0, "weight of the BCE term (>= 0; 0: the lecture's KL-only run)")
     kl_warmup_steps: int = flags.field(0, "training steps over which the KL weight rises linearly from 0 "
                                           "to kld_weight (>= 0; 0: constant)")
@@ -53,8 +56,10 @@ class VAEConfig:
                                         "the literature's")
     num_classes: int = flags.field(0, "classes of the labels the decoder reads as "
                                       "one_hot(label) (> 0: CVAE; the data's class count)", cli=False)
+    image_shape: ImageShape = flags.field(IMAGE_SHAPE, IMAGE_SHAPE_HELP, cli=False)
 
     def __post_init__(self):
+        object.__setattr__(self, "image_shape", check_image_shape(self.image_shape))  # a list becomes a tuple
         if self.latent_dim <= 0:
             raise ValueError(f"latent_dim must be positive, got {self.latent_dim}")
         if self.learning_rate <= 0 or self.weight_decay < 0:
@@ -63,6 +68,9 @@ class VAEConfig:
             raise ValueError("kld_weight, reconstruction_weight, kl_warmup_steps and num_classes must be >= 0")
         if not isinstance(self.binarize, bool):
             raise ValueError(f"binarize must be True or False, got {self.binarize!r}")
+        if self.binarize and self.image_shape[-1] != 1:
+            raise ValueError(f"binarize needs greyscale images, got {self.image_shape[-1]} channels "
+                             f"(image shape {self.image_shape}): binarized data sets are black-and-white")
 
 
 def kld_weight_at(config: VAEConfig, step: jax.Array) -> jax.Array:
@@ -73,14 +81,16 @@ def kld_weight_at(config: VAEConfig, step: jax.Array) -> jax.Array:
 
 
 def make_modules(config: VAEConfig) -> EncoderDecoder:
-    """The encoder (2 * latent_dim outputs: mu, log_var) and the (conditional when num_classes) decoder."""
-    return EncoderDecoder(Encoder(2 * config.latent_dim), Decoder(num_classes=config.num_classes,
-                                                                  latent_dim=config.latent_dim))
+    """The encoder (2 * latent_dim outputs: mu, log_var) and the (conditional when num_classes) decoder,
+    for images of ``image_shape``."""
+    return EncoderDecoder(Encoder(2 * config.latent_dim, image_shape=config.image_shape),
+                          Decoder(num_classes=config.num_classes, latent_dim=config.latent_dim,
+                                  image_shape=config.image_shape))
 
 
 def vae_loss(config: VAEConfig, modules: EncoderDecoder, params: Params, batch_stats: BatchStats, batch: Batch,
              key: jax.Array, step: jax.Array) -> LossOutput:
-    """``reconstruction_weight * mean BCE + kld_weight(step) * mean KL`` of batch["image"] (B, 28, 28, 1).
+    """``reconstruction_weight * mean BCE + kld_weight(step) * mean KL`` of batch["image"] (B, H, W, C).
 
     With ``config.binarize`` the batch's images are first replaced by one Bernoulli draw
     from a key split off ``key``: the binary images are both the encoder's input and the

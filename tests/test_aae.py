@@ -111,7 +111,7 @@ def test_make_model_assembles_the_named_losses():
 
 
 def test_aae_config_fields_are_documented_for_the_command_line():
-    assert_config_fields_documented(aae.AAEConfig, {"num_classes", "decay_steps"}, {
+    assert_config_fields_documented(aae.AAEConfig, {"num_classes", "decay_steps", "image_shape"}, {
         "discriminator_norm": aae.DISCRIMINATOR_NORMS, "discriminator_loss": aae.DISCRIMINATOR_LOSSES,
         "generator_optimizer": aae.GENERATOR_OPTIMIZERS})
 

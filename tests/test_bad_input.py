@@ -104,8 +104,8 @@ def _dataset(n=8):
     ({"image": jnp.zeros((8, 28, 28), jnp.uint8), "label": jnp.int32(3)},
      r"dataset arrays need a leading example axis; \['label'\] have none"),
     ({"image": jnp.zeros((8, 28, 28), jnp.uint8)}, "needs a 'label' array"),
-    ({"image": jnp.zeros((8, 32, 32), jnp.uint8), "label": jnp.zeros(8, jnp.int32)},
-     r"dataset\['image'\] must be \(N, 28, 28\) uint8 or \(N, 28, 28\[, 1\]\) float, got uint8 \(8, 32, 32\)"),
+    ({"image": jnp.zeros((8, 1024), jnp.uint8), "label": jnp.zeros(8, jnp.int32)},
+     r"dataset\['image'\] must be uint8 or float of shape \(N, H, W\) or \(N, H, W, C\), got uint8 \(8, 1024\)"),
 ])
 def test_train_rejects_a_malformed_dataset(ae, dataset, message):
     model = ae[0]
@@ -128,7 +128,7 @@ def test_train_rejects_bad_settings(ae, kwargs, message):
 
 
 @pytest.mark.parametrize("images, labels, num_classes, message", [
-    (np.zeros((3, 28, 28), np.float32), np.zeros(3, np.int64), None, r"images must be uint8 of shape \(N, 28, 28\)"),
+    (np.zeros((3, 28, 28), np.float32), np.zeros(3, np.int64), None, r"images must be uint8 of shape \(N, H, W\)"),
     (np.zeros((3, 28, 28), np.uint8), np.array([0, 4, 10]), 10, r"labels must be in \[0, 10\), got values in \[0, 10\]"),
     (np.zeros((3, 28, 28), np.uint8), np.array([0, -1, 3]), None, r"labels must be non-negative, got values in \[-1, 3\]"),
     (np.zeros((3, 28, 28), np.uint8), np.zeros(2, np.int64), None, r"labels must be integers of shape \(3,\)"),

@@ -46,7 +46,7 @@ def test_dynamic_binarize_is_fresh_per_key_and_fixed_by_it():
     np.testing.assert_array_equal(first, binarized.dynamic_binarize(jax.random.key(2), images))
     other = binarized.dynamic_binarize(jax.random.key(3), images)
     assert float(jnp.mean(first != other)) > 0.1  # about 2 p (1 - p) = 1/3 of the pixels differ
-    with pytest.raises(ValueError, match=r"images must be \(B, 28, 28, 1\)"):
+    with pytest.raises(ValueError, match=r"images must be \(B, H, W, 1\)"):
         binarized.dynamic_binarize(jax.random.key(2), images[..., 0])
 
 
@@ -77,7 +77,7 @@ def test_static_binarize_seeds_and_bad_input():
     assert np.mean(zero != one) > 0.3  # another seed, another draw
     with pytest.raises(ValueError, match="seed must be a non-negative integer"):
         binarized.static_binarize(images, -1)
-    with pytest.raises(ValueError, match=r"images must be uint8 \(N, 28, 28\)"):
+    with pytest.raises(ValueError, match=r"images must be uint8 \(N, H, W\)"):
         binarized.static_binarize(images.astype(np.float32), 0)
 
 

@@ -117,11 +117,11 @@ def test_accuracy_by_label_requires_num_classes():
 def test_predict_checks_input_and_returns_digits(random_classifier_params):
     params = random_classifier_params
     images = _random_images(7, 1)
-    with pytest.raises(ValueError, match=r"images must be float \(N, 28, 28, 1\)"):
+    with pytest.raises(ValueError, match=r"images must be float \(N, H, W, C\)"):
         classifier.predict(params, (images * 255).astype(np.uint8))
-    with pytest.raises(ValueError, match=r"images must be float \(N, 28, 28, 1\)"):
+    with pytest.raises(ValueError, match=r"images must be float \(N, H, W, C\)"):
         classifier.predict(params, images[..., 0])  # (N, 28, 28)
-    with pytest.raises(ValueError, match=r"images must be float \(N, 28, 28, 1\)"):
+    with pytest.raises(ValueError, match=r"images of shape \(1, 28, 28\) do not fit this classifier"):
         classifier.predict(params, images.reshape(7, 1, 28, 28))
     predicted = classifier.predict(params, images, batch_size=3)  # batches of 3, 3 and 1
     assert isinstance(predicted, np.ndarray) and predicted.shape == (7,)
@@ -193,7 +193,7 @@ def test_load_or_train_trains_and_saves(trained_classifier, small_mnist):
     assert (folder / "checkpoint").is_dir()
     info = json.loads((folder / classifier.INFO_FILE).read_text())
     assert info == {"test_accuracy": accuracy, "epochs": CLASSIFIER_EPOCHS, "train_images": CLASSIFIER_TRAIN,
-                    "num_classes": 10}
+                    "num_classes": 10, "image_shape": [28, 28, 1]}
     assert classifier.saved_num_classes(folder) == 10
     assert classifier.num_classes_of(params) == 10
     # the accuracy is that of the returned parameters on the test split
@@ -220,7 +220,8 @@ def test_load_or_train_without_path_saves_nothing(trained_classifier, small_mnis
     _, params, accuracy = trained_classifier
     calls = []
 
-    def fake_training(train_set, key, num_classes, epochs=5, batch_size=128, progress=False, checkpoint_dir=None):
+    def fake_training(train_set, key, num_classes, epochs=5, batch_size=128, progress=False, checkpoint_dir=None,
+                      image_shape=None):
         assert checkpoint_dir is None  # nothing on disk, not even training checkpoints
         calls.append((int(train_set["label"].shape[0]), num_classes, epochs))
         return params
@@ -240,7 +241,8 @@ def test_load_or_train_without_path_saves_nothing(trained_classifier, small_mnis
 def test_load_or_train_passes_the_class_count_to_training(eight_class_mnist, monkeypatch):
     seen = []
 
-    def fake_training(train_set, key, num_classes, epochs=5, batch_size=128, progress=False, checkpoint_dir=None):
+    def fake_training(train_set, key, num_classes, epochs=5, batch_size=128, progress=False, checkpoint_dir=None,
+                      image_shape=None):
         seen.append(num_classes)
         return classifier.make_model(num_classes).init(jax.random.key(0))[0]
 
@@ -267,7 +269,8 @@ def test_load_or_train_refuses_a_classifier_for_another_class_count(trained_clas
 def test_load_or_train_saves_the_class_count(trained_classifier_8, eight_class_mnist, small_mnist, monkeypatch):
     folder, params, accuracy = trained_classifier_8
     info = json.loads((folder / classifier.INFO_FILE).read_text())
-    assert info == {"test_accuracy": accuracy, "epochs": 1, "train_images": SMALL_TRAIN, "num_classes": SMALL_CLASSES}
+    assert info == {"test_accuracy": accuracy, "epochs": 1, "train_images": SMALL_TRAIN, "num_classes": SMALL_CLASSES,
+                    "image_shape": [28, 28, 1]}
     assert classifier.saved_num_classes(folder) == SMALL_CLASSES
     assert classifier.num_classes_of(params) == SMALL_CLASSES
     predicted = classifier.predict(params, data.to_float_nhwc(eight_class_mnist["test"].images))
@@ -292,6 +295,15 @@ def test_saved_num_classes(tmp_path):
     assert classifier.saved_num_classes(tmp_path) == 10  # saved before the count was: an MNIST classifier
     info.write_text(json.dumps({"test_accuracy": 0.9, "epochs": 5, "train_images": 60000, "num_classes": 3}))
     assert classifier.saved_num_classes(tmp_path) == 3
+
+
+def test_saved_image_shape(tmp_path):
+    assert classifier.saved_image_shape(tmp_path) is None  # nothing saved there
+    info = tmp_path / classifier.INFO_FILE
+    info.write_text(json.dumps({"test_accuracy": 0.9, "epochs": 5, "train_images": 60000, "num_classes": 10}))
+    assert classifier.saved_image_shape(tmp_path) == (28, 28, 1)  # saved before the shape was: an MNIST classifier
+    info.write_text(json.dumps({"test_accuracy": 0.9, "num_classes": 10, "image_shape": [32, 32, 3]}))
+    assert classifier.saved_image_shape(tmp_path) == (32, 32, 3)
 
 
 @pytest.mark.slow

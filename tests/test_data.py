@@ -1,5 +1,5 @@
-"""aejax.data: loading and validating IDX files (MNIST and other 28x28 data sets), .npz files,
-sources, and the array helpers."""
+"""aejax.data: loading and validating IDX files (MNIST and other data sets, greyscale or with
+channels), .npz files, sources, and the array helpers."""
 
 from __future__ import annotations
 
@@ -175,11 +175,15 @@ def test_wrong_count_in_split_folder(mnist_dir, tmp_path):
     _assert_names(excinfo, tmp_path / TEST_IMAGES)
 
 
-def test_wrong_image_size_and_label_range_raise(tmp_path):
-    small = _write_idx(tmp_path / "small-images", data.IMAGES_MAGIC, [2, 27, 28])
-    with pytest.raises(data.DataError, match="holds 27x28 images; images must be 28x28") as excinfo:
-        data.read_idx(small, data.IMAGES_MAGIC)
-    _assert_names(excinfo, small)
+def test_empty_image_side_and_label_range_raise(tmp_path):
+    empty = _write_idx(tmp_path / "empty-images", data.IMAGES_MAGIC, [2, 0, 28])
+    with pytest.raises(data.DataError, match=r"holds images of shape \(0, 28\); every side must be at least 1") \
+            as excinfo:
+        data.read_idx(empty, data.IMAGES_MAGIC)
+    _assert_names(excinfo, empty)
+    no_channels = _write_idx(tmp_path / "no-channels", data.COLOUR_IMAGES_MAGIC, [2, 4, 4, 0])
+    with pytest.raises(data.DataError, match=r"holds images of shape \(4, 4, 0\)"):
+        data.read_idx(no_channels, data.IMAGES_MAGIC)
     # labels above 9 are another data set's classes, refused only when 10 classes are required
     _write_idx(tmp_path / "t10k-images-idx3-ubyte", data.IMAGES_MAGIC, [10_000, 28, 28])
     _write_idx(tmp_path / "t10k-labels-idx1-ubyte", data.LABELS_MAGIC, [10_000], bytes([10]) * 10_000)
@@ -188,11 +192,26 @@ def test_wrong_image_size_and_label_range_raise(tmp_path):
         data.load_split_from_dir(tmp_path, "test", num_classes=10)
 
 
-def test_wrong_image_size_in_a_folder_is_one_line_naming_the_file(tmp_path):
+@pytest.mark.parametrize("shape, kept", [((32, 32), (32, 32)), ((20, 24, 3), (20, 24, 3)), ((9, 7, 1), (9, 7))])
+def test_a_folder_of_any_image_shape_loads(tmp_path, shape, kept):
+    """Greyscale (N, H, W) IDX files and 4-D ones with channels; one channel is squeezed, as in ``Split``."""
+    rng = np.random.default_rng(0)
+    images = {split: rng.integers(0, 256, (4, *shape), dtype=np.uint8) for split in data.SPLITS}
     for split, (images_stem, labels_stem) in data.SPLITS.items():
-        data.write_idx(tmp_path / images_stem, np.zeros((4, 32, 32), np.uint8))
+        data.write_idx(tmp_path / images_stem, images[split])
+        data.write_idx(tmp_path / labels_stem, np.arange(4, dtype=np.uint8))
+    splits = data.load_dataset(tmp_path)
+    for split in data.SPLITS:
+        assert splits[split].images.shape == (4, *kept)
+        np.testing.assert_array_equal(splits[split].images.reshape(4, *shape), images[split])
+        assert data.image_shape(splits[split]) == (*shape[:2], shape[2] if len(shape) == 3 else 1)
+
+
+def test_an_empty_image_side_in_a_folder_is_one_line_naming_the_file(tmp_path):
+    for split, (images_stem, labels_stem) in data.SPLITS.items():
+        _write_idx(tmp_path / images_stem, data.IMAGES_MAGIC, [4, 32, 0])
         data.write_idx(tmp_path / labels_stem, np.zeros(4, np.uint8))
-    with pytest.raises(data.DataError, match="32x32 images; images must be 28x28") as excinfo:
+    with pytest.raises(data.DataError, match="every side must be at least 1") as excinfo:
         data.load_dataset(tmp_path)
     _assert_names(excinfo, tmp_path / "train-images-idx3-ubyte")
     assert "\n" not in str(excinfo.value)
@@ -381,16 +400,18 @@ def test_num_classes_comes_from_the_labels(mnist):
     assert data.num_classes([data.Split(np.zeros((0, 28, 28), np.uint8), np.zeros(0, np.uint8))]) == 0
 
 
-@pytest.mark.parametrize("path_name", ["labels-idx1-ubyte", "images-idx3-ubyte.gz"])
+@pytest.mark.parametrize("path_name", ["labels-idx1-ubyte", "images-idx3-ubyte.gz", "colour-images.gz"])
 def test_write_idx_read_idx_round_trip(tmp_path, path_name):
     rng = np.random.default_rng(0)
     if path_name.startswith("labels"):
         array, magic = rng.integers(0, 256, 50).astype(np.int64), data.LABELS_MAGIC  # int64 stored as uint8
+    elif path_name.startswith("colour"):
+        array, magic = rng.integers(0, 256, (7, 32, 30, 3)).astype(np.uint8), data.COLOUR_IMAGES_MAGIC
     else:
         array, magic = rng.integers(0, 256, (7, 28, 28)).astype(np.uint8), data.IMAGES_MAGIC
     path = data.write_idx(tmp_path / path_name, array)
     assert path == tmp_path / path_name
-    back = data.read_idx(path, magic, len(array))
+    back = data.read_idx(path, data.LABELS_MAGIC if magic == data.LABELS_MAGIC else data.IMAGES_MAGIC, len(array))
     assert back.dtype == np.uint8 and back.shape == array.shape
     np.testing.assert_array_equal(back, array)
     # the gzip form is a real gzip stream; the plain form is header + bytes
@@ -400,7 +421,8 @@ def test_write_idx_read_idx_round_trip(tmp_path, path_name):
 
 
 @pytest.mark.parametrize("array, message", [
-    (np.zeros((2, 28), np.uint8), r"labels \(N,\) or images \(N, H, W\), got shape \(2, 28\)"),
+    (np.zeros((2, 28), np.uint8), r"labels \(N,\) or images \(N, H, W\) or \(N, H, W, C\), got shape \(2, 28\)"),
+    (np.zeros((2, 2, 2, 2, 2), np.uint8), r"got shape \(2, 2, 2, 2, 2\)"),
     (np.full(3, 256), r"integers in \[0, 255\], got int64"),
     (np.full(3, -1), r"integers in \[0, 255\]"),
     (np.zeros(3, np.float32), r"integers in \[0, 255\], got float32"),
@@ -420,9 +442,20 @@ def test_split_from_arrays():
     np.testing.assert_array_equal(split.labels, [4, 0, 11])
 
 
+def test_split_from_arrays_keeps_colour_channels():
+    images = np.arange(2 * 5 * 6 * 3).reshape(2, 5, 6, 3).astype(np.uint8)
+    split = data.Split.from_arrays(images, [1, 0])
+    chex.assert_shape(split.images, (2, 5, 6, 3))
+    np.testing.assert_array_equal(split.images, images)
+    assert data.image_shape(split) == (5, 6, 3) == data.image_shape(images)
+    assert data.image_shape(images[..., 0]) == (5, 6, 1)
+    with pytest.raises(ValueError, match=r"images must be \(N, H, W\) or \(N, H, W, C\), got shape \(2, 5\)"):
+        data.image_shape(np.zeros((2, 5)))
+
+
 @pytest.mark.parametrize("images, labels, message", [
-    (np.zeros((2, 32, 32), np.uint8), [0, 1], r"images must be 28x28: .* got \(2, 32, 32\)"),
-    (np.zeros((2, 28, 28, 3), np.uint8), [0, 1], r"images must be 28x28: .* got \(2, 28, 28, 3\)"),
+    (np.zeros((2, 32), np.uint8), [0, 1], r"images must be \(N, H, W\) greyscale or \(N, H, W, C\) .* got shape \(2, 32\)"),
+    (np.zeros((2, 28, 0, 3), np.uint8), [0, 1], r"at least one pixel and channel, got shape \(2, 28, 0, 3\)"),
     (np.zeros((2, 28, 28), np.float32), [0, 1], r"images must be uint8 \(0..255\), got float32"),
     (np.zeros((2, 28, 28), np.uint8), [0, 1, 2], r"labels must be integers of shape \(2,\), got int64 \(3,\)"),
     (np.zeros((2, 28, 28), np.uint8), [0.0, 1.0], r"labels must be integers of shape \(2,\), got float64"),
@@ -458,8 +491,8 @@ def test_load_npz_errors_name_the_file_and_key(tmp_path, mnist):
             as excinfo:
         data.load_npz(missing)
     _assert_names(excinfo, missing)
-    wrong = _keras_npz(tmp_path / "wrong.npz", mnist, x_test=np.zeros((20, 32, 32), np.uint8))
-    with pytest.raises(data.DataError, match=r"x_test/y_test: images must be 28x28") as excinfo:
+    wrong = _keras_npz(tmp_path / "wrong.npz", mnist, x_test=np.zeros((20, 784), np.uint8))
+    with pytest.raises(data.DataError, match=r"x_test/y_test: images must be \(N, H, W\) greyscale") as excinfo:
         data.load_npz(wrong)
     _assert_names(excinfo, wrong)
     with pytest.raises(data.DataError, match="npz file not found") as excinfo:
@@ -478,6 +511,17 @@ def test_load_npz_errors_name_the_file_and_key(tmp_path, mnist):
     _assert_names(excinfo, single)
 
 
+def test_load_npz_of_colour_images(tmp_path):
+    rng = np.random.default_rng(1)
+    arrays = {"x_train": rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8), "y_train": np.arange(6) % 3,
+              "x_test": rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8), "y_test": np.arange(4) % 3}
+    np.savez(tmp_path / "colour.npz", **arrays)
+    splits = data.load_npz(tmp_path / "colour.npz")
+    chex.assert_shape([splits["train"].images, splits["test"].images], [(6, 32, 32, 3), (4, 32, 32, 3)])
+    np.testing.assert_array_equal(splits["test"].images, arrays["x_test"])
+    assert data.num_classes(splits) == 3
+
+
 def test_check_split_and_device_dataset_take_any_classes():
     images = np.zeros((3, 28, 28), np.uint8)
     data.check_split(images, np.array([0, 4, 17]))
@@ -487,6 +531,22 @@ def test_check_split_and_device_dataset_take_any_classes():
         data.device_dataset(data.Split(images, np.array([0, 4, 17], np.uint8)), num_classes=10)
     with pytest.raises(ValueError, match=r"labels must be non-negative, got values in \[-1, 4\]"):
         data.check_split(images, np.array([0, 4, -1]))
+
+
+def test_colour_images_reach_the_device_and_the_batch():
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (5, 6, 7, 3), dtype=np.uint8)
+    dataset = data.device_dataset(data.Split(images, np.arange(5, dtype=np.uint8)))
+    chex.assert_shape(dataset["image"], (5, 6, 7, 3))
+    batch = data.gather_batch(dataset, jnp.asarray([4, 0]))
+    chex.assert_shape(batch["image"], (2, 6, 7, 3))
+    chex.assert_trees_all_close(batch["image"], images[[4, 0]].astype(np.float32) / 255.0)
+    chex.assert_trees_all_close(data.to_float_nhwc(images), images.astype(np.float32) / 255.0)
+    for bad in (np.zeros((3, 6), np.uint8), np.zeros((3, 6, 0), np.uint8), np.zeros((3, 6, 7), np.float32)):
+        with pytest.raises(ValueError, match=r"images must be uint8 of shape \(N, H, W\) or \(N, H, W, C\)"):
+            data.check_split(bad, np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match=r"dataset\['image'\] must be uint8 or float of shape"):
+        data.gather_batch({"image": jnp.zeros((3, 6), jnp.uint8), "label": jnp.zeros(3, jnp.int32)}, jnp.arange(2))
 
 
 # ------------------------------------------------------------- array helpers
@@ -511,7 +571,7 @@ def test_to_float_nhwc_real_images(mnist):
 
 @pytest.mark.parametrize(
     "bad",
-    [np.zeros((2, 28, 28), np.float32), np.zeros((2, 28, 28), np.int32), np.zeros((2, 28, 28, 1), np.uint8)],
+    [np.zeros((2, 28, 28), np.float32), np.zeros((2, 28, 28), np.int32), np.zeros((2, 784), np.uint8)],
 )
 def test_to_float_nhwc_rejects_bad_input(bad):
     with pytest.raises(ValueError, match="images must be uint8 of shape \\(N, H, W\\)"):

@@ -30,7 +30,7 @@ FUZZ = settings(deadline=None, derandomize=True, database=None, suppress_health_
 MAX_PEAK_BYTES = 16 * 2**20
 
 IDX_KINDS = {"images": data.IMAGES_MAGIC, "labels": data.LABELS_MAGIC}
-FORGED_WORDS = (0, 1, 2, 3, 27, 28, 29, data.LABELS_MAGIC, data.IMAGES_MAGIC, 0x0803, 0x0903, 0x0D03,
+FORGED_WORDS = (0, 1, 2, 3, 27, 28, 29, data.LABELS_MAGIC, data.IMAGES_MAGIC, data.COLOUR_IMAGES_MAGIC, 0x0903, 0x0D03,
                 2**31, 2**31 - 1, 2**32 - 1, 2**24)
 
 
@@ -138,9 +138,15 @@ def _outcome(call):
     return result
 
 
+def _check_images(images: np.ndarray) -> None:
+    """uint8 (N, H, W) or (N, H, W, C), no empty side."""
+    assert images.dtype == np.uint8 and images.ndim in (3, 4) and min(images.shape[1:]) >= 1
+
+
 def _check_split(split: data.Split) -> None:
     assert isinstance(split, data.Split)
-    assert split.images.dtype == np.uint8 and split.images.ndim == 3 and split.images.shape[1:] == (28, 28)
+    _check_images(split.images)
+    assert split.images.ndim == 3 or split.images.shape[-1] > 1  # one channel is squeezed
     assert split.labels.dtype == np.uint8 and split.labels.shape == split.images.shape[:1]
 
 
@@ -170,7 +176,7 @@ def test_read_idx_loads_or_raises_data_error(kind, count, compressed, inside_gzi
         return
     assert array.dtype == np.uint8
     if kind == "images":
-        assert array.ndim == 3 and array.shape[1:] == (28, 28)
+        _check_images(array)
     else:
         assert array.ndim == 1
     if pin_count:

@@ -95,7 +95,7 @@ def test_make_model_assembles_the_named_losses():
 
 
 def test_disentangled_config_fields_are_documented_for_the_command_line():
-    assert_config_fields_documented(disentangled.DisentangledConfig, {"num_classes", "adversary_hidden"}, {
+    assert_config_fields_documented(disentangled.DisentangledConfig, {"num_classes", "adversary_hidden", "image_shape"}, {
         "decoder_label": ("predicted", "true"), "style_normalization": ("none", "class")})
 
 

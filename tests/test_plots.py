@@ -1,6 +1,7 @@
 """Figures are written as PNG / GIF with the lecture's settings."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from aejax import plots
@@ -47,3 +48,33 @@ def test_gif_has_every_frame_upscaled_looping_at_40ms(tmp_path):
         assert gif.info["loop"] == 0
         gif.seek(199)
         assert np.asarray(gif.convert("L")).mean() > 250  # the last frame is white
+
+
+def _saturation(path) -> float:
+    """The largest spread between a pixel's RGB channels in a saved figure (0: every pixel grey)."""
+    with Image.open(path) as image:
+        rgb = np.asarray(image.convert("RGB"), np.int64)
+    return float((rgb.max(axis=-1) - rgb.min(axis=-1)).max())
+
+
+def test_colour_images_are_drawn_in_colour_and_grey_ones_in_grey(tmp_path):
+    red = np.zeros((2, 3, 32, 32, 3), np.float32)
+    red[..., 0] = 1.0
+    grey = np.full((2, 3, 20, 24), 0.5, np.float32)
+    assert _saturation(plots.plot_image_grid(red, tmp_path / "red.png", col_labels=["a", "b", "c"])) > 200
+    assert _saturation(plots.plot_image_grid(grey, tmp_path / "grey.png", row_labels=["a", "b"])) == 0
+    assert _saturation(plots.plot_digits(red[0], red[1], path=tmp_path / "digits.png", titles=["a", "b"])) > 200
+    assert _saturation(plots.plot_digits(grey[0], path=tmp_path / "grey_digits.png")) == 0
+    assert _saturation(plots.plot_image_row(red[0], tmp_path / "row.png")) > 200
+    primaries = np.eye(3, dtype=np.float32)[:, None, None, :] * np.ones((3, 32, 32, 1), np.float32)
+    gif = plots.save_gif(primaries, tmp_path / "primaries.gif")
+    with Image.open(gif) as frames:
+        assert frames.size == (128, 128) and frames.n_frames == 3
+        for index, colour in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255)]):
+            frames.seek(index)
+            assert tuple(frames.convert("RGB").getpixel((5, 5))) == colour
+
+
+def test_rows_of_other_sizes_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="rows must hold images of one size"):
+        plots.plot_digits(np.zeros((2, 28, 28)), np.zeros((2, 32, 32, 3)), path=tmp_path / "mixed.png")

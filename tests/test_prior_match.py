@@ -151,7 +151,7 @@ def far_above_noise(result: dict) -> None:
 def test_prior_samples_are_within_noise(name):
     prior = priors.PRIORS[name]()
     codes = unstratified(prior, jax.random.key(10), N)
-    within_noise(prior_match.prior_match_statistics(codes, prior, jax.random.key(11)))
+    within_noise(prior_match.prior_match_statistics(codes, prior, jax.random.key(11), null_draws=3))
 
 
 @pytest.mark.parametrize("name", ["uniform", "boxes"])
@@ -159,14 +159,14 @@ def test_collapsed_codes_are_far_above_noise(name):
     # every collapsed code of the uniform box is inside it: the support share says 100%
     prior = priors.PRIORS[name]()
     codes = 0.3 * unstratified(prior, jax.random.key(12), N)
-    far_above_noise(prior_match.prior_match_statistics(codes, prior, jax.random.key(13)))
+    far_above_noise(prior_match.prior_match_statistics(codes, prior, jax.random.key(13), null_draws=3))
 
 
 def test_codes_squeezed_into_half_the_box_are_far_above_noise():
     prior = priors.uniform_box()
     codes = half_box(jax.random.key(14), N)
     assert bool(np.all(prior.contains(codes)))
-    result = prior_match.prior_match_statistics(codes, prior, jax.random.key(15), box=(-2.5, 2.5))
+    result = prior_match.prior_match_statistics(codes, prior, jax.random.key(15), box=(-2.5, 2.5), null_draws=3)
     far_above_noise(result)
     assert result["uniformity"]["share_inside"] == 1.0
     assert result["uniformity"]["occupied_cells"] == 0.5
@@ -179,7 +179,7 @@ def test_codes_scattered_over_the_boxes_bounding_box_are_far_above_noise():
     codes = np.asarray(jax.random.uniform(jax.random.key(16), (N, 2), minval=lows.min(0), maxval=highs.max(0)))
     # ten 0.8 x 0.8 boxes in a 2.8 x 3.6 bounding box: 6.4 / 10.08 of it
     assert float(np.mean(prior.contains(codes))) == pytest.approx(6.4 / 10.08, abs=0.03)
-    far_above_noise(prior_match.prior_match_statistics(codes, prior, jax.random.key(17)))
+    far_above_noise(prior_match.prior_match_statistics(codes, prior, jax.random.key(17), null_draws=3))
     np.testing.assert_allclose(prior_match.box_shares(codes, lows, highs), 0.064, atol=0.02)
 
 
@@ -205,10 +205,10 @@ def test_prior_match_statistics_is_seeded_and_json_ready(name):
 def test_prior_match_statistics_uses_all_codes_up_to_max_samples():
     prior = priors.uniform_box()
     codes = np.asarray(prior(jax.random.key(23), 300))
-    result = prior_match.prior_match_statistics(codes, prior, jax.random.key(24))
+    result = prior_match.prior_match_statistics(codes, prior, jax.random.key(24), null_draws=3)
     assert result["samples"] == 300
     # no subset: the same key draws the same prior samples, and the order of the codes is irrelevant
-    shuffled = prior_match.prior_match_statistics(codes[::-1], prior, jax.random.key(24))
+    shuffled = prior_match.prior_match_statistics(codes[::-1], prior, jax.random.key(24), null_draws=3)
     assert shuffled["mmd2"] == pytest.approx(result["mmd2"], rel=1e-9)
     assert shuffled["mmd2_noise"] == result["mmd2_noise"]
 

@@ -26,12 +26,28 @@ def test_load_splits_holds_out_validation_only_when_asked(other_idx_dir):
 
 
 def test_limits_cut_after_the_hold_out(other_idx_dir):
-    """The hold-out is taken from the whole training set, so a limited run validates on the same images."""
+    """The hold-out is taken from the whole training set, so a limited run validates on a sample of the same images."""
     options = runs.RunOptions(data_dir=other_idx_dir, train_limit=1000, test_limit=300)
     splits = runs.load_splits(options, validation=True)
     assert {k: len(v.labels) for k, v in splits.items()} == {"train": 1000, "validation": 300, "test": 300}
     whole = runs.load_splits(runs.RunOptions(data_dir=other_idx_dir), validation=True)
-    np.testing.assert_array_equal(splits["validation"].images, whole["validation"].images[:300])
+    held = {image.tobytes() for image in whole["validation"].images}
+    assert all(image.tobytes() in held for image in splits["validation"].images)
+    np.testing.assert_array_equal(splits["validation"].images, runs.stratified_cut(whole["validation"], 300).images)
+
+
+def test_a_cut_keeps_every_class_of_a_set_stored_class_by_class(other_idx_dir):
+    whole = runs.load_splits(runs.RunOptions(data_dir=other_idx_dir))["train"]
+    order = np.argsort(whole.labels, kind="stable")  # class by class, as some data sets are stored
+    by_class = data.Split(whole.images[order], whole.labels[order])
+    cut = runs.stratified_cut(by_class, 800)
+    counts = np.bincount(cut.labels, minlength=8)
+    expected = np.bincount(by_class.labels, minlength=8) * 800 / len(by_class.labels)
+    assert len(cut.labels) == 800 and np.all(np.abs(counts - expected) <= 1)  # each class its share
+    assert np.all(np.diff(cut.labels.astype(int)) >= 0)  # kept in the split's order
+    again = runs.stratified_cut(by_class, 800)
+    np.testing.assert_array_equal(again.images, cut.images)  # seeded: the same sample for every run
+    assert runs.stratified_cut(by_class, None) is by_class and runs.stratified_cut(by_class, 10**6) is by_class
 
 
 @dataclasses.dataclass(frozen=True)

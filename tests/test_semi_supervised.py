@@ -223,7 +223,7 @@ def test_adversarial_learning_rate_covers_the_discriminators_and_the_generator()
 
 def test_semi_supervised_config_fields_are_documented_for_the_command_line():
     assert_config_fields_documented(semi.SemiSupervisedConfig,
-                                    {"num_classes", "decay_steps", "discriminator_hidden", "semi_supervised"},
+                                    {"num_classes", "decay_steps", "discriminator_hidden", "semi_supervised", "image_shape"},
                                     {})
 
 

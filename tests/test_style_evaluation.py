@@ -22,5 +22,5 @@ def test_transfer_accuracy_scores_each_decode_against_its_category(monkeypatch):
 
 
 def test_transfer_accuracy_needs_styles_by_categories():
-    with pytest.raises(ValueError, match=r"swapped must be \(N, categories, H, W, 1\)"):
+    with pytest.raises(ValueError, match=r"swapped must be \(N, categories, H, W, C\)"):
         style_evaluation.transfer_accuracy(None, np.zeros((12, 28, 28, 1), np.float32))

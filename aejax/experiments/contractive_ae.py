@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     run = runs.Run(config, options, preset)
     splits = run.load_splits()
     train_set, test_set = data.device_dataset(splits["train"]), data.device_dataset(splits["test"])
-    model = contractive.make_model(config.model)
+    model_config = dataclasses.replace(config.model, image_shape=data.image_shape(splits["train"]))
+    model = contractive.make_model(model_config)
     train_key, noise_key = jax.random.split(jax.random.key(config.train.seed))
     with run.output() as out:
         state, history = run.fit(model, train_set, train_key, out)
@@ -85,5 +86,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               titles=["clean", "noisy", "contractive AE"])
             plots.plot_histograms({"||dh/dx||_F per test image (eval mode)": norms}, out / "jacobian_norms.png")
         runs.save_state(out, state)
-        run.write_metrics(out, metrics)
+        run.write_metrics(out, metrics, dataclasses.replace(config, model=model_config))
     return metrics

@@ -35,12 +35,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from aejax import clustering, data, evaluation, flags, plots, probes, runs, semi_supervised, style_evaluation
+from aejax import clustering, data, evaluation, flags, modules, plots, probes, runs, semi_supervised, style_evaluation
 from aejax import train as train_lib
 
 FIGURE_ROWS = 10  # test images in the style-transfer figure
 CLUSTER_EXAMPLES = 10  # test images per cluster in the clusters figure
-MAX_AUGMENT_SHIFT = 13  # pixels: a larger shift moves a 28-pixel image's centre off the canvas
 MONITOR_TRAIN_IMAGES = 10_000  # training images that label the clusters while an epoch is followed
 
 
@@ -63,8 +62,6 @@ class Config:
             raise ValueError(f"clusters must be at least 2, got {self.clusters}")
         if self.transfer_images <= 0:
             raise ValueError(f"transfer_images must be a positive integer, got {self.transfer_images}")
-        if not 0 <= self.model.augment_shift <= MAX_AUGMENT_SHIFT:
-            raise ValueError(f"augment_shift must be 0..{MAX_AUGMENT_SHIFT} pixels, got {self.model.augment_shift}")
         if self.labels == 0 and self.model.consistency_weight > 0:
             raise ValueError("consistency_weight needs labels (--labels > 0)")
 
@@ -84,21 +81,27 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def derive_model_config(config: Config, num_classes: int, train_examples: int) -> semi_supervised.SemiSupervisedConfig:
-    """The model's settings for a run on ``train_examples`` training images of ``num_classes`` classes:
-    ``config.model`` with the fields the run derives. The label count decides the variant (no
-    labels: no supervised phase, and the label head has ``clusters`` outputs, else one per class);
-    the run's length sets the rates' decay."""
+def derive_model_config(config: Config, num_classes: int, train_examples: int,
+                        image_shape: modules.ImageShape = modules.IMAGE_SHAPE) -> semi_supervised.SemiSupervisedConfig:
+    """The model's settings for a run on ``train_examples`` training images of ``num_classes`` classes
+    and ``image_shape``: ``config.model`` with the fields the run derives. The label count decides
+    the variant (no labels: no supervised phase, and the label head has ``clusters`` outputs, else
+    one per class); the run's length sets the rates' decay. A ValueError names an ``augment_shift``
+    that moves the images' centres off their canvas (``semi_supervised.max_augment_shift``)."""
+    largest = semi_supervised.max_augment_shift(image_shape)
+    if config.model.augment_shift > largest:
+        raise ValueError(f"augment_shift must be 0..{largest} pixels for {image_shape[0]}x{image_shape[1]} images "
+                         f"(a larger shift moves their centre off the canvas), got {config.model.augment_shift}")
     supervised = config.labels > 0
     return dataclasses.replace(config.model, semi_supervised=supervised,
                                num_classes=num_classes if supervised else config.clusters,
-                               decay_steps=config.train.decay_steps(train_examples))
+                               decay_steps=config.train.decay_steps(train_examples), image_shape=image_shape)
 
 
 def cluster_examples(split: data.Split, clusters: np.ndarray, num_clusters: int,
                      per_cluster: int = CLUSTER_EXAMPLES) -> np.ndarray:
-    """(num_clusters, per_cluster, 28, 28, 1): the first test images of each cluster (blank where fewer)."""
-    grid = np.zeros((num_clusters, per_cluster, 28, 28, 1), np.float32)
+    """(num_clusters, per_cluster, H, W, C): the first test images of each cluster (blank where fewer)."""
+    grid = np.zeros((num_clusters, per_cluster, *data.image_shape(split)), np.float32)
     for c in range(num_clusters):
         members = np.flatnonzero(clusters == c)[:per_cluster]
         if len(members):
@@ -119,7 +122,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                    jax.random.key(config.label_seed), num_classes)
     else:
         labelled = None
-    model_config = derive_model_config(config, num_classes, len(splits["train"].labels))
+    with runs.usage_errors():
+        model_config = derive_model_config(config, num_classes, len(splits["train"].labels),
+                                           data.image_shape(splits["train"]))
     model = semi_supervised.make_model(model_config)
     followed = "validation" if run.validation else "test"  # the split watched epoch by epoch
     test_set = data.device_dataset(splits["test"])

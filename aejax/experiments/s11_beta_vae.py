@@ -23,7 +23,7 @@ from typing import Any
 
 import jax
 
-from aejax import binarized, data, flags, runs, vae
+from aejax import binarized, data, flags, modules, runs, vae
 from aejax.experiments import common
 
 DEFAULT_BETA = 1.0
@@ -33,7 +33,8 @@ DEFAULT_BETA = 1.0
 class BetaVAEConfig(vae.VAEConfig):
     """The VAE's settings, the KL weight and its warm-up derived from ``beta`` and ``kl_warmup_epochs``."""
 
-    kld_weight: float = flags.field(vae.beta_to_kld_weight(DEFAULT_BETA), "beta / 784 (from --beta)", cli=False)
+    kld_weight: float = flags.field(vae.beta_to_kld_weight(DEFAULT_BETA), "beta / (H * W * C): beta / 784 on MNIST "
+                                                                          "(from --beta)", cli=False)
     kl_warmup_steps: int = flags.field(0, "kl_warmup_epochs in training steps (from --kl-warmup-epochs)", cli=False)
 
 
@@ -41,8 +42,8 @@ class BetaVAEConfig(vae.VAEConfig):
 class Config:
     model: BetaVAEConfig = BetaVAEConfig(latent_dim=24)
     train: runs.TrainConfig = runs.TrainConfig(epochs=5, batch_size=64)
-    beta: float = flags.field(DEFAULT_BETA, "KL weight per image (>= 0; the model's kld_weight is beta / 784; "
-                                            "1: the plain ELBO)")
+    beta: float = flags.field(DEFAULT_BETA, "KL weight per image (>= 0; the model's kld_weight is beta / (H * W * C), "
+                                            "beta / 784 on MNIST; 1: the plain ELBO)")
     kl_warmup_epochs: float = flags.field(1.0, "epochs over which the KL weight rises linearly from 0 (>= 0; 0: none)")
     interpolation: common.InterpolationClasses = common.InterpolationClasses()
     iwae_samples: int | None = flags.field(
@@ -68,13 +69,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def derive_model_config(config: Config, train_examples: int) -> BetaVAEConfig:
-    """The model's settings for a run on ``train_examples`` training images: ``config.model`` with
-    ``kld_weight`` = beta / 784 and ``kl_warmup_steps`` = ``kl_warmup_epochs`` epochs of batches
-    (ceil(N / B) steps each, the short last batch kept), rounded."""
+def derive_model_config(config: Config, train_examples: int,
+                        image_shape: modules.ImageShape = modules.IMAGE_SHAPE) -> BetaVAEConfig:
+    """The model's settings for a run on ``train_examples`` training images of ``image_shape``:
+    ``config.model`` with that shape, ``kld_weight`` = beta / (H * W * C) (beta / 784 on MNIST) and
+    ``kl_warmup_steps`` = ``kl_warmup_epochs`` epochs of batches (ceil(N / B) steps each, the short
+    last batch kept), rounded."""
     steps_per_epoch = -(-train_examples // config.train.batch_size)
-    return dataclasses.replace(config.model, kld_weight=vae.beta_to_kld_weight(config.beta),
-                               kl_warmup_steps=round(config.kl_warmup_epochs * steps_per_epoch))
+    return dataclasses.replace(config.model, kld_weight=vae.beta_to_kld_weight(config.beta, image_shape),
+                               kl_warmup_steps=round(config.kl_warmup_epochs * steps_per_epoch),
+                               image_shape=image_shape)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     run = runs.Run(config, options, preset)
     splits = run.load_splits()
     classes = common.figure_classes(config.interpolation, data.num_classes(splits))
-    model_config = derive_model_config(config, len(splits["train"].labels))
+    model_config = derive_model_config(config, len(splits["train"].labels), data.image_shape(splits["train"]))
     model = vae.make_model(model_config)
     train_key, noise_key, likelihood_key = jax.random.split(jax.random.key(config.train.seed), 3)
     train_set, test_set = data.device_dataset(splits["train"]), data.device_dataset(splits["test"])

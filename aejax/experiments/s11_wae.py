@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     splits = run.load_splits()
     if len(splits["test"].labels) < 2:
         raise runs.UsageError(f"the MMD needs at least 2 test images, the data has {len(splits['test'].labels)}")
-    model = wae.make_model(config.model)
+    model_config = dataclasses.replace(config.model, image_shape=data.image_shape(splits["train"]))
+    model_config = dataclasses.replace(model_config, mmd_weight=wae.mmd_weight_of(model_config))  # recorded as used
+    model = wae.make_model(model_config)
     train_key, prior_key, reference_key, sample_key = jax.random.split(jax.random.key(config.train.seed), 4)
     train_set, test_set = data.device_dataset(splits["train"]), data.device_dataset(splits["test"])
     with run.output() as out:
@@ -71,13 +73,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "code_std": np.asarray(codes.std(0)).tolist(),
                 "train_history": history.epochs,
             }
-            latents = jax.random.normal(sample_key, (PRIOR_GRID * PRIOR_GRID, config.model.latent_dim))
+            latents = jax.random.normal(sample_key, (PRIOR_GRID * PRIOR_GRID, model_config.latent_dim))
             samples = np.asarray(jax.nn.sigmoid(model.decode(params, stats, latents)))
         with run.timer("figures"):
             plots.plot_digits(test["inputs"][:SHOWN], test["reconstructions"][:SHOWN], path=out / "reconstructions.png",
                               titles=["input", "WAE"])
-            plots.plot_image_grid(samples.reshape(PRIOR_GRID, PRIOR_GRID, 28, 28, 1), out / "prior_samples.png",
+            plots.plot_image_grid(samples.reshape(PRIOR_GRID, PRIOR_GRID, *samples.shape[1:]),
+                                  out / "prior_samples.png",
                                   title="decoded prior samples z ~ N(0, I)")
         runs.save_state(out, state)
-        run.write_metrics(out, metrics)
+        run.write_metrics(out, metrics, dataclasses.replace(config, model=model_config))
     return metrics

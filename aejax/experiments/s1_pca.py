@@ -22,7 +22,6 @@ import numpy as np
 from aejax import data, evaluation, flags, pca, plots, runs
 
 SHOWN = 6  # the lecture shows 6 random test digits
-PIXELS = data.IMAGE_SIDE * data.IMAGE_SIDE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +50,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     run = runs.Run(config, options, preset)
     splits = run.load_splits()
     train_images = splits["train"].images / 255.0
-    test_images = (splits["test"].images / 255.0).astype(np.float32)  # (N, 28, 28) in [0, 1]
+    test_images = (splits["test"].images / 255.0).astype(np.float32)  # (N, H, W[, C]) in [0, 1]
+    values = math.prod(data.image_shape(splits["test"]))  # per image: 784 for MNIST
     noise_key, pick_key = jax.random.split(jax.random.key(config.seed))
     noisy = np.asarray(data.add_gaussian_noise(noise_key, test_images, config.test_noise_std))
     shown = np.asarray(jax.random.choice(pick_key, len(test_images), (min(SHOWN, len(test_images)),), replace=False))
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             components = int(model.n_components_)
             metrics = {
                 "pca_components": components,
-                "compression_ratio": PIXELS / components,
+                "compression_ratio": values / components,
                 "test_mse": evaluation.mean_squared_error(decoded, test_images),
                 "noise_std": config.test_noise_std,
                 "psnr_noisy_db": evaluation.psnr(noisy, test_images),

@@ -55,7 +55,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 def denoising_metrics(model: train_lib.Model, state: train_lib.TrainState, splits: dict[str, data.Split],
                       key: jax.Array, noise_std: float) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """PSNR against the clean test images of the noisy ones, the AE's output (eval mode and
-    batch statistics) and PCA(0.90)'s; returns them and the noisy and denoised images (N, 28, 28, 1)."""
+    batch statistics) and PCA(0.90)'s; returns them and the noisy and denoised images (N, H, W, C)."""
     clean, noisy_set = evaluation.noisy_test_set(splits["test"], key, noise_std)
     ae_eval = evaluation.evaluate(model, state.params, state.batch_stats, noisy_set)
     ae_batch = evaluation.evaluate(model, state.params, state.batch_stats, noisy_set, batch_size=NOTEBOOK_EVAL_BATCH,
@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     splits = run.load_splits()
     train_set, test_set = data.device_dataset(splits["train"]), data.device_dataset(splits["test"])
     latent_dim = config.model.latent_dim
-    model = autoencoder.make_model(config.model)
+    model_config = dataclasses.replace(config.model, image_shape=data.image_shape(splits["train"]))
+    model = autoencoder.make_model(model_config)
     train_key, noise_key = jax.random.split(jax.random.key(config.train.seed))
     with run.output() as out:
         state, history = run.fit(model, train_set, train_key, out)
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             denoise, denoise_images = denoising_metrics(model, state, splits, noise_key, config.test_noise_std)
             metrics = {**evaluation.reconstruction_metrics(test)}
             # PCA with as many components as the code has units, where the data allow that many
-            if latent_dim <= min(len(splits["train"].labels), data.IMAGE_SIDE * data.IMAGE_SIDE):
+            if latent_dim <= min(len(splits["train"].labels), math.prod(model_config.image_shape)):
                 pca_k = pca.fit_pca(splits["train"].images / 255.0, latent_dim)
                 metrics[f"pca{latent_dim}_test_mse"] = evaluation.mean_squared_error(
                     pca.recode(pca_k, test["inputs"]), test["inputs"])
@@ -108,5 +109,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             plots.plot_digits(denoise_images["noisy"][:SHOWN], denoise_images["denoised"][:SHOWN],
                               path=out / "denoising.png", titles=["noisy", "AE"])
         runs.save_state(out, state)
-        run.write_metrics(out, metrics)
+        run.write_metrics(out, metrics, dataclasses.replace(config, model=model_config))
     return metrics

@@ -51,14 +51,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         start_class, end_class = config.interpolation.resolve(data.num_classes(splits))
     start, end = (evaluation.lecture_example(splits["test"], label) for label in (start_class, end_class))
     train_set, test_set = data.device_dataset(splits["train"]), data.device_dataset(splits["test"])
-    model = autoencoder.make_model(config.model)
+    model_config = dataclasses.replace(config.model, image_shape=data.image_shape(splits["train"]))
+    model = autoencoder.make_model(model_config)
     with run.output() as out:
         state, history = run.fit(model, train_set, jax.random.key(config.train.seed), out)
         with run.timer("evaluation"):
             test = evaluation.evaluate(model, state.params, state.batch_stats, test_set)
             row = evaluation.interpolation_frames(model, state.params, state.batch_stats, start, end, common.ROW_STEPS)
             frames = evaluation.interpolation_frames(model, state.params, state.batch_stats, start, end,
-                                                     config.gif_frames)  # (gif_frames, 28, 28, 1)
+                                                     config.gif_frames)  # (gif_frames, H, W, C)
             # How far the path strays from both ends: a fade keeps this small, no new shapes appear.
             endpoint_distance = np.minimum(np.abs(frames - frames[:1]).mean(axis=(1, 2, 3)),
                                            np.abs(frames - frames[-1:]).mean(axis=(1, 2, 3)))
@@ -74,5 +75,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                  title=f"{start_class} -> {end_class}, plain autoencoder")
             plots.save_gif(frames, out / "interpolation.gif")
         runs.save_state(out, state)
-        run.write_metrics(out, metrics)
+        run.write_metrics(out, metrics, dataclasses.replace(config, model=model_config))
     return metrics

@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     run = runs.Run(config, options, preset)
     splits = run.load_splits()
     classes = common.figure_classes(config.interpolation, data.num_classes(splits))
-    model = vae.make_model(config.model)
+    model_config = dataclasses.replace(config.model, image_shape=data.image_shape(splits["train"]))
+    model = vae.make_model(model_config)
     train_key, noise_key, likelihood_key = jax.random.split(jax.random.key(config.train.seed), 3)
     train_set, test_set = data.device_dataset(splits["train"]), data.device_dataset(splits["test"])
     scored_set = binarized.binarized_test_set(splits["test"]) if config.model.binarize else test_set
@@ -104,5 +105,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                            likelihood_key)
                 metrics["validation_negative_elbo_nats"] = float(np.mean(scores))
         runs.save_state(out, state)
-        run.write_metrics(out, metrics)
+        run.write_metrics(out, metrics, dataclasses.replace(config, model=model_config))
     return metrics

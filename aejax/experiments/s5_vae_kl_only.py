@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config, options, preset = runs.parse(Config(), PRESETS, argv, __doc__, "s5_vae_kl_only")
     run = runs.Run(config, options, preset)
     splits = run.load_splits()
-    model = vae.make_model(config.model)
+    model_config = dataclasses.replace(config.model, image_shape=data.image_shape(splits["train"]))
+    model = vae.make_model(model_config)
     train_set, test_set = data.device_dataset(splits["train"]), data.device_dataset(splits["test"])
     labels = splits["test"].labels
     with run.output() as out:
@@ -69,5 +70,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             plots.plot_histograms({"posterior mean mu": mu, "posterior variance": variance}, out / "histograms.png")
             plots.plot_latent_scatter(mu, labels, out / "latent_scatter.png", title="test posterior means, KL-only VAE")
         runs.save_state(out, state)
-        run.write_metrics(out, metrics)
+        run.write_metrics(out, metrics, dataclasses.replace(config, model=model_config))
     return metrics

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     splits = run.load_splits()
     classes = data.num_classes(splits)
     grid_labels, source, target = figure_classes(classes)
-    model_config = dataclasses.replace(config.model, num_classes=classes)
+    model_config = dataclasses.replace(config.model, num_classes=classes, image_shape=data.image_shape(splits["train"]))
     model = vae.make_model(model_config)
     keys = jax.random.split(jax.random.key(config.train.seed), 6)
     with run.timer("classifier"):
@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             subset = {k: v[:transfer_images] for k, v in test_set.items()}
             subset_mu, subset_log_var = likelihood.posterior_moments(model, params, stats, subset)
             styles = reparametrize(keys[5], jnp.asarray(subset_mu), jnp.asarray(subset_log_var))
-            swapped = evaluation.label_swap(model, params, stats, styles, classes).reshape(-1, 28, 28, 1)
+            swapped = evaluation.label_swap(model, params, stats, styles, classes)
+            swapped = swapped.reshape(-1, *swapped.shape[2:])
             metrics = {
                 **likelihood_metrics.summarize(model, params, stats, test_set, keys[3], config.iwae_samples,
                                                config.iwae_images, quick=options.quick),

@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unlabelled = config.model.component_assignment != "label"
     model_config = dataclasses.replace(
         config.model, num_classes=prior.num_components if unlabelled else data.num_classes(splits),
-        decay_steps=config.train.decay_steps(len(splits["train"].labels)))
+        decay_steps=config.train.decay_steps(len(splits["train"].labels)),
+        image_shape=data.image_shape(splits["train"]))
     model = aae.make_model(model_config, prior)
     keys = jax.random.split(jax.random.key(config.train.seed), 3)
     labels = splits["test"].labels

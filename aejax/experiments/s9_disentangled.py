@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     splits = run.load_splits()
     train_set, test_set = data.device_dataset(splits["train"]), data.device_dataset(splits["test"])
     num_classes = data.num_classes(splits)
-    model_config = dataclasses.replace(config.model, num_classes=num_classes)
+    model_config = dataclasses.replace(config.model, num_classes=num_classes,
+                                       image_shape=data.image_shape(splits["train"]))
     model = disentangled.make_model(model_config)
     keys = jax.random.split(jax.random.key(config.train.seed), 3)
     labels = splits["test"].labels
