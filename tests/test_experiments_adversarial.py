@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from aejax import data
+from aejax import data, runs
 from aejax.experiments import s8_aae, s9_disentangled, s10_semi_supervised
 
 from experiment_support import assert_recorded, files, one_line_error, parse, quick_run
@@ -154,8 +154,10 @@ def test_s10_semi_supervised_quick_run_on_eight_classes(other_idx_dir, tmp_path)
     assert metrics["labels"] == 80 and metrics["num_classes"] == EIGHT_CLASSES
     indices = np.asarray(metrics["labelled_indices"])
     assert len(set(indices)) == 80 and indices.max() < 512  # from the run's training images
-    # the recommended preset follows the validation protocol: indices into the training images left after the hold-out
-    train_labels = data.validation_split(data.load_mnist(other_idx_dir)["train"])[0].labels
+    # the recommended preset follows the validation protocol: indices into the run's training images, the
+    # class-stratified sample of those left after the hold-out
+    train_labels = runs.load_splits(runs.RunOptions(data_dir=other_idx_dir, train_limit=512, test_limit=256),
+                                    validation=True)["train"].labels
     assert np.bincount(train_labels[indices], minlength=EIGHT_CLASSES).tolist() == [10] * EIGHT_CLASSES
     assert 0 <= metrics["test_error"] < 0.85  # chance: 7/8
     # the recommended preset follows the validation protocol: the error is followed on validation images
