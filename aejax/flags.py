@@ -23,7 +23,7 @@ import math
 import pathlib
 import types
 import typing
-from typing import Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 PRESET_DEFAULT = "lecture"
 
@@ -85,6 +85,19 @@ def leaf_fields(config: Any, path: tuple[str, ...] = ()) -> dict[str, tuple[tupl
                 raise ValueError(f"config field name {field.name!r} appears twice; flags need unique names")
             leaves[field.name] = (path + (field.name,), field, _field_type(type(config), field))
     return leaves
+
+
+def without_flags(argv: Sequence[str], names: Sequence[str]) -> list[str]:
+    """``argv`` without the flags ``names`` (each ``--x``) and their values, given as ``--x V`` or ``--x=V``."""
+    kept, skip = [], False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in names:
+            skip = True
+        elif not word.startswith(tuple(f"{name}=" for name in names)):
+            kept.append(word)
+    return kept
 
 
 def _parse_bool(text: str) -> bool:

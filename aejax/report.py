@@ -16,6 +16,7 @@ import pathlib
 import statistics
 from typing import Any, Sequence
 
+from aejax import flags
 from aejax.report_entries import Entry, Source
 
 TITLE = "aejax reproduces the autoencoder lecture"
@@ -59,14 +60,7 @@ def summarize(values: list[Any], spec: str) -> str:
 
 def shown_command(module: str, argv: Sequence[str], seeds: Sequence[int]) -> str:
     """A run's command line as the report shows it: the seeds after it, no seed flags, no classifier folder."""
-    shown, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in HIDDEN_FLAGS:
-            skip = True
-        else:
-            shown.append(arg)
+    shown = flags.without_flags(argv, HIDDEN_FLAGS)
     listed = f"  (seeds {', '.join(map(str, seeds))})" if len(seeds) > 1 else ""
     return f"aejax run {module} {' '.join(shown)}{listed}".strip()
 

@@ -465,15 +465,7 @@ _MACHINE_OPTIONS = ("--workdir", "--record", "--data-dir", "--jobs")
 
 def portable(argv: Sequence[str]) -> list[str]:
     """``argv`` without ``_MACHINE_OPTIONS`` (as ``--x V`` or ``--x=V``)."""
-    kept, skip = [], False
-    for word in argv:
-        if skip:
-            skip = False
-        elif word in _MACHINE_OPTIONS:
-            skip = True
-        elif not word.startswith(tuple(f"{option}=" for option in _MACHINE_OPTIONS)):
-            kept.append(word)
-    return kept
+    return flags.without_flags(argv, _MACHINE_OPTIONS)
 
 
 def main(argv: list[str] | None = None) -> int:
