@@ -34,20 +34,34 @@ def transfer_accuracy(classifier_params: Params, swapped: np.ndarray) -> dict[st
 
 
 def head_and_leak(model: Model, params: Params, batch_stats: BatchStats, train_set: Mapping[str, jax.Array],
-                  scored_sets: Mapping[str, Mapping[str, jax.Array]]) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
+                  scored_sets: Mapping[str, Mapping[str, jax.Array]],
+                  kinds: tuple[probes.ProbeKind, ...] = probes.DEFAULT_KINDS,
+                  unstandardized: Model | None = None) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
     """For each named scored split: its styles (N, latent_dim), the label head's accuracy on it and
-    the styles' label leak: probes fitted on the training images' styles (encoded once for all
-    splits), scored on all of the split's, each beside the same probe fitted on permuted labels
-    (``probes.label_probes``). Returns {name: (styles, {"label_head_accuracy", "label_leak"})}."""
-    train_styles = evaluation.encode_split(model, params, batch_stats, train_set)
+    the styles' label leak: probes of ``kinds`` fitted on the training images' styles (encoded once
+    for all splits), scored on all of the split's, each beside the same probe fitted on permuted
+    labels (``probes.label_probes``).
+
+    ``unstandardized``: the same weights read without the style's class standardisation; its
+    styles' leak is reported too, as ``label_leak_before_standardization``: a style standardised
+    by the label head's own predicted class is at the majority share for a linear probe by
+    construction, the style before it is not.
+    Returns {name: (styles, {"label_head_accuracy", "label_leak"[, "label_leak_before_standardization"]})}.
+    """
+    readers = {"label_leak": model, **({"label_leak_before_standardization": unstandardized} if unstandardized
+                                       else {})}
     train_labels = np.asarray(train_set["label"])
+    train_styles = {key: evaluation.encode_split(reader, params, batch_stats, train_set)
+                    for key, reader in readers.items()}
     results = {}
     for name, scored_set in scored_sets.items():
-        styles = evaluation.encode_split(model, params, batch_stats, scored_set)
         labels = np.asarray(scored_set["label"])
         predicted = semi_supervised.predict_labels(model, params, batch_stats, scored_set)
-        results[name] = (styles, {
-            "label_head_accuracy": float(np.mean(predicted == labels)),
-            "label_leak": probes.label_probes(train_styles, train_labels, styles, labels),
-        })
+        report: dict[str, Any] = {"label_head_accuracy": float(np.mean(predicted == labels))}
+        styles = None
+        for key, reader in readers.items():
+            split_styles = evaluation.encode_split(reader, params, batch_stats, scored_set)
+            styles = split_styles if styles is None else styles
+            report[key] = probes.label_probes(train_styles[key], train_labels, split_styles, labels, kinds=kinds)
+        results[name] = (styles, report)
     return results

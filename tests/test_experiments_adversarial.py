@@ -91,19 +91,23 @@ def test_s8_aae_unlabelled_boxes_need_no_labels_on_eight_classes(other_idx_dir, 
 @pytest.mark.slow
 def test_s9_disentangled_quick_run_on_eight_classes(other_idx_dir, tmp_path):
     out = tmp_path / "run"
-    metrics = quick_run(s9_disentangled, other_idx_dir, out, "--validation")
+    metrics = quick_run(s9_disentangled, other_idx_dir, out, "--validation", "--style-normalization", "class")
     assert {"style_transfer.png", "style_by_label.png", "checkpoint", "metrics.json"} <= files(out)
     assert_recorded(s9_disentangled, metrics)
     assert metrics["num_classes"] == EIGHT_CLASSES
     for name in ("label_head_test_accuracy", "adversary_test_accuracy", "classifier_test_accuracy"):
         assert 0 <= metrics[name] <= 1, name
-    for kind in ("logistic", "knn"):  # fair probes: fitted on the 512 training styles, scored on all 256 test ones
-        leak = metrics["label_leak"][kind]
-        assert (leak["train_size"], leak["test_size"]) == (512, 256)
-        assert 0 <= leak["accuracy"] <= 1 and 0 <= leak["permuted_accuracy"] <= 1
-    assert set(metrics["recomputed_bn"]) == {"label_head_accuracy", "label_leak"}
+    # fair probes, the 10-NN first: fitted on the 512 training styles, scored on all 256 test ones, for the
+    # class-standardised style and for the style before its standardisation
+    for leak_key in ("label_leak", "label_leak_before_standardization"):
+        assert list(metrics[leak_key]) == ["knn", "logistic", "mlp"], leak_key
+        for kind, leak in metrics[leak_key].items():
+            assert (leak["train_size"], leak["test_size"]) == (512, 256), (leak_key, kind)
+            assert 0 <= leak["accuracy"] <= 1 and 0 <= leak["permuted_accuracy"] <= 1
+    both = {"label_head_accuracy", "label_leak", "label_leak_before_standardization"}
+    assert set(metrics["recomputed_bn"]) == both
     # under the validation protocol the same probes score the validation styles too (what chooses a recipe)
-    assert set(metrics["validation"]) == {"label_head_accuracy", "label_leak"}
+    assert set(metrics["validation"]) == both
     assert metrics["validation"]["label_leak"]["knn"]["test_size"] == metrics["protocol"]["split_sizes"]["validation"]
     majority = metrics["label_leak"]["logistic"]["majority_share"]
     # four steps teach the label head something, seen once its statistics fit the final weights

@@ -7,9 +7,11 @@ Figures: ``style_transfer.png`` (test images, then each one's style z decoded wi
 label: one row per image, one column per class); ``style_by_label.png`` (the first two
 style coordinates of the test images, coloured by label). metrics.json: label-head test
 accuracy; the label leak, i.e. how well a fresh probe predicts the label from the test
-styles z (logistic regression and 10-NN, fitted on the training images' styles, scored
-on all test styles, each beside the same probe fitted on permuted labels: chance as
-that probe sees it, and the majority share); the adversary's own test
+styles z (10-NN, logistic regression and a one-hidden-layer MLP, fitted on the training
+images' styles, scored on all test styles, each beside the same probe fitted on permuted
+labels: chance as that probe sees it, and the majority share), and under
+``style_normalization="class"`` the same for the style before its class standardisation
+(``label_leak_before_standardization``); the adversary's own test
 accuracy; style-transfer accuracy (test styles decoded with every label, scored by the
 evaluation classifier); under ``recomputed_bn`` the label head and the leak again with
 the encoder's BatchNorm statistics recomputed for its final weights.
@@ -29,9 +31,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from aejax import data, disentangled, evaluation, flags, label_style, plots, runs, style_evaluation
+from aejax import data, disentangled, evaluation, flags, label_style, plots, probes, runs, style_evaluation
 
 FIGURE_ROWS = 10  # test images in the style-transfer figure
+# the 10-NN probe leads: with the style standardised by the label head's predicted class a
+# linear probe sits at the majority share by construction; a small MLP reads what 10-NN reads
+LEAK_PROBES: tuple[probes.ProbeKind, ...] = ("knn", "logistic", "mlp")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +72,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     model_config = dataclasses.replace(config.model, num_classes=num_classes,
                                        image_shape=data.image_shape(splits["train"]))
     model = disentangled.make_model(model_config)
+    # the same weights read without the class standardisation: the style's leak before it
+    unstandardized = (disentangled.make_model(dataclasses.replace(model_config, style_normalization="none"))
+                      if model_config.style_normalization == "class" else None)
+    leak_options = {"kinds": LEAK_PROBES, "unstandardized": unstandardized}
     keys = jax.random.split(jax.random.key(config.train.seed), 3)
     labels = splits["test"].labels
     with run.timer("evaluation"):
@@ -75,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         state, history = run.fit(model, train_set, keys[1], out)
         with run.timer("evaluation"):
             styles, head_and_leak = style_evaluation.head_and_leak(model, state.params, state.batch_stats, train_set,
-                                                                   {"test": test_set})["test"]
+                                                                   {"test": test_set}, **leak_options)["test"]
             adversary = disentangled.make_modules(model_config).adversary
             adversary_logits = adversary.apply({"params": state.params["label_adversary"]},
                                                label_style.standardize(jax.numpy.asarray(styles)))
@@ -87,11 +96,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             # what a choice between recipes reads (validation), beside the test numbers
             scored = {"test": test_set, **({"validation": data.device_dataset(splits["validation"])}
                                            if run.validation else {})}
-            precise = style_evaluation.head_and_leak(model, state.params, precise_stats, train_set, scored)
+            precise = style_evaluation.head_and_leak(model, state.params, precise_stats, train_set, scored,
+                                                     **leak_options)
             recomputed = precise["test"][1]
             metrics = {
                 "label_head_test_accuracy": head_and_leak["label_head_accuracy"],
-                "label_leak": head_and_leak["label_leak"],
+                **{key: value for key, value in head_and_leak.items() if key.startswith("label_leak")},
                 "recomputed_bn": recomputed,
                 "adversary_test_accuracy": float(np.mean(np.argmax(np.asarray(adversary_logits), -1) == labels)),
                 "style_transfer_accuracy": style_evaluation.transfer_accuracy(classifier_params, swapped),
