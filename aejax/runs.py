@@ -476,7 +476,7 @@ def _flat_numbers(tree: Any, prefix: str = "") -> dict[str, float]:
     return {}
 
 
-_TEST_WORD = re.compile(r"(?<![A-Za-z0-9])test(?![A-Za-z0-9])")
+TEST_WORD = re.compile(r"(?<![A-Za-z0-9])test(?![A-Za-z0-9])")  # "test" as a word of a metrics key
 
 
 def selection_names(metrics: Any) -> Any:
@@ -491,7 +491,7 @@ def selection_names(metrics: Any) -> Any:
     renamed: dict[str, Any] = {}
     for key, value in metrics.items():
         value = value if key == "protocol" else selection_names(value)
-        new = _TEST_WORD.sub("validation", key) if isinstance(key, str) else key
+        new = TEST_WORD.sub("validation", key) if isinstance(key, str) else key
         if new == key or new not in metrics:
             renamed[new] = value
     return renamed

@@ -95,7 +95,7 @@ def check_spec(spec: SweepSpec) -> None:
     if (spec.metric is None) == (not spec.evaluations):
         raise ValueError("a sweep needs a metric or evaluations (ways of evaluating, each with its metric), one of them")
     for path in [*spec.metrics().values(), *([spec.curve] if spec.curve else [])]:
-        if runs._TEST_WORD.search(path):
+        if runs.TEST_WORD.search(path):
             raise ValueError(f"metric {path!r} names the test split: a selection run reads no test file and names "
                              f"its numbers by the validation split (e.g. validation_error for test_error)")
     module = experiment_module(spec.experiment)
@@ -305,12 +305,15 @@ def run_candidate(spec: SweepSpec, settings: Mapping[str, Any], seed: int, folde
 
 
 def sweep(spec: SweepSpec, record_path: pathlib.Path, workdir: pathlib.Path, *, jobs: int = 1,
-          data_dir: pathlib.Path | None = None, command: str = "", echo: bool = True) -> dict[str, Any]:
+          data_dir: pathlib.Path | None = None, command: str = "", echo: bool = True,
+          settings: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Runs every candidate's missing runs (``jobs`` at once), rewriting the record at ``record_path``
     after each; returns the record. A failed run is reported and left out (the record stays incomplete);
-    a run whose metrics lack the metric stops the sweep (ValueError), as every run would."""
+    a run whose metrics lack the metric stops the sweep (ValueError), as every run would.
+    ``settings``: the candidates' ``typed_settings`` when the caller has parsed them already."""
     check_spec(spec)
-    settings = [typed_settings(spec, c) for c in spec.candidates()]
+    if settings is None:
+        settings = [typed_settings(spec, c) for c in spec.candidates()]
     previous = json.loads(record_path.read_text()) if record_path.is_file() else None
     record = new_record(spec, settings, command)
     merge_previous(record, previous)
@@ -488,7 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     record_path = args.record or RECORDS / f"{spec.name}.json"
     command = shlex.join(["aejax", "sweep", *portable(own), *(["--", *run_flags] if run_flags else [])])
     try:
-        record = sweep(spec, record_path, args.workdir, jobs=args.jobs, data_dir=args.data_dir, command=command)
+        record = sweep(spec, record_path, args.workdir, jobs=args.jobs, data_dir=args.data_dir, command=command,
+                       settings=candidates)
     except ValueError as e:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1

@@ -232,11 +232,11 @@ def test_a_sweep_runs_its_candidates_without_the_test_set_and_resumes_from_its_r
         assert metrics["protocol"]["selection"] and "test" not in metrics["protocol"]["split_sizes"]
         assert metrics["protocol"]["test_split"] == "not read"
         assert not [k for k in _keys({k: v for k, v in metrics.items() if k not in ("settings", "protocol")})
-                    if runs._TEST_WORD.search(k)]
+                    if runs.TEST_WORD.search(k)]
         assert metrics["validation_mse"] == pytest.approx(
             next(c for c in record["candidates"] if c["settings"]["latent_dim"] == metrics["settings"]["latent_dim"]
                  )["runs"]["7"]["score"])
-    assert not [k for k in _keys(record) if runs._TEST_WORD.search(k)]
+    assert not [k for k in _keys(record) if runs.TEST_WORD.search(k)]
     # started again without its run folders, the sweep reads its record and runs nothing
     import shutil
     shutil.rmtree(tmp_path / "runs")
