@@ -430,11 +430,19 @@ def download(folder: str | os.PathLike, timeout_s: float = DOWNLOAD_TIMEOUT_S) -
 
 
 def _load_tfds(split: str) -> Split:
+    """One MNIST split from a tfds data folder (``$TFDS_DATA_DIR``, else tfds's default) where
+    ``mnist`` is prepared already: never a download (the HTTP one failed before this is tried)."""
     import tensorflow_datasets as tfds  # optional backend
 
-    source = tfds.data_source("mnist", split=split)
-    images = np.stack([np.asarray(ex["image"]).reshape(IMAGE_SIDE, IMAGE_SIDE) for ex in source])
-    labels = np.asarray([ex["label"] for ex in source], dtype=np.uint8)
+    try:
+        source = tfds.data_source("mnist", split=split, download=False, data_dir=os.environ.get("TFDS_DATA_DIR"))
+        images = np.stack([np.asarray(ex["image"]).reshape(IMAGE_SIDE, IMAGE_SIDE) for ex in source])
+        labels = np.asarray([ex["label"] for ex in source], dtype=np.uint8)
+    except Exception as e:  # tfds raises many kinds here: missing data, an incomplete install, a bad folder
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise DataError(f"no MNIST data found: the download failed and tensorflow-datasets has no prepared "
+                        f"'mnist' ({reason}); pass --data-dir or set {ENV_DATA_DIR} to a folder with the four "
+                        f"IDX files") from None
     return Split(images.astype(np.uint8), labels)
 
 

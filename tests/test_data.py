@@ -309,6 +309,20 @@ class _FakeResponse(io.BytesIO):
         return False
 
 
+def test_no_source_at_all_fails_fast_with_what_to_do(tmp_path, monkeypatch):
+    """No folder named, an empty cache, no network and no prepared tfds mnist: one DataError that
+    says how to point aejax at the files, after one attempt per mirror and no tfds download."""
+    monkeypatch.delenv(data.ENV_DATA_DIR, raising=False)
+    monkeypatch.setenv(data.ENV_CACHE_DIR, str(tmp_path / "cache"))
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    calls = _forbid_network(monkeypatch)
+    with pytest.raises(data.DataError, match="no MNIST data found") as excinfo:
+        data.load_mnist(splits=("test",))
+    assert "--data-dir" in str(excinfo.value) and data.ENV_DATA_DIR in str(excinfo.value)
+    assert len(calls) == len(data.MIRRORS)
+    assert not (tmp_path / "tfds").exists() or not any((tmp_path / "tfds").rglob("*.array_record*"))
+
+
 def test_download_checksum_mismatch_saves_nothing(tmp_path, monkeypatch):
     calls = []
 
