@@ -77,27 +77,31 @@ def patch_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
     return jnp.dot(patches, kernel.reshape(kh * kw * c, f))
 
 
-def _shift_sum(taps: jax.Array, out_h: int, out_w: int, kw: int) -> jax.Array:
-    """(T, B, Hp, Wp, F) per-tap partial outputs -> (B, out_h, out_w, F): tap t = i*kw + j shifted by (i, j), summed."""
-    return sum(taps[t, :, t // kw:t // kw + out_h, t % kw:t % kw + out_w] for t in range(taps.shape[0]))
+def _shift_sum(taps: jax.Array, out_h: int, out_w: int, kw: int, f: int) -> jax.Array:
+    """(B, Hp, Wp, T F) per-tap partial outputs -> (B, out_h, out_w, F): tap t = i*kw + j (channels
+    t F .. t F + F - 1) shifted by (i, j), summed. Read in the layout the matmul wrote, so no
+    transposing copy of the taps is made."""
+    num_taps = taps.shape[-1] // f
+    return sum(taps[:, t // kw:t // kw + out_h, t % kw:t % kw + out_w, t * f:(t + 1) * f] for t in range(num_taps))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def shift_sum(taps: jax.Array, out_h: int, out_w: int, kw: int) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def shift_sum(taps: jax.Array, out_h: int, out_w: int, kw: int, f: int) -> jax.Array:
     """``_shift_sum`` with a hand-written gradient: autodiff would pad each tap's slice back to
-    the full (T, B, Hp, Wp, F) shape and add T of those (T = 49: 49x the memory traffic);
-    the gradient is just the output gradient padded to each tap's offset, stacked."""
-    return _shift_sum(taps, out_h, out_w, kw)
+    the full (B, Hp, Wp, T F) shape and add T of those (T = 49: 49x the memory traffic);
+    the gradient is just the output gradient padded to each tap's offset, concatenated once."""
+    return _shift_sum(taps, out_h, out_w, kw, f)
 
 
-def _shift_sum_fwd(taps, out_h, out_w, kw):
-    return _shift_sum(taps, out_h, out_w, kw), taps.shape
+def _shift_sum_fwd(taps, out_h, out_w, kw, f):
+    return _shift_sum(taps, out_h, out_w, kw, f), taps.shape
 
 
-def _shift_sum_bwd(out_h, out_w, kw, shape, grad):
-    num_taps, _, hp, wp, _ = shape
-    return (jnp.stack([jnp.pad(grad, ((0, 0), (t // kw, hp - out_h - t // kw), (t % kw, wp - out_w - t % kw), (0, 0)))
-                       for t in range(num_taps)]),)
+def _shift_sum_bwd(out_h, out_w, kw, f, shape, grad):
+    _, hp, wp, channels = shape
+    return (jnp.concatenate([jnp.pad(grad, ((0, 0), (t // kw, hp - out_h - t // kw),
+                                            (t % kw, wp - out_w - t % kw), (0, 0)))
+                             for t in range(channels // f)], axis=-1),)
 
 
 shift_sum.defvjp(_shift_sum_fwd, _shift_sum_bwd)
@@ -107,7 +111,7 @@ def tap_conv(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, int]]
     """A stride-1 NHWC/HWIO convolution for large kernels with few outputs: matmul first, then shift.
 
     im2col would copy the input kh*kw times (49 for the decoder's 7x7 output layer); here
-    one ``matmul`` maps every input pixel to its kh*kw*F per-tap contributions (T, B, Hp, Wp, F),
+    one ``matmul`` maps every input pixel to its kh*kw*F per-tap contributions (B, Hp, Wp, T F),
     and ``shift_sum`` adds each tap's shifted window. With F = 1 that array is smaller
     than the input's 32 channels.
     """
@@ -116,8 +120,7 @@ def tap_conv(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, int]]
     x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
     b, hp, wp, _ = x.shape
     taps = matmul(x.reshape(-1, c), kernel.reshape(kh * kw, c, f).transpose(1, 0, 2).reshape(c, kh * kw * f))
-    taps = taps.reshape(b, hp, wp, kh * kw, f).transpose(3, 0, 1, 2, 4)  # (T, B, Hp, Wp, F)
-    return shift_sum(taps, x.shape[1] - kh + 1, x.shape[2] - kw + 1, kw)
+    return shift_sum(taps.reshape(b, hp, wp, kh * kw * f), hp - kh + 1, wp - kw + 1, kw, f)
 
 
 # On the CPU, a layer this wide or wider (input pixels per channel) runs over chunks of
