@@ -85,42 +85,52 @@ def _shift_sum(taps: jax.Array, out_h: int, out_w: int, kw: int, f: int) -> jax.
     return sum(taps[:, t // kw:t // kw + out_h, t % kw:t % kw + out_w, t * f:(t + 1) * f] for t in range(num_taps))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
-def shift_sum(taps: jax.Array, out_h: int, out_w: int, kw: int, f: int) -> jax.Array:
-    """``_shift_sum`` with a hand-written gradient: autodiff would pad each tap's slice back to
-    the full (B, Hp, Wp, T F) shape and add T of those (T = 49: 49x the memory traffic);
-    the gradient is just the output gradient padded to each tap's offset, concatenated once."""
-    return _shift_sum(taps, out_h, out_w, kw, f)
+def _tap_matrix(kernel: jax.Array) -> jax.Array:
+    """HWIO (kh, kw, C, F) -> (C, kh kw F): column t F + f is tap t's weights into output channel f."""
+    kh, kw, c, f = kernel.shape
+    return kernel.reshape(kh * kw, c, f).transpose(1, 0, 2).reshape(c, kh * kw * f)
 
 
-def _shift_sum_fwd(taps, out_h, out_w, kw, f):
-    return _shift_sum(taps, out_h, out_w, kw, f), taps.shape
-
-
-def _shift_sum_bwd(out_h, out_w, kw, f, shape, grad):
-    _, hp, wp, channels = shape
-    return (jnp.concatenate([jnp.pad(grad, ((0, 0), (t // kw, hp - out_h - t // kw),
-                                            (t % kw, wp - out_w - t % kw), (0, 0)))
-                             for t in range(channels // f)], axis=-1),)
-
-
-shift_sum.defvjp(_shift_sum_fwd, _shift_sum_bwd)
-
-
-def tap_conv(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, int]]) -> jax.Array:
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def tap_conv(x: jax.Array, kernel: jax.Array, padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
     """A stride-1 NHWC/HWIO convolution for large kernels with few outputs: matmul first, then shift.
 
     im2col would copy the input kh*kw times (49 for the decoder's 7x7 output layer); here
-    one ``matmul`` maps every input pixel to its kh*kw*F per-tap contributions (B, Hp, Wp, T F),
-    and ``shift_sum`` adds each tap's shifted window. With F = 1 that array is smaller
-    than the input's 32 channels.
+    one matmul maps every input pixel to its kh*kw*F per-tap contributions (B, Hp, Wp, T F),
+    and each tap's shifted window is added. With F = 1 that array is smaller than the
+    input's 32 channels. The gradient is written out: autodiff would pad each tap's window
+    back to the whole taps array and add T of those (T = 49: 49x the memory traffic).
     """
     kh, kw, c, f = kernel.shape
     (pt, pb), (pl, pr) = padding
     x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
     b, hp, wp, _ = x.shape
-    taps = matmul(x.reshape(-1, c), kernel.reshape(kh * kw, c, f).transpose(1, 0, 2).reshape(c, kh * kw * f))
-    return shift_sum(taps.reshape(b, hp, wp, kh * kw * f), hp - kh + 1, wp - kw + 1, kw, f)
+    taps = jnp.dot(x.reshape(-1, c), _tap_matrix(kernel)).reshape(b, hp, wp, kh * kw * f)
+    return _shift_sum(taps, hp - kh + 1, wp - kw + 1, kw, f)
+
+
+def _tap_conv_fwd(x, kernel, padding):
+    return tap_conv(x, kernel, padding), (x, kernel)
+
+
+def _tap_conv_bwd(padding, residuals, grad):
+    x, kernel = residuals
+    kh, kw, c, f = kernel.shape
+    (pt, pb), (pl, pr) = padding
+    b, out_h, out_w, _ = grad.shape
+    hp, wp = x.shape[1] + pt + pb, x.shape[2] + pl + pr
+    # each tap's and output channel's gradient: the output gradient padded to the tap's offset,
+    # one contiguous (B Hp Wp) plane each, stacked once: (T F, B Hp Wp)
+    planes = jnp.stack([jnp.pad(grad[..., o], ((0, 0), (t // kw, hp - out_h - t // kw), (t % kw, wp - out_w - t % kw)))
+                        for t in range(kh * kw) for o in range(f)]).reshape(kh * kw * f, b * hp * wp)
+    padded = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0))).reshape(b * hp * wp, c)
+    d_padded = jax.lax.dot_general(planes, _tap_matrix(kernel), (((0,), (1,)), ((), ())))  # (B Hp Wp, C)
+    dx = d_padded.reshape(b, hp, wp, c)[:, pt:pt + x.shape[1], pl:pl + x.shape[2]]
+    d_matrix = jax.lax.dot_general(padded, planes, (((0,), (1,)), ((), ())))  # (C, T F)
+    return dx, d_matrix.reshape(c, kh * kw, f).transpose(1, 0, 2).reshape(kh, kw, c, f)
+
+
+tap_conv.defvjp(_tap_conv_fwd, _tap_conv_bwd)
 
 
 # On the CPU, a layer this wide or wider (input pixels per channel) runs over chunks of
@@ -163,6 +173,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Seq
     """
     if resolve_conv_impl(impl) == "patches":
         if kernel.shape[0] * kernel.shape[1] >= 25 and tuple(strides) == (1, 1) and kernel.shape[3] <= kernel.shape[2]:
+            padding = tuple(tuple(side) for side in padding)
             return over_batch_chunks(lambda xb: tap_conv(xb, kernel, padding), x, batch_chunk_size(x))
         return over_batch_chunks(lambda xb: patch_conv(xb, kernel, strides, padding), x, batch_chunk_size(x))
     return jax.lax.conv_general_dilated(x, kernel, tuple(strides), tuple(padding),
