@@ -126,8 +126,10 @@ def _tap_conv_bwd(padding, residuals, grad):
     padded = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0))).reshape(b * hp * wp, c)
     d_padded = jax.lax.dot_general(planes, _tap_matrix(kernel), (((0,), (1,)), ((), ())))  # (B Hp Wp, C)
     dx = d_padded.reshape(b, hp, wp, c)[:, pt:pt + x.shape[1], pl:pl + x.shape[2]]
-    d_matrix = jax.lax.dot_general(padded, planes, (((0,), (1,)), ((), ())))  # (C, T F)
-    return dx, d_matrix.reshape(c, kh * kw, f).transpose(1, 0, 2).reshape(kh, kw, c, f)
+    # (T F, C) as a plain matmul: XLA:CPU hands it to its fused matmul kernels, where the (C, T F)
+    # form with both operands transposed ran as a generic dot at 2.2x the time (batch 4096)
+    d_kernel = jnp.dot(planes, padded)
+    return dx, d_kernel.reshape(kh * kw, f, c).transpose(0, 2, 1).reshape(kh, kw, c, f)
 
 
 tap_conv.defvjp(_tap_conv_fwd, _tap_conv_bwd)
