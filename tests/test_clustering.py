@@ -87,6 +87,39 @@ def test_the_test_majority_is_never_worse_than_the_training_labellings():
                                                    report["train_majority"]["error"])
 
 
+def test_matching_is_one_to_one_and_the_best_such():
+    """3 clusters, 2 classes: cluster 0 holds 0, 0, 1; cluster 1 holds 0, 0; cluster 2 holds 1, 1, 1."""
+    clusters = np.asarray([0, 0, 0, 1, 1, 2, 2, 2])
+    labels = np.asarray([0, 0, 1, 0, 0, 1, 1, 1])
+    matched = clustering.labels_by_matching(clusters, labels, num_clusters=3, num_classes=2)
+    # majority labelling would call clusters 0 and 1 both 0; a one-to-one matching gives 0 to one of them
+    # (either keeps 2 images) and 1 to cluster 2 (3 images): 5 of 8 right, the best one-to-one total
+    assert sorted(matched.tolist()) == [-1, 0, 1] and matched[2] == 1
+    assert clustering.clustering_error(clusters, labels, matched) == pytest.approx(3 / 8)
+    # every one-to-one map of 3 clusters to 2 classes does no better
+    import itertools
+    best = max(sum(np.sum((clusters == k) & (labels == c)) for k, c in zip(ks, range(2)))
+               for ks in itertools.permutations(range(3), 2))
+    assert best == 5
+    # clusters = classes: a permutation of the classes
+    perm = clustering.labels_by_matching(np.asarray([2, 2, 0, 1]), np.asarray([0, 0, 1, 2]), 3, 3)
+    assert perm.tolist() == [1, 2, 0]
+
+
+def test_report_matches_on_training_images_and_on_the_test_set_as_the_literature_does():
+    report = clustering.clustering_report(TRAIN_PROBS, TRAIN_LABELS, TEST_PROBS, TEST_LABELS, NUM_CLASSES)
+    train_clusters, test_clusters = TRAIN_PROBS.argmax(1), TEST_PROBS.argmax(1)
+    for key, (fit_clusters, fit_labels) in {"matching": (train_clusters, TRAIN_LABELS),
+                                            "test_matching": (test_clusters, TEST_LABELS)}.items():
+        labels = clustering.labels_by_matching(fit_clusters, fit_labels, TRAIN_PROBS.shape[1], NUM_CLASSES)
+        assert report[key]["cluster_labels"] == labels.tolist()
+        assert report[key]["error"] == pytest.approx(clustering.clustering_error(test_clusters, TEST_LABELS, labels))
+        assert len(set(labels.tolist()) - {-1}) == np.sum(labels >= 0)  # one-to-one
+    assert "optimistic" in report["test_matching"]["note"]
+    # fitted on the data it scores, the matching is never worse than the one fitted on training images
+    assert report["test_matching"]["error"] <= report["matching"]["error"]
+
+
 def test_a_class_no_cluster_is_labelled_with_is_listed():
     # Two clusters, three classes: the most confident images are a 0 and a 2, the majorities 0 and 1.
     probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.4, 0.6], [0.3, 0.7]])
@@ -123,6 +156,9 @@ error_of, report_of = clustering.clustering_error, clustering.clustering_report
      r"test_labels must have shape \(5,\)"),
     (lambda: report_of(TRAIN_PROBS, TRAIN_LABELS, TEST_PROBS, TEST_LABELS, 2),
      "test_labels must be below num_classes 2"),
+    (lambda: clustering.labels_by_matching(np.array([0, 1]), np.array([0, 3]), 2, 3), "below num_classes 3"),
+    (lambda: clustering.labels_by_matching(np.array([0, 2]), np.array([0, 1]), 2, 3), "clusters"),
+    (lambda: clustering.labels_by_matching(np.array([0]), np.array([0]), 1, 0), "num_classes must be >= 1"),
 ])
 def test_bad_inputs_raise(call, match):
     with pytest.raises(ValueError, match=match):
