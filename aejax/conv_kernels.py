@@ -267,13 +267,14 @@ def _assemble_phases_fwd(taps):
 
 def _assemble_phases_bwd(shape, grad):
     b, h, w, rows, cols, f = shape
-    grad = grad.reshape(b, h, 2, w, 2, f)
+    # one zero row and column before each phase: a tap that read the next input pixel takes its
+    # phase's gradient one pixel back, a plain window of the padded array (no pad per tap)
+    padded = jnp.pad(grad.reshape(b, h, 2, w, 2, f), ((0, 0), (1, 0), (0, 0), (1, 0), (0, 0), (0, 0)))
     by_tap = {}
     for (p, q), terms in _phase_terms(rows, cols).items():
         for i, j, next_h, next_w in terms:
-            g = grad[:, :, p, :, q]
-            g = _shift(g, 1, back=False) if next_h else g
-            by_tap[i, j] = _shift(g, 2, back=False) if next_w else g
+            top, left = (0 if next_h else 1), (0 if next_w else 1)
+            by_tap[i, j] = padded[:, top:top + h, p, left:left + w, q]
     return (jnp.stack([jnp.stack([by_tap[i, j] for j in range(cols)], axis=3) for i in range(rows)], axis=3),)
 
 
