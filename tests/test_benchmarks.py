@@ -62,8 +62,10 @@ def test_quick_run_writes_json_and_markdown_under_benchmarks_results_by_default(
 
 
 @pytest.mark.slow
-def test_a_run_of_every_family_writes_a_row_for_each_family_and_implementation(mnist_dir, tmp_path):
+def test_a_run_of_every_family_writes_a_row_for_each_family_and_implementation(mnist_dir, tmp_path, monkeypatch):
     pytest.importorskip("torch")
+    # each row measured in this process: the fresh process per row is the quick run's test
+    monkeypatch.setattr(train_speed, "measure_row_in_fresh_process", train_speed._measure_row)
     flags = ["--families", "ae,vae,cvae,aae", "--impls", "aejax,torch_eager", "--batch-sizes", "8",
              "--steps", "1", "--rounds", "1", "--data-dir", str(mnist_dir), "--out", str(tmp_path), "--name", "all",
              "--no-torch-memory"]
