@@ -285,12 +285,27 @@ def write_record(path: pathlib.Path, record: Mapping[str, Any]) -> None:
 # ------------------------------------------------------------------ running
 
 
-def run_candidate(spec: SweepSpec, settings: Mapping[str, Any], seed: int, folder: pathlib.Path,
-                  data_dir: pathlib.Path | None) -> dict[str, Any]:
-    """One run (``python -m aejax.cli run ...`` in a process of its own, its output in ``<folder>.log``);
-    its metrics.json, or ``{"error": last line}``. A folder that already holds metrics.json is read, not rerun."""
-    metrics_file = folder / "metrics.json"
+def _holds(metrics_file: pathlib.Path, paths: Sequence[str]) -> bool:
+    """Whether ``metrics_file`` exists and holds every dotted path of ``paths``."""
     if not metrics_file.is_file():
+        return False
+    metrics = json.loads(metrics_file.read_text())
+    try:
+        for path in paths:
+            lookup(metrics, path)
+    except ValueError:
+        return False
+    return True
+
+
+def run_candidate(spec: SweepSpec, settings: Mapping[str, Any], seed: int, folder: pathlib.Path,
+                  data_dir: pathlib.Path | None, needs: Sequence[str] = ()) -> dict[str, Any]:
+    """One run (``python -m aejax.cli run ...`` in a process of its own, its output in ``<folder>.log``);
+    its metrics.json, or ``{"error": last line}``. A folder that already holds metrics.json with every
+    metric path of ``needs`` is read, not rerun; one written before a way of evaluating was added is
+    run again (its new metrics.json replaces the old one when the run completes)."""
+    metrics_file = folder / "metrics.json"
+    if not _holds(metrics_file, needs) or not metrics_file.is_file():
         folder.parent.mkdir(parents=True, exist_ok=True)
         argv = [*run_argv(spec, settings, seed), "--out", str(folder), "--no-progress"]
         argv += [] if data_dir is None else ["--data-dir", str(data_dir)]
@@ -329,7 +344,7 @@ def sweep(spec: SweepSpec, record_path: pathlib.Path, workdir: pathlib.Path, *, 
         candidates = by_settings[key]
         settings = candidates[0]["settings"]
         folder = run_folder(workdir, spec, settings, seed)
-        result = run_candidate(spec, settings, seed, folder, data_dir)
+        result = run_candidate(spec, settings, seed, folder, data_dir, [c["metric"] for c in candidates])
         with lock:
             finished[0] += 1
             if "error" in result:

@@ -251,7 +251,7 @@ def test_each_run_is_scored_every_way_of_evaluating_it_and_the_way_is_part_of_th
                  grid={"latent_dim": (2, 8)}, seeds=(42, 43))
     started = []
 
-    def fake_run(spec, settings, seed, folder, data_dir):
+    def fake_run(spec, settings, seed, folder, data_dir, needs=()):
         started.append((settings["latent_dim"], seed))
         d = settings["latent_dim"]
         return {"protocol": {"selection": True}, "leak": {"running": 0.5 - d / 100 + seed / 1000,
@@ -268,3 +268,27 @@ def test_each_run_is_scored_every_way_of_evaluating_it_and_the_way_is_part_of_th
     started.clear()
     sweep.sweep(spec, tmp_path / "record.json", tmp_path, echo=False)
     assert started == []  # everything is in the record
+
+
+def test_a_run_folder_without_a_newer_way_of_evaluating_is_run_again(tmp_path, monkeypatch):
+    """A finished run is read back, not rerun, while its metrics.json holds what the candidates read;
+    one written before a way of evaluating was added runs again, its new metrics replacing the old."""
+    calls = []
+
+    def fake_call(argv, stdout, stderr):
+        calls.append(argv)
+        out = pathlib.Path(argv[argv.index("--out") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps({"leak": {"running": 0.3, "recomputed": 0.2}}))
+        return 0
+
+    monkeypatch.setattr(sweep.subprocess, "call", fake_call)
+    folder = tmp_path / "run" / "seed42"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"leak": {"running": 0.4}}))
+    spec, settings = _spec(), {"latent_dim": 2, "epochs": 1}
+    assert sweep.run_candidate(spec, settings, 42, folder, None, ["leak.running"]) == {"leak": {"running": 0.4}}
+    assert calls == []
+    result = sweep.run_candidate(spec, settings, 42, folder, None, ["leak.running", "leak.recomputed"])
+    assert result == {"leak": {"running": 0.3, "recomputed": 0.2}} and len(calls) == 1
+    assert json.loads((folder / "metrics.json").read_text()) == result
