@@ -184,6 +184,12 @@ def test_s10_semi_supervised_quick_run_on_eight_classes(other_idx_dir, tmp_path)
         assert leak["train_size"] == 512 and 0 <= leak["accuracy"] <= 1, name
     assert metrics["label_leak"]["logistic"]["test_size"] == 256
     assert metrics["validation_label_leak"]["logistic"]["test_size"] == metrics["protocol"]["split_sizes"]["validation"]
+    # the final errors again with the encoder's statistics recomputed: a second way of reading the model
+    recomputed = metrics["recomputed_bn"]
+    assert set(recomputed) == {"validation_final_error", "test_error"}
+    assert all(0 <= value <= 1 for value in recomputed.values())
+    # after 8 steps the running statistics are still half their initial (0, 1): far off the final weights'
+    assert recomputed["test_error"] < metrics["test_error"] - 0.1
 
 
 @pytest.mark.slow
@@ -197,6 +203,8 @@ def test_s10_clustering_follows_validation_and_labels_clusters_from_training(oth
     assert metrics["error_by_epoch_split"] == "validation" and "test_error_by_epoch" not in metrics
     assert len(metrics["validation_error_by_epoch"]) == 1 and metrics["validation_best_epoch"] == 1
     assert metrics["validation_best_error"] == metrics["validation_final_error"] == metrics["validation_error_by_epoch"][0]
+    assert set(metrics["recomputed_bn"]) == {"validation_final_error"}  # clusters labelled the same way
+    assert 0 <= metrics["recomputed_bn"]["validation_final_error"] <= 1
     # the label head's terms trained in their own phase
     assert {"label_head/balance_gap", "label_head/entropy", "label_head/invariance"} <= set(metrics["train_history"][0])
     assert not any(name.startswith("generator/balance") for name in metrics["train_history"][0])

@@ -18,7 +18,9 @@ the test set is read once, at the end; otherwise (the lecture's protocol) on the
 Figures: ``error_by_epoch.png``; ``style_transfer.png`` (test images' styles decoded
 with every category); for clustering, ``clusters.png`` (test images grouped by
 cluster). metrics.json: the final test error of the label head (or the clustering
-report), the error by epoch on the followed split, the labelled training indices; with
+report), the error by epoch on the followed split, under ``recomputed_bn`` the final
+errors again with the encoder's BatchNorm statistics recomputed for its final weights, the
+labelled training indices; with
 labels, how well the style is separated from the label (``aejax.style_evaluation``):
 ``style_transfer_accuracy`` (the first ``--transfer-images`` test styles decoded with every
 class, scored by the evaluation classifier read from ``--classifier``, or trained on the
@@ -137,16 +139,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             classifier_params, classifier_accuracy = run.evaluation_classifier(config.classifier, splits, keys[0])
 
     def error_on(state: train_lib.TrainState, dataset: dict[str, jax.Array], split_labels: np.ndarray,
-                 train_limit: int | None = None) -> float:
-        """The label head's error on ``dataset``; clustering: by clusters labelled from training images."""
+                 train_limit: int | None = None, batch_stats: Any = None) -> float:
+        """The label head's error on ``dataset``; clustering: by clusters labelled from training images.
+        ``batch_stats``: BatchNorm statistics to read instead of the state's running ones."""
+        stats = state.batch_stats if batch_stats is None else batch_stats
         with run.timer("evaluation"):
             if supervised:
-                predicted = semi_supervised.predict_labels(model, state.params, state.batch_stats, dataset)
+                predicted = semi_supervised.predict_labels(model, state.params, stats, dataset)
                 return float(np.mean(predicted != split_labels))
             train_subset = {k: v[:train_limit] for k, v in train_images.items()}
-            train_probs = semi_supervised.predict_probabilities(model, state.params, state.batch_stats, train_subset)
+            train_probs = semi_supervised.predict_probabilities(model, state.params, stats, train_subset)
             cluster_labels = clustering.labels_by_most_confident(train_probs, np.asarray(train_subset["label"]))
-            predicted = semi_supervised.predict_labels(model, state.params, state.batch_stats, dataset)
+            predicted = semi_supervised.predict_labels(model, state.params, stats, dataset)
             return clustering.clustering_error(predicted, split_labels, cluster_labels)
 
     with run.output() as out:
@@ -169,6 +173,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                        "protocol": {"error_followed_on": followed},
                                        f"{followed}_best_error": errors[best], f"{followed}_final_error": errors[-1],
                                        "train_history": history.epochs}
+            # the running statistics lag an adversarially trained encoder: the same errors with statistics
+            # recomputed for the final weights (a sweep chooses between the two ways of reading them)
+            precise_stats = runs.recomputed_batch_stats(model, state, train_images, config.train.batch_size,
+                                                        jax.random.fold_in(jax.random.key(config.train.seed), 2))
+            metrics["recomputed_bn"] = {
+                f"{followed}_final_error": error_on(state, followed_set, splits[followed].labels, MONITOR_TRAIN_IMAGES,
+                                                    precise_stats),
+                **({"test_error": error_on(state, test_set, labels, batch_stats=precise_stats)}
+                   if supervised and followed != "test" else {})}
             if supervised:
                 metrics["test_error"] = float(np.mean(predicted != labels))
                 metrics["labelled_indices"] = labelled.tolist()
