@@ -57,11 +57,10 @@ def head_and_leak(model: Model, params: Params, batch_stats: BatchStats, train_s
     for name, scored_set in scored_sets.items():
         labels = np.asarray(scored_set["label"])
         predicted = semi_supervised.predict_labels(model, params, batch_stats, scored_set)
+        styles = {key: evaluation.encode_split(reader, params, batch_stats, scored_set)
+                  for key, reader in readers.items()}
         report: dict[str, Any] = {"label_head_accuracy": float(np.mean(predicted == labels))}
-        styles = None
-        for key, reader in readers.items():
-            split_styles = evaluation.encode_split(reader, params, batch_stats, scored_set)
-            styles = split_styles if styles is None else styles
-            report[key] = probes.label_probes(train_styles[key], train_labels, split_styles, labels, kinds=kinds)
-        results[name] = (styles, report)
+        report.update({key: probes.label_probes(train_styles[key], train_labels, styles[key], labels, kinds=kinds)
+                       for key in readers})
+        results[name] = (styles["label_leak"], report)
     return results
