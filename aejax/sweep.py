@@ -305,7 +305,7 @@ def run_candidate(spec: SweepSpec, settings: Mapping[str, Any], seed: int, folde
     metric path of ``needs`` is read, not rerun; one written before a way of evaluating was added is
     run again (its new metrics.json replaces the old one when the run completes)."""
     metrics_file = folder / "metrics.json"
-    if not _holds(metrics_file, needs) or not metrics_file.is_file():
+    if not _holds(metrics_file, needs):
         folder.parent.mkdir(parents=True, exist_ok=True)
         argv = [*run_argv(spec, settings, seed), "--out", str(folder), "--no-progress"]
         argv += [] if data_dir is None else ["--data-dir", str(data_dir)]
