@@ -91,8 +91,7 @@ def _tap_matrix(kernel: jax.Array) -> jax.Array:
     return kernel.reshape(kh * kw, c, f).transpose(1, 0, 2).reshape(c, kh * kw * f)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def tap_conv(x: jax.Array, kernel: jax.Array, padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
+def tap_conv(x: jax.Array, kernel: jax.Array, padding: Sequence[tuple[int, int]]) -> jax.Array:
     """A stride-1 NHWC/HWIO convolution for large kernels with few outputs: matmul first, then shift.
 
     im2col would copy the input kh*kw times (49 for the decoder's 7x7 output layer); here
@@ -101,6 +100,11 @@ def tap_conv(x: jax.Array, kernel: jax.Array, padding: tuple[tuple[int, int], tu
     input's 32 channels. The gradient is written out: autodiff would pad each tap's window
     back to the whole taps array and add T of those (T = 49: 49x the memory traffic).
     """
+    return _tap_conv(x, kernel, tuple(tuple(side) for side in padding))  # hashable: a static argument
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _tap_conv(x: jax.Array, kernel: jax.Array, padding: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
     kh, kw, c, f = kernel.shape
     (pt, pb), (pl, pr) = padding
     x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
@@ -110,7 +114,7 @@ def tap_conv(x: jax.Array, kernel: jax.Array, padding: tuple[tuple[int, int], tu
 
 
 def _tap_conv_fwd(x, kernel, padding):
-    return tap_conv(x, kernel, padding), (x, kernel)
+    return _tap_conv(x, kernel, padding), (x, kernel)
 
 
 def _tap_conv_bwd(padding, residuals, grad):
@@ -132,7 +136,7 @@ def _tap_conv_bwd(padding, residuals, grad):
     return dx, d_kernel.reshape(kh * kw, f, c).transpose(0, 2, 1).reshape(kh, kw, c, f)
 
 
-tap_conv.defvjp(_tap_conv_fwd, _tap_conv_bwd)
+_tap_conv.defvjp(_tap_conv_fwd, _tap_conv_bwd)
 
 
 # On the CPU, a layer this wide or wider (input pixels per channel) runs over chunks of
@@ -175,7 +179,6 @@ def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int], padding: Seq
     """
     if resolve_conv_impl(impl) == "patches":
         if kernel.shape[0] * kernel.shape[1] >= 25 and tuple(strides) == (1, 1) and kernel.shape[3] <= kernel.shape[2]:
-            padding = tuple(tuple(side) for side in padding)
             return over_batch_chunks(lambda xb: tap_conv(xb, kernel, padding), x, batch_chunk_size(x))
         return over_batch_chunks(lambda xb: patch_conv(xb, kernel, strides, padding), x, batch_chunk_size(x))
     return jax.lax.conv_general_dilated(x, kernel, tuple(strides), tuple(padding),

@@ -3,6 +3,7 @@ hand-made probability tables whose answers are worked out in the comments."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -97,7 +98,6 @@ def test_matching_is_one_to_one_and_the_best_such():
     assert sorted(matched.tolist()) == [-1, 0, 1] and matched[2] == 1
     assert clustering.clustering_error(clusters, labels, matched) == pytest.approx(3 / 8)
     # every one-to-one map of 3 clusters to 2 classes does no better
-    import itertools
     best = max(sum(np.sum((clusters == k) & (labels == c)) for k, c in zip(ks, range(2)))
                for ks in itertools.permutations(range(3), 2))
     assert best == 5
