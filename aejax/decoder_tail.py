@@ -18,9 +18,6 @@ import jax.numpy as jnp
 
 from aejax import conv_kernels as ck
 
-SLOPE, EPS = 0.01, 1e-5  # LeakyReLU's slope and BatchNorm's epsilon, as modules.py has them
-
-
 def _chunks(x, chunk):
     return x.reshape(x.shape[0] // chunk, chunk, *x.shape[1:])
 
@@ -29,9 +26,13 @@ def _merge(x):
     return x.reshape(-1, *x.shape[2:])
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
-def tail(h, kt, bt, gamma, beta, k7, b7, padding, chunk):
-    out, _ = _tail_fwd(h, kt, bt, gamma, beta, k7, b7, padding, chunk)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9, 10))
+def tail(h, kt, bt, gamma, beta, k7, b7, padding, chunk, slope, epsilon):
+    """The block on h (B, H, W, C) -> (logits (B, H', W', channels), mean (F,), biased var (F,)):
+    the transposed convolution to F features (kt, bt), BatchNorm with the batch's statistics and
+    epsilon (gamma, beta), LeakyReLU of slope, the 7x7 convolution (k7, b7) padded by padding;
+    chunk divides B. The mean and var are returned for the running statistics."""
+    out, _ = _tail_fwd(h, kt, bt, gamma, beta, k7, b7, padding, chunk, slope, epsilon)
     return out
 
 
@@ -39,7 +40,7 @@ def _x(hc, kt, bt):
     return ck.conv_transpose_taps(hc, kt) + bt
 
 
-def _tail_fwd(h, kt, bt, gamma, beta, k7, b7, padding, chunk):
+def _tail_fwd(h, kt, bt, gamma, beta, k7, b7, padding, chunk, slope, epsilon):
     hs = _chunks(h, chunk)
 
     def moments(_, hc):
@@ -51,17 +52,17 @@ def _tail_fwd(h, kt, bt, gamma, beta, k7, b7, padding, chunk):
     per = chunk * h.shape[1] * 2 * h.shape[2] * 2
     mean = jnp.mean(means, axis=0)
     var = (jnp.sum(m2s, axis=0) + per * jnp.sum(jnp.square(means - mean), axis=0)) / (per * hs.shape[0])
-    rstd = jax.lax.rsqrt(var + EPS)
+    rstd = jax.lax.rsqrt(var + epsilon)
 
     def forward(_, hc):
-        a = jax.nn.leaky_relu((_x(hc, kt, bt) - mean) * (rstd * gamma) + beta, SLOPE)
+        a = jax.nn.leaky_relu((_x(hc, kt, bt) - mean) * (rstd * gamma) + beta, slope)
         return None, ck.tap_conv(a, k7, padding) + b7
 
     _, ys = jax.lax.scan(forward, None, hs)
     return (_merge(ys), mean, var), (h, kt, bt, gamma, beta, k7, b7, mean, rstd)
 
 
-def _tail_bwd(padding, chunk, res, cotangents):
+def _tail_bwd(padding, chunk, slope, epsilon, res, cotangents):
     h, kt, bt, gamma, beta, k7, b7, mean, rstd = res
     gy = cotangents[0]  # mean and var feed the running statistics only
     hs, gys = _chunks(h, chunk), _chunks(gy, chunk)
@@ -71,9 +72,9 @@ def _tail_bwd(padding, chunk, res, cotangents):
         hc, gyc = inputs
         xhat = (_x(hc, kt, bt) - mean) * rstd
         pre = xhat * gamma + beta
-        a, conv_vjp = jax.vjp(lambda a, k: ck.tap_conv(a, k, padding), jax.nn.leaky_relu(pre, SLOPE), k7)
+        _, conv_vjp = jax.vjp(lambda a, k: ck.tap_conv(a, k, padding), jax.nn.leaky_relu(pre, slope), k7)
         ga, dk7 = conv_vjp(gyc)
-        gpre = jnp.where(pre > 0, ga, SLOPE * ga)
+        gpre = jnp.where(pre > 0, ga, slope * ga)
         dgamma, dbeta, dk = carry
         return (dgamma + jnp.sum(gpre * xhat, axis=(0, 1, 2)), dbeta + jnp.sum(gpre, axis=(0, 1, 2)), dk + dk7), gpre
 

@@ -325,7 +325,7 @@ class Decoder(nn.Module):
             (kt, bt), (scale, bias) = last(x, weights_only=True), norm(features, train, weights_only=True)
             k7, b7 = output(features, weights_only=True)
             count = x.shape[0] * 2 * x.shape[1] * 2 * x.shape[2]  # values per feature of the block's 2H x 2W maps
-            x, mean, var = decoder_tail.tail(x, kt, bt, scale, bias, k7, b7, padding, chunk)
+            x, mean, var = decoder_tail.tail(x, kt, bt, scale, bias, k7, b7, padding, chunk, LEAKY_SLOPE, norm.epsilon)
             norm(features, train, statistics=(mean, var, count))
         if top or bottom or left or right:  # grown more than 6 beyond the image: its centre
             x = x[:, top:top + height, left:left + width, :]
